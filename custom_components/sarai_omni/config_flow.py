@@ -1,0 +1,228 @@
+"""Config flow: model files, RAM budget, threads and context; conversation subentries."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigEntryState,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryData,
+    ConfigSubentryFlow,
+    SubentryFlowResult,
+)
+from homeassistant.const import CONF_LLM_HASS_API
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import llm
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TemplateSelector,
+    TextSelector,
+)
+import voluptuous as vol
+
+from .const import (
+    CONF_FAST_MMPROJ,
+    CONF_FAST_MODEL,
+    CONF_MAX_TOKENS,
+    CONF_MODEL_PREFERENCE,
+    CONF_N_CTX,
+    CONF_N_THREADS,
+    CONF_PROMPT,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
+    CONF_RAM_BUDGET_MB,
+    CONF_TEMPERATURE,
+    DEFAULT_CONVERSATION_NAME,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_N_CTX,
+    DEFAULT_RAM_BUDGET_MB,
+    DEFAULT_TEMPERATURE,
+    DOMAIN,
+    MODEL_PREFERENCES,
+    SUBENTRY_CONVERSATION,
+    TITLE,
+)
+from .engine.procmem import physical_cores, total_ram_bytes
+from .integration import backend_available
+from .validation import ModelFileError, check_model_file, estimated_mb
+
+_LOGGER = logging.getLogger(__name__)
+_MODEL_KEYS = (
+    (CONF_FAST_MODEL, False),
+    (CONF_FAST_MMPROJ, True),
+    (CONF_QUALITY_MODEL, False),
+    (CONF_QUALITY_MMPROJ, True),
+)
+
+
+def machine_ram_mb() -> int:
+    return total_ram_bytes() // 2**20
+
+
+def default_budget_mb() -> int:
+    """The seed's 7.5 GB, capped by the machine's RAM (never more than the box has)."""
+    ram = machine_ram_mb()
+    return min(DEFAULT_RAM_BUDGET_MB, ram) if ram else DEFAULT_RAM_BUDGET_MB
+
+
+def _int(minimum: int, maximum: int, step: int = 1, unit: str | None = None) -> NumberSelector:
+    config = NumberSelectorConfig(min=minimum, max=maximum, step=step, mode=NumberSelectorMode.BOX)
+    if unit:
+        config["unit_of_measurement"] = unit
+    return NumberSelector(config)
+
+
+def user_schema() -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_FAST_MODEL): TextSelector(),
+            vol.Optional(CONF_FAST_MMPROJ): TextSelector(),
+            vol.Optional(CONF_QUALITY_MODEL): TextSelector(),
+            vol.Optional(CONF_QUALITY_MMPROJ): TextSelector(),
+            vol.Required(CONF_RAM_BUDGET_MB, default=default_budget_mb()): _int(256, 1 << 20, 64, "MB"),
+            vol.Required(CONF_N_THREADS, default=physical_cores()): _int(1, 256),
+            vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): _int(256, 262144, 256),
+        }
+    )
+
+
+def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Check every given model file and the budget (blocking). Returns (errors, placeholders)."""
+    errors: dict[str, str] = {}
+    infos = {}
+    for key, projector in _MODEL_KEYS:
+        if data.get(key):
+            try:
+                infos[key] = check_model_file(hass, data[key], projector=projector)
+            except ModelFileError as err:
+                errors[key] = err.key
+    if errors:
+        return errors, {}
+    fast = infos[CONF_FAST_MODEL]
+    need = estimated_mb(fast, int(data[CONF_N_CTX]), infos.get(CONF_FAST_MMPROJ))
+    placeholders = {
+        "needed_mb": str(need),
+        "budget_mb": str(data[CONF_RAM_BUDGET_MB]),
+        "ram_mb": str(machine_ram_mb()),
+        "architecture": fast.architecture,
+    }
+    if int(data[CONF_RAM_BUDGET_MB]) > machine_ram_mb() > 0:
+        errors[CONF_RAM_BUDGET_MB] = "budget_exceeds_ram"
+    elif need > int(data[CONF_RAM_BUDGET_MB]):
+        errors[CONF_RAM_BUDGET_MB] = "does_not_fit_budget"
+    return errors, placeholders
+
+
+class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up Sarai Omni with local GGUF models."""
+
+    VERSION = 1
+    MINOR_VERSION = 1
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        await self.async_set_unique_id(DOMAIN)  # one installation per HA
+        self._abort_if_unique_id_configured()
+        errors: dict[str, str] = {}
+        placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+        if user_input is not None:
+            user_input = _normalized(user_input)
+            if not await self.hass.async_add_executor_job(backend_available):
+                errors["base"] = "llama_cpp_missing"
+            else:
+                errors, found = await self.hass.async_add_executor_job(validate_models, self.hass, user_input)
+                placeholders |= found
+            if not errors:
+                return self.async_create_entry(title=TITLE, data=user_input, subentries=[default_conversation()])
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input or {}),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
+        return {SUBENTRY_CONVERSATION: ConversationSubentryFlow}
+
+
+def _normalized(data: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+    for key in (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX):
+        out[key] = int(out[key])
+    return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+def default_conversation() -> ConfigSubentryData:
+    """The conversation agent created together with the entry."""
+    return {
+        "subentry_type": SUBENTRY_CONVERSATION,
+        "title": DEFAULT_CONVERSATION_NAME,
+        "unique_id": None,
+        "data": conversation_defaults(),
+    }
+
+
+def conversation_defaults() -> dict[str, Any]:
+    return {
+        CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
+        CONF_MODEL_PREFERENCE: "auto",
+        CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
+        CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
+    }
+
+
+class ConversationSubentryFlow(ConfigSubentryFlow):
+    """Add or change a conversation agent: prompt, tools API, model preference, sampling."""
+
+    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        if self._get_entry().state != ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        if user_input is not None:
+            if not user_input.get(CONF_LLM_HASS_API):
+                user_input.pop(CONF_LLM_HASS_API, None)
+            if self.source == "user":
+                return self.async_create_entry(title=user_input.pop("name"), data=user_input)
+            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=user_input)
+        if self.source == "user":
+            current: dict[str, Any] = {"name": DEFAULT_CONVERSATION_NAME, **conversation_defaults()}
+        else:
+            current = dict(self._get_reconfigure_subentry().data)
+        return self.async_show_form(
+            step_id="set_options",
+            data_schema=self.add_suggested_values_to_schema(self._schema(), current),
+        )
+
+    async_step_user = async_step_reconfigure = async_step_set_options
+
+    def _schema(self) -> vol.Schema:
+        apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(self.hass)]
+        fields: dict[Any, Any] = {}
+        if self.source == "user":
+            fields[vol.Required("name")] = TextSelector()
+        fields |= {
+            vol.Optional(CONF_LLM_HASS_API): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
+            vol.Optional(CONF_PROMPT): TemplateSelector(),
+            vol.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(MODEL_PREFERENCES),
+                    mode=SelectSelectorMode.DROPDOWN,
+                    translation_key=CONF_MODEL_PREFERENCE,
+                )
+            ),
+            vol.Required(CONF_MAX_TOKENS, default=DEFAULT_MAX_TOKENS): _int(1, 8192),
+            vol.Required(CONF_TEMPERATURE, default=DEFAULT_TEMPERATURE): NumberSelector(
+                NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
+            ),
+        }
+        return vol.Schema(fields)

@@ -1,0 +1,44 @@
+"""Constants: the public contract's keys and the seed's defaults."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DOMAIN: Final = "sarai_omni"
+TITLE: Final = "Sarai Omni"
+
+# Config entry data (contract: shared/notes/interface.md).
+CONF_FAST_MODEL: Final = "fast_model"
+CONF_FAST_MMPROJ: Final = "fast_mmproj"
+CONF_QUALITY_MODEL: Final = "quality_model"
+CONF_QUALITY_MMPROJ: Final = "quality_mmproj"
+CONF_RAM_BUDGET_MB: Final = "ram_budget_mb"
+CONF_N_THREADS: Final = "n_threads"
+CONF_N_CTX: Final = "n_ctx"
+
+# Options.
+CONF_KV_TYPE: Final = "kv_type"
+CONF_IDLE_UNLOAD_S: Final = "idle_unload_s"
+CONF_REQUEST_TIMEOUT_S: Final = "request_timeout_s"
+
+# Conversation subentry.
+CONF_PROMPT: Final = "prompt"
+CONF_MODEL_PREFERENCE: Final = "model"
+CONF_MAX_TOKENS: Final = "max_tokens"
+CONF_TEMPERATURE: Final = "temperature"
+
+DEFAULT_RAM_BUDGET_MB: Final = 7680  # the seed's 7.5 GB for both models
+DEFAULT_N_CTX: Final = 2048
+DEFAULT_KV_TYPE: Final = "f16"
+DEFAULT_IDLE_UNLOAD_S: Final = 600
+DEFAULT_REQUEST_TIMEOUT_S: Final = 300
+DEFAULT_MAX_TOKENS: Final = 256
+DEFAULT_TEMPERATURE: Final = 0.7
+MODEL_PREFERENCES: Final = ("auto", "fast", "quality")
+
+DEFAULT_CONVERSATION_NAME: Final = "Sarai Omni"
+SUBENTRY_CONVERSATION: Final = "conversation"
+
+# Where users put GGUF files, relative to the HA config directory.
+MODELS_DIR: Final = "models"
+SIGNAL_ENGINE_UPDATED: Final = f"{DOMAIN}_engine_updated"

@@ -1,0 +1,232 @@
+"""Async proxy to one worker process: spawn, request/stream, cancel, crash detection.
+
+A worker that dies (segfault, OOM kill, SIGKILL) fails every pending request at once with
+WorkerCrashed; the next request spawns a fresh process. Crashes are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+import contextlib
+import logging
+import os
+from pathlib import Path
+import sys
+from typing import Any
+
+from . import errors, protocol
+from .procmem import rss_bytes
+
+_LOGGER = logging.getLogger(__name__)
+_ENGINE_PACKAGE = __package__ or "engine"
+# The directory that holds the top-level package (custom_components/ in HA), for the child's sys.path.
+_IMPORT_ROOT = Path(__file__).resolve().parents[len(_ENGINE_PACKAGE.split("."))]
+_STDERR_TAIL = 20
+_ERRORS: dict[str, type[errors.EngineError]] = {
+    cls.__name__: cls for cls in (errors.InvalidInput, errors.LoadFailed, errors.BackendMissing, errors.EngineError)
+}
+
+
+class Cancelled(errors.EngineError):
+    """The request was cancelled before it produced a result."""
+
+    key = "cancelled"
+
+
+class WorkerClient:
+    """One worker process, started on demand."""
+
+    def __init__(self, name: str, python: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.crashes = 0
+        self._python = python or sys.executable
+        self._env = env or {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._next_id = 1
+        self._reader: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return (
+            self._proc is not None
+            and self._proc.returncode is None
+            and self._reader is not None
+            and not self._reader.done()
+        )
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker process right now (0 when not running)."""
+        pid = self.pid
+        return (rss_bytes(pid) or 0) if pid else 0
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.running:
+                return
+            await self._spawn()
+
+    async def _spawn(self) -> None:
+        env = {**os.environ, **self._env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_IMPORT_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self._proc = await asyncio.create_subprocess_exec(
+            self._python,
+            "-m",
+            f"{_ENGINE_PACKAGE}.worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            limit=protocol.MAX_LINE_BYTES,
+            start_new_session=True,  # HA's signals stay HA's
+        )
+        ready: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pending = {0: ready}
+        self._reader = asyncio.create_task(self._read(self._proc), name=f"sarai_omni {self.name} reader")
+        self._stderr_task = asyncio.create_task(self._drain_stderr(self._proc), name=f"sarai_omni {self.name} stderr")
+        event = await ready.get()
+        self._pending.pop(0, None)
+        if event.get("event") != protocol.EV_READY:
+            raise self._crash_error()
+        _LOGGER.debug("worker %s started (pid %s)", self.name, self._proc.pid)
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line over the limit: protocol broken, treat as a crash
+                proc.kill()
+                break
+            if not line:
+                break
+            try:
+                msg = protocol.decode(line)
+            except ValueError:
+                continue
+            if (q := self._pending.get(int(msg.get("id", -1)))) is not None:
+                q.put_nowait(msg)
+        await proc.wait()
+        if self._stderr_task is not None:  # collect the last words of the process for the error
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
+        self._fail_pending(proc)
+
+    def _fail_pending(self, proc: asyncio.subprocess.Process) -> None:
+        pending, self._pending = self._pending, {}
+        if pending:  # a clean shutdown leaves nothing pending
+            self.crashes += 1
+            _LOGGER.warning("worker %s exited with code %s: %s", self.name, proc.returncode, self.stderr_tail())
+        for q in pending.values():
+            q.put_nowait({"event": "crashed", "code": proc.returncode})
+
+    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            text = line.decode(errors="replace").rstrip()
+            if text:
+                self._stderr_tail.append(text)
+                _LOGGER.debug("worker %s: %s", self.name, text)
+
+    def stderr_tail(self) -> str:
+        return " | ".join(list(self._stderr_tail)[-3:])
+
+    def _crash_error(self) -> errors.WorkerCrashed:
+        code = self._proc.returncode if self._proc else None
+        return errors.WorkerCrashed(f"worker '{self.name}' died (exit code {code}): {self.stderr_tail()}")
+
+    async def stream(
+        self, op: str, payload: dict[str, Any], deadline: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send a request and yield its events; the last one is the result (errors are raised).
+
+        `deadline` (event-loop time) bounds the whole request: past it, RequestTimeout is raised
+        and the worker is told to stop.
+        """
+        await self.start()
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        rid, self._next_id = self._next_id, self._next_id + 1
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pending[rid] = events
+        done = False
+        try:
+            self._proc.stdin.write(protocol.encode({"id": rid, "op": op, **payload}))
+            await self._proc.stdin.drain()
+            while True:
+                event = await self._next(events, deadline)
+                kind = event.get("event")
+                if kind == "crashed":
+                    done = True
+                    raise self._crash_error()
+                if kind == protocol.EV_ERROR:
+                    done = True
+                    raise self._error(event)
+                done = kind == protocol.EV_RESULT
+                yield event
+                if done:
+                    return
+        except (BrokenPipeError, ConnectionResetError) as err:
+            done = True
+            raise self._crash_error() from err
+        finally:
+            self._pending.pop(rid, None)
+            if not done:  # the caller gave up (cancelled, closed, timed out): stop the work
+                self._send_nowait({"id": 0, "op": protocol.OP_CANCEL, "target": rid})
+
+    @staticmethod
+    async def _next(events: asyncio.Queue[dict[str, Any]], deadline: float | None) -> dict[str, Any]:
+        if deadline is None:
+            return await events.get()
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(events.get(), max(remaining, 0.001))
+        except TimeoutError as err:
+            raise errors.RequestTimeout("the model did not answer in time") from err
+
+    async def call(self, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A request without streaming: return its result data."""
+        result: dict[str, Any] = {}
+        async for event in self.stream(op, payload or {}):
+            result = event.get("data", {})
+        return result
+
+    def _send_nowait(self, message: dict[str, Any]) -> None:
+        if self.running and self._proc and self._proc.stdin:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+                self._proc.stdin.write(protocol.encode(message))
+
+    @staticmethod
+    def _error(event: dict[str, Any]) -> errors.EngineError:
+        kind = str(event.get("kind"))
+        if kind == "Cancelled":
+            return Cancelled(event.get("message", "cancelled"))
+        return _ERRORS.get(kind, errors.EngineError)(event.get("message", kind))
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Ask the worker to exit; kill it if it does not within `grace_s` seconds."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            self._send_nowait({"id": 0, "op": protocol.OP_SHUTDOWN})
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        for task in (self._reader, self._stderr_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._proc = self._reader = self._stderr_task = None

@@ -1,0 +1,320 @@
+"""The model pool: the only place that decides what is loaded.
+
+- RAM budget: before a load the model's memory is estimated from its GGUF header (weights + KV cache
+  + compute buffers + the worker's own runtime); loaded models count with max(estimate, measured RSS).
+  A load that does not fit evicts least-recently-used idle models that are not pinned; if it still
+  does not fit it is refused with the numbers. After a load the real RSS is measured: a model that
+  came out larger than the budget allows is unloaded again, so measured RSS never stays above it.
+- One generation at a time per model: an asyncio.Lock, whose waiters are served first in, first out;
+  a cancelled waiter simply leaves the queue. Different models run in parallel.
+- Idle models that are not pinned unload after `idle_unload_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from dataclasses import dataclass, field
+import logging
+from pathlib import Path
+import time
+from typing import Any
+
+from .client import WorkerClient
+from .errors import DoesNotFitBudget, EngineError, ModelNotFound, RequestTimeout, WorkerCrashed
+from .gguf import GGUFInfo, read_gguf
+
+_LOGGER = logging.getLogger(__name__)
+MB = 2**20
+# Python + llama_cpp + numpy in the worker before any model (measured ~60 MB), with headroom.
+WORKER_RUNTIME_BYTES = 96 * MB
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}  # q8_0: 32 values in 34 bytes
+
+STATE_UNLOADED, STATE_LOADING, STATE_LOADED, STATE_ERROR = "unloaded", "loading", "loaded", "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How to run one model role."""
+
+    role: str
+    path: str
+    mmproj: str | None = None
+    n_ctx: int = 2048
+    n_threads: int = 2
+    n_batch: int = 512
+    kv_type: str = "f16"
+    n_gpu_layers: int = 0
+    pinned: bool = False
+    repack: bool = False  # llama.cpp's CPU weight repacking: a second copy of the weights in RAM
+
+    def load_params(self) -> dict[str, Any]:
+        return {
+            "model_path": self.path,
+            "mmproj_path": self.mmproj,
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "n_batch": self.n_batch,
+            "kv_type": self.kv_type,
+            "n_gpu_layers": self.n_gpu_layers,
+            "repack": self.repack,
+        }
+
+
+def estimate_bytes(info: GGUFInfo, spec: ModelSpec, mmproj: GGUFInfo | None = None) -> int:
+    """Resident memory of a loaded model, from its header and load parameters."""
+    weights = info.tensor_bytes * (2 if spec.repack else 1)  # repack copies beside the mmap'd file
+    kv = spec.n_ctx * info.kv_bytes_per_token(KV_TYPE_BYTES.get(spec.kv_type, 2.0))
+    # CPU compute buffer: activations of one batch plus the logits row of the vocabulary.
+    embd, vocab = info.embedding_length or 0, int(info.metadata.get("tokenizer.ggml.tokens", 0) or 0)
+    compute = 4 * spec.n_batch * embd * 8 + 4 * vocab * 2
+    projector = mmproj.tensor_bytes + 64 * MB if mmproj else 0
+    return int(weights + kv + compute + projector + WORKER_RUNTIME_BYTES)
+
+
+@dataclass
+class ModelSlot:
+    """One model role: its spec, its worker, and what was measured."""
+
+    spec: ModelSpec
+    client: WorkerClient
+    info: GGUFInfo | None = None
+    mmproj_info: GGUFInfo | None = None
+    state: str = STATE_UNLOADED
+    estimate: int = 0
+    rss: int = 0
+    last_used: float = 0.0
+    load_ms: float = 0.0
+    last: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+    @property
+    def name(self) -> str:
+        return Path(self.spec.path).name
+
+    @property
+    def busy(self) -> bool:
+        return self.lock.locked() or self.waiting > 0
+
+    @property
+    def loaded(self) -> bool:
+        return self.state == STATE_LOADED and self.client.running
+
+    def charged(self) -> int:
+        """Bytes this slot counts against the budget."""
+        if self.state not in (STATE_LOADED, STATE_LOADING):
+            return 0
+        return max(self.estimate, self.client.rss_bytes() if self.state == STATE_LOADED else 0)
+
+    def status(self) -> dict[str, Any]:
+        rss = self.client.rss_bytes() if self.loaded else 0
+        return {
+            "role": self.spec.role,
+            "model": self.name,
+            "state": self.state,
+            "pinned": self.spec.pinned,
+            "estimate_mb": round(self.estimate / MB),
+            "rss_mb": round(rss / MB),
+            "load_ms": round(self.load_ms, 1),
+            "last_used": self.last_used,
+            "queue": self.waiting,
+            "crashes": self.client.crashes,
+            "error": self.error,
+            **self.last,
+        }
+
+
+class ModelPool:
+    """Loads, evicts and queues models within a RAM budget."""
+
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        budget_bytes: int,
+        *,
+        idle_unload_s: float = 600.0,
+        python: str | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.budget = budget_bytes
+        self.idle_unload_s = idle_unload_s
+        self.slots = {s.role: ModelSlot(s, WorkerClient(s.role, python)) for s in specs}
+        self._load_lock = asyncio.Lock()
+        self._on_change = on_change or (lambda: None)
+        self._idle_task: asyncio.Task[None] | None = None
+
+    # -- introspection ------------------------------------------------------------------------
+    def slot(self, role: str) -> ModelSlot:
+        if role not in self.slots:
+            raise ModelNotFound(f"no {role} model is configured")
+        return self.slots[role]
+
+    def used_bytes(self, exclude: ModelSlot | None = None) -> int:
+        return sum(s.charged() for s in self.slots.values() if s is not exclude)
+
+    def measured_rss(self) -> int:
+        return sum(s.client.rss_bytes() for s in self.slots.values() if s.loaded)
+
+    def fits(self, role: str) -> bool:
+        """Whether `role` is loaded or could be loaded by evicting idle unpinned models."""
+        slot = self.slots.get(role)
+        if slot is None:
+            return False
+        if slot.loaded:
+            return True
+        fixed = sum(s.charged() for s in self.slots.values() if s is not slot and (s.spec.pinned or s.busy))
+        return fixed + (slot.estimate or 0) <= self.budget
+
+    def snapshot(self) -> dict[str, Any]:
+        used = self.used_bytes()
+        return {
+            "budget_mb": round(self.budget / MB),
+            "used_mb": round(used / MB),
+            "used_pct": round(100 * used / self.budget, 1) if self.budget else 0.0,
+            "measured_rss_mb": round(self.measured_rss() / MB),
+            "models": {role: s.status() for role, s in self.slots.items()},
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """Read every model's header (in a thread: it is file I/O) and compute its estimate."""
+        for slot in self.slots.values():
+            slot.info = await asyncio.to_thread(_read_model, slot.spec.path)
+            if slot.spec.mmproj:
+                slot.mmproj_info = await asyncio.to_thread(_read_model, slot.spec.mmproj)
+            slot.estimate = estimate_bytes(slot.info, slot.spec, slot.mmproj_info)
+        if self.idle_unload_s > 0 and self._idle_task is None:
+            self._idle_task = asyncio.create_task(self._idle_loop(), name="sarai_omni idle unload")
+
+    async def close(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_task
+            self._idle_task = None
+        for slot in self.slots.values():
+            await slot.client.close()
+            slot.state, slot.rss = STATE_UNLOADED, 0
+
+    # -- use ----------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, role: str, deadline: float | None = None) -> AsyncIterator[tuple[ModelSlot, float]]:
+        """Wait for the model's turn (FIFO), load it if needed, and hold it while generating.
+
+        Yields the slot and the milliseconds spent loading for this request (0 when resident).
+        """
+        slot = self.slot(role)
+        slot.waiting += 1
+        self._on_change()
+        try:
+            await _within(slot.lock.acquire(), deadline, f"waiting for the {role} model")
+        finally:
+            slot.waiting -= 1
+        try:
+            load_ms = await _within(self.ensure_loaded(slot), deadline, f"loading the {role} model")
+            yield slot, load_ms
+        except WorkerCrashed:
+            slot.state, slot.rss, slot.error = STATE_UNLOADED, 0, "worker crashed"
+            raise
+        finally:
+            slot.last_used = time.monotonic()
+            slot.lock.release()
+            self._on_change()
+
+    async def ensure_loaded(self, slot: ModelSlot) -> float:
+        """Load `slot` within the budget; return the load time in ms (0 when already loaded)."""
+        async with self._load_lock:
+            if slot.loaded:
+                return 0.0
+            if slot.info is None:
+                await self.prepare()
+            await self._make_room(slot)
+            return await self._load(slot)
+
+    async def _make_room(self, slot: ModelSlot) -> None:
+        while self.used_bytes(exclude=slot) + slot.estimate > self.budget:
+            victims = [
+                s for s in self.slots.values() if s is not slot and s.loaded and not s.spec.pinned and not s.busy
+            ]
+            if not victims:
+                fixed = self.used_bytes(exclude=slot)
+                raise DoesNotFitBudget(
+                    slot.name, round(slot.estimate / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
+                )
+            victim = min(victims, key=lambda s: s.last_used)
+            _LOGGER.info("evicting %s model (least recently used) to load %s", victim.spec.role, slot.spec.role)
+            await self._unload(victim)
+
+    async def _load(self, slot: ModelSlot) -> float:
+        slot.state, slot.error = STATE_LOADING, None
+        self._on_change()
+        try:
+            result = await slot.client.call("load", slot.spec.load_params())
+        except EngineError as err:
+            slot.state, slot.error = STATE_ERROR, str(err)
+            await slot.client.close()
+            self._on_change()
+            raise
+        slot.state, slot.load_ms, slot.last_used = STATE_LOADED, float(result.get("load_ms", 0.0)), time.monotonic()
+        slot.rss = slot.client.rss_bytes()
+        await self._check_measured(slot)
+        self._on_change()
+        return slot.load_ms
+
+    async def _check_measured(self, slot: ModelSlot) -> None:
+        """Trust measurement over estimate: learn from it, and never stay above the budget."""
+        if slot.rss > slot.estimate:
+            _LOGGER.warning("%s uses %d MB, estimated %d MB", slot.name, slot.rss // MB, slot.estimate // MB)
+            slot.estimate = int(slot.rss * 1.05)
+        if self.measured_rss() > self.budget:
+            fixed = self.used_bytes(exclude=slot)
+            await self._unload(slot)
+            raise DoesNotFitBudget(
+                slot.name, round(slot.rss / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
+            )
+
+    async def unload(self, role: str) -> None:
+        slot = self.slot(role)
+        async with slot.lock, self._load_lock:
+            await self._unload(slot)
+
+    async def _unload(self, slot: ModelSlot) -> None:
+        await slot.client.close()
+        slot.state, slot.rss = STATE_UNLOADED, 0
+        self._on_change()
+
+    async def _idle_loop(self) -> None:
+        period = max(min(self.idle_unload_s / 4, 30.0), 0.05)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for slot in self.slots.values():
+                if (
+                    slot.loaded
+                    and not slot.spec.pinned
+                    and not slot.busy
+                    and now - slot.last_used >= self.idle_unload_s
+                ):
+                    _LOGGER.info("unloading idle %s model", slot.spec.role)
+                    async with self._load_lock:
+                        if not slot.busy:
+                            await self._unload(slot)
+
+
+def _read_model(path: str) -> GGUFInfo:
+    if not Path(path).is_file():
+        raise ModelNotFound(f"model file not found: {path}")
+    return read_gguf(path)
+
+
+async def _within[T](awaitable: Awaitable[T], deadline: float | None, what: str) -> T:
+    if deadline is None:
+        return await awaitable
+    remaining = deadline - asyncio.get_running_loop().time()
+    try:
+        return await asyncio.wait_for(awaitable, max(remaining, 0.001))
+    except TimeoutError as err:
+        raise RequestTimeout(f"timed out {what}") from err

@@ -1,0 +1,137 @@
+"""Chat formats: the model's own Jinja chat template, or a plain completion prompt for base models.
+
+Only this module knows how messages become prompt text. It does not import llama.cpp, so it is
+tested on its own; the worker calls `render_prompt` and feeds the text to the tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import InvalidInput
+
+Message = dict[str, Any]
+
+# Base models (no tokenizer.chat_template) continue a transcript; these end the assistant's turn.
+COMPLETION_STOPS = ("\nUser:", "\nuser:", "\n\n\n")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """Prompt text plus the stop strings that end the assistant's turn."""
+
+    text: str
+    stops: tuple[str, ...]
+    format: str  # "template" or "completion"
+
+
+def _raise(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    # The same settings Hugging Face uses for chat templates.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.globals["raise_exception"] = _raise
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+_ENV = _environment()
+
+
+def text_of(content: Any) -> str:
+    """The text of a message content (plain string or OpenAI-style list of parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+
+
+def render_prompt(
+    messages: Sequence[Message],
+    chat_template: str | None,
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> RenderedPrompt:
+    """Render messages to prompt text, ending where the assistant's reply starts."""
+    if not messages:
+        raise InvalidInput("no messages")
+    if chat_template is None:
+        return RenderedPrompt(render_completion(messages), COMPLETION_STOPS, "completion")
+    try:
+        text = _ENV.from_string(chat_template).render(
+            messages=list(messages),
+            tools=list(tools) if tools else None,
+            add_generation_prompt=True,
+            bos_token=bos_token,
+            eos_token=eos_token,
+        )
+    except jinja2.TemplateError as err:
+        raise InvalidInput(f"chat template failed: {err}") from err
+    # The end-of-turn token ends generation; eos_token also covers templates that close with it.
+    return RenderedPrompt(text, (eos_token,) if eos_token else (), "template")
+
+
+def render_completion(messages: Sequence[Message]) -> str:
+    """A transcript prompt for base models: a system preamble, then User:/Assistant: lines."""
+    parts: list[str] = []
+    for msg in messages:
+        role, text = msg.get("role"), text_of(msg.get("content")).strip()
+        if role == "system":
+            parts.append(f"{text}\n")
+        elif role == "user":
+            parts.append(f"User: {text}")
+        elif role == "assistant" and text:
+            parts.append(f"Assistant: {text}")
+        elif role == "tool":
+            parts.append(f"Tool result: {text}")
+    return "\n".join(parts) + "\nAssistant:"
+
+
+class StopMatcher:
+    """Streams text while holding back any tail that could be the start of a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, delta: str) -> str:
+        """Add generated text; return what is safe to show. Sets `stopped` on a stop string."""
+        if self.stopped:
+            return ""
+        text = self._pending + delta
+        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, self._pending = True, ""
+            return text[:cut]
+        hold = max((self._overlap(text, s) for s in self._stops), default=0)
+        self._pending = text[len(text) - hold :] if hold else ""
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        """Return held-back text at the end of generation (it was not a stop string after all)."""
+        text, self._pending = self._pending, ""
+        return "" if self.stopped else text
+
+    @staticmethod
+    def _overlap(text: str, stop: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
+        for size in range(min(len(text), len(stop) - 1), 0, -1):
+            if stop.startswith(text[-size:]):
+                return size
+        return 0

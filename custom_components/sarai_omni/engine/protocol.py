@@ -1,0 +1,34 @@
+"""Messages between the engine (client) and a worker process: one JSON object per line.
+
+Client -> worker: {"id": int, "op": str, ...payload}. Ops: load, generate, cancel (target: id), stats,
+unload, shutdown. Worker -> client: {"id": int, "event": str, ...}. Events: ready (id 0, at start),
+token (text), result (data), error (kind, message). Every request ends with exactly one result or
+error event. The worker writes protocol lines on a private copy of stdout and points fd 1 at
+stderr, so nothing llama.cpp prints can corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+# Requests can carry base64 images; the reader's line limit must hold them.
+MAX_LINE_BYTES = 64 * 2**20
+
+OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats"
+OP_UNLOAD, OP_SHUTDOWN = "unload", "shutdown"
+EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One protocol line."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    """Parse one protocol line; raises ValueError on garbage."""
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError("protocol message is not an object")
+    return message

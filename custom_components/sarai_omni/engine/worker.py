@@ -1,0 +1,316 @@
+"""Worker process: owns one llama.cpp model and context. Run as `python -m <package>.engine.worker`.
+
+Only this module imports llama_cpp, and only inside the worker process, so a native crash (segfault,
+illegal instruction, OOM kill) takes down this process alone. Requests are served one at a time in
+arrival order; a reader thread handles `cancel` at once so a running generation stops at its next
+token.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable, Iterator, Sequence
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any, BinaryIO
+
+from . import protocol
+from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
+from .prompts import Message, StopMatcher, render_prompt
+
+Send = Callable[[dict[str, Any]], None]
+
+
+class Runner:
+    """The model and context of this worker, and what it measured."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._llm: Any = None
+        self._template: str | None = None
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+        self.load_ms = 0.0
+        self.model_path: str | None = None
+
+    # -- requests -------------------------------------------------------------------------------
+    def cancel(self, target: int) -> None:
+        with self._lock:
+            self._cancelled.add(target)
+
+    def is_cancelled(self, rid: int) -> bool:
+        with self._lock:
+            return rid in self._cancelled
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == protocol.OP_LOAD:
+            return self.load(msg)
+        if op == protocol.OP_GENERATE:
+            return self.generate(msg)
+        if op == protocol.OP_STATS:
+            return self.stats()
+        if op == protocol.OP_UNLOAD:
+            self.unload()
+            return {"state": "unloaded"}
+        raise InvalidInput(f"unknown op {op!r}")
+
+    # -- load -----------------------------------------------------------------------------------
+    def load(self, msg: dict[str, Any]) -> dict[str, Any]:
+        llama_cpp = _import_llama_cpp()
+        self.unload()
+        started = time.perf_counter()
+        try:
+            self._llm = _new_llama(llama_cpp, msg)
+        except (ValueError, RuntimeError) as err:
+            raise LoadFailed(f"llama.cpp could not load {msg.get('model_path')}: {err}") from err
+        self.load_ms = (time.perf_counter() - started) * 1000
+        self.model_path = msg["model_path"]
+        meta = self._llm.metadata
+        self._template = meta.get("tokenizer.chat_template") or None
+        return {"load_ms": self.load_ms, "n_ctx": self._llm.n_ctx(), "chat_template": bool(self._template)}
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "loaded": self._llm is not None,
+            "model_path": self.model_path,
+            "load_ms": self.load_ms,
+            "n_tokens": self._llm.n_tokens if self._llm is not None else 0,
+        }
+
+    # -- generate -------------------------------------------------------------------------------
+    def generate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        llm = self._llm
+        if llm is None:
+            raise InvalidInput("no model loaded")
+        rid = int(msg["id"])
+        started = time.perf_counter()
+        max_tokens = int(msg.get("max_tokens", 256))
+        messages, tokens, stops, fmt = self._prompt(msg, max_tokens)
+        cached = self._reuse_prefix(tokens)
+        if max_tokens == 0:  # prefill only: put the prompt in the KV cache for later turns
+            return self._prefill(tokens, cached, started)
+        matcher = StopMatcher([*stops, *msg.get("stop", [])])
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
+        grammar = _grammar(msg.get("grammar"))
+        for token in self._sample(tokens[cached:], msg, grammar):
+            now = time.perf_counter()
+            first_at = first_at or now
+            if self._is_eog(token):  # end of turn: the model finished
+                reason = "stop"
+                break
+            n_out, last_at = n_out + 1, now
+            text = matcher.feed(decoder.decode(llm.detokenize([token], special=False)))
+            if text:
+                self._send({"id": rid, "event": protocol.EV_TOKEN, "text": text})
+            if matcher.stopped:
+                reason = "stop"
+                break
+            if self.is_cancelled(rid):
+                reason = "cancelled"
+                break
+            if n_out >= max_tokens:
+                break
+        tail = matcher.feed(decoder.decode(b"", final=True)) + matcher.flush()
+        if tail:
+            self._send({"id": rid, "event": protocol.EV_TOKEN, "text": tail})
+        decode_s = last_at - first_at
+        return {
+            "finish_reason": reason,
+            "prompt_tokens": len(tokens),
+            "cached_tokens": cached,
+            "evaluated_prompt_tokens": len(tokens) - cached,
+            "completion_tokens": n_out,
+            "dropped_messages": len(msg["messages"]) - len(messages),
+            "prompt_format": fmt,
+            "ttft_ms": ((first_at or time.perf_counter()) - started) * 1000,
+            "tokens_per_second": (n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else 0.0,
+        }
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the KV cache of the longest common prefix with the context; return its length.
+
+        At least the last prompt token is always evaluated again (its logits start the reply).
+        """
+        llm = self._llm
+        cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        if cached and llm._ctx.kv_cache_seq_rm(-1, cached, -1):
+            llm.n_tokens = cached
+            return cached
+        llm.reset()  # this cache cannot drop a suffix (some recurrent/SWA caches): start over
+        return 0
+
+    def _is_eog(self, token: int) -> bool:
+        import llama_cpp  # noqa: PLC0415  (already loaded by load())
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
+
+    def _prefill(self, tokens: list[int], cached: int, started: float) -> dict[str, Any]:
+        self._llm.eval(tokens[cached:])  # eval() appends after n_tokens, set by _reuse_prefix
+        return {
+            "finish_reason": "prefill",
+            "prompt_tokens": len(tokens),
+            "cached_tokens": cached,
+            "evaluated_prompt_tokens": len(tokens) - cached,
+            "completion_tokens": 0,
+            "ttft_ms": (time.perf_counter() - started) * 1000,
+            "tokens_per_second": 0.0,
+        }
+
+    def _prompt(self, msg: dict[str, Any], max_tokens: int) -> tuple[list[Message], list[int], tuple[str, ...], str]:
+        """Render and tokenize, dropping the oldest turns while the prompt does not fit n_ctx."""
+        llm = self._llm
+        messages = list(msg["messages"])
+        room = llm.n_ctx() - min(max_tokens, llm.n_ctx() // 2)
+        eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore") if llm.token_eos() >= 0 else ""
+        while True:
+            rendered = render_prompt(messages, self._template, eos_token=eos, tools=msg.get("tools"))
+            tokens = llm.tokenize(rendered.text.encode(), add_bos=True, special=True)
+            if len(tokens) <= room:
+                return messages, tokens, rendered.stops, rendered.format
+            messages = drop_oldest_turn(messages)
+
+    def _sample(self, tokens: list[int], msg: dict[str, Any], grammar: Any) -> Iterator[int]:
+        temperature = float(msg.get("temperature", 0.7))
+        return self._llm.generate(  # type: ignore[no-any-return]
+            tokens,
+            temp=temperature,
+            top_k=int(msg.get("top_k", 40)),
+            top_p=float(msg.get("top_p", 0.95)),
+            min_p=float(msg.get("min_p", 0.05)),
+            repeat_penalty=float(msg.get("repeat_penalty", 1.0)),
+            grammar=grammar,
+            reset=False,  # _reuse_prefix already positioned the context after the cached prefix
+        )
+
+
+def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:
+    """Drop the oldest non-system message (and tool results that depended on it); keep the last."""
+    first = 1 if messages and messages[0].get("role") == "system" else 0
+    if len(messages) - first <= 1:
+        raise InvalidInput("the prompt does not fit the model's context (n_ctx)")
+    rest = list(messages[first + 1 :])
+    while len(rest) > 1 and rest[0].get("role") in ("tool", "assistant"):
+        rest.pop(0)  # a reply or tool result without its question is noise
+    return [*messages[:first], *rest]
+
+
+def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+    """Tokens llama_cpp will reuse: it always re-evaluates at least the last prompt token."""
+    n = 0
+    for a, b in zip(cached, tokens[:-1], strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _grammar(gbnf: str | None) -> Any:
+    if not gbnf:
+        return None
+    from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415  (worker-only import)
+
+    try:
+        return LlamaGrammar.from_string(gbnf, verbose=False)
+    except ValueError as err:
+        raise InvalidInput(f"invalid grammar: {err}") from err
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp  # noqa: PLC0415  (imported only in the worker, on demand)
+    except (ImportError, OSError) as err:  # OSError: the native library itself does not load
+        raise BackendMissing(f"llama-cpp-python is not usable: {err}") from err
+    return llama_cpp
+
+
+def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
+    """Create the Llama object. `repack: false` keeps weights only in the mmap'd file."""
+    kv_type = {"f16": 1, "q8_0": 8}.get(str(msg.get("kv_type", "f16")), 1)
+    low = llama_cpp.llama_cpp  # Llama() reads its defaults from the low-level module
+    defaults = low.llama_model_default_params
+
+    def model_params() -> Any:
+        params = defaults()
+        params.use_extra_bufts = bool(msg.get("repack", False))
+        return params
+
+    low.llama_model_default_params = model_params  # Llama() does not expose use_extra_bufts
+    try:
+        return llama_cpp.Llama(
+            model_path=msg["model_path"],
+            n_ctx=int(msg.get("n_ctx", 2048)),
+            n_threads=int(msg.get("n_threads", os.cpu_count() or 1)),
+            n_batch=int(msg.get("n_batch", 512)),
+            n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
+            seed=int(msg.get("seed", 0xC0FFEE)),
+            type_k=kv_type,
+            type_v=kv_type,
+            flash_attn=kv_type != 1,  # a quantized V cache needs flash attention
+            use_mmap=True,
+            swa_full=True,  # sliding-window caches must be able to drop a suffix for prefix reuse
+            verbose=False,
+        )
+    finally:
+        low.llama_model_default_params = defaults
+
+
+def _serve(runner: Runner, requests: queue.Queue[dict[str, Any] | None], send: Send) -> None:
+    while (msg := requests.get()) is not None:
+        if msg.get("op") == protocol.OP_SHUTDOWN:
+            send({"id": msg.get("id", 0), "event": protocol.EV_RESULT, "data": {}})
+            break
+        rid = msg.get("id", 0)
+        if runner.is_cancelled(rid):  # cancelled while it waited: never start it
+            send({"id": rid, "event": protocol.EV_ERROR, "kind": "Cancelled", "message": "cancelled"})
+            continue
+        try:
+            send({"id": rid, "event": protocol.EV_RESULT, "data": runner.handle(msg)})
+        except EngineError as err:
+            send({"id": rid, "event": protocol.EV_ERROR, "kind": type(err).__name__, "message": str(err)})
+        except Exception as err:  # noqa: BLE001  (the client must always get an answer)
+            send({"id": rid, "event": protocol.EV_ERROR, "kind": "EngineError", "message": repr(err)})
+
+
+def _read(stdin: BinaryIO, runner: Runner, requests: queue.Queue[dict[str, Any] | None]) -> None:
+    for line in stdin:
+        try:
+            msg = protocol.decode(line)
+        except ValueError:
+            continue
+        if msg.get("op") == protocol.OP_CANCEL:
+            runner.cancel(int(msg.get("target", -1)))
+        else:
+            requests.put(msg)
+    requests.put(None)  # the engine went away: exit
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # C code printing to stdout now lands on stderr, not in the protocol
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def send(message: dict[str, Any]) -> None:
+        with lock:
+            out.write(protocol.encode(message))
+
+    runner = Runner(send)
+    requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    threading.Thread(target=_read, args=(sys.stdin.buffer, runner, requests), daemon=True).start()
+    send({"id": 0, "event": protocol.EV_READY, "data": {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid()}})
+    _serve(runner, requests, send)
+    runner.unload()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Home Assistant entry points: set up the engine for a config entry, forward the platforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import importlib.util
+import logging
+from pathlib import Path
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant
+from homeassistant.exceptions import ConfigEntryError
+from homeassistant.helpers import config_validation as cv, issue_registry as ir
+from homeassistant.helpers.dispatcher import async_dispatcher_send
+from homeassistant.helpers.typing import ConfigType
+
+from .const import (
+    CONF_FAST_MMPROJ,
+    CONF_FAST_MODEL,
+    CONF_IDLE_UNLOAD_S,
+    CONF_KV_TYPE,
+    CONF_N_CTX,
+    CONF_N_THREADS,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
+    CONF_RAM_BUDGET_MB,
+    CONF_REQUEST_TIMEOUT_S,
+    DEFAULT_IDLE_UNLOAD_S,
+    DEFAULT_KV_TYPE,
+    DEFAULT_N_CTX,
+    DEFAULT_RAM_BUDGET_MB,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DOMAIN,
+    SIGNAL_ENGINE_UPDATED,
+)
+from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec
+from .engine.procmem import physical_cores
+
+_LOGGER = logging.getLogger(__name__)
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+PLATFORMS = (Platform.CONVERSATION, Platform.SENSOR)
+QUALITY_N_CTX = 8192
+ISSUE_BACKEND_MISSING = "llama_cpp_missing"
+
+
+@dataclass(slots=True)
+class SaraiRuntimeData:
+    """What a loaded entry keeps: the engine that owns the worker processes."""
+
+    engine: Engine
+
+
+type SaraiConfigEntry = ConfigEntry[SaraiRuntimeData]
+
+
+def backend_available() -> bool:
+    """Whether llama-cpp-python is installed for the workers (checked without loading it)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def resolve_path(hass: HomeAssistant, path: str) -> str:
+    """Absolute path of a user-entered model path (relative ones are under the config dir)."""
+    return path if Path(path).is_absolute() else hass.config.path(path)
+
+
+def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
+    """Build the engine's configuration from the entry's data and options."""
+    conf = {**entry.data, **entry.options}
+    threads = int(conf.get(CONF_N_THREADS) or physical_cores())
+    kv_type = str(conf.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
+    n_ctx = int(conf.get(CONF_N_CTX, DEFAULT_N_CTX))
+
+    def path(key: str) -> str | None:
+        return resolve_path(hass, conf[key]) if conf.get(key) else None
+
+    specs = [
+        ModelSpec(
+            FAST,
+            str(path(CONF_FAST_MODEL)),
+            path(CONF_FAST_MMPROJ),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            kv_type=kv_type,
+            pinned=True,
+        )
+    ]
+    if quality := path(CONF_QUALITY_MODEL):
+        specs.append(
+            ModelSpec(
+                QUALITY,
+                quality,
+                path(CONF_QUALITY_MMPROJ),
+                n_ctx=max(n_ctx, QUALITY_N_CTX),
+                n_threads=threads,
+                kv_type=kv_type,
+            )
+        )
+    return EngineConfig(
+        models=tuple(specs),
+        ram_budget_mb=int(conf.get(CONF_RAM_BUDGET_MB, DEFAULT_RAM_BUDGET_MB)),
+        idle_unload_s=float(conf.get(CONF_IDLE_UNLOAD_S, DEFAULT_IDLE_UNLOAD_S)),
+        request_timeout_s=float(conf.get(CONF_REQUEST_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S)),
+    )
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Set up the integration (nothing global yet beyond config entries)."""
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bool:
+    """Start the engine: read model headers, then preload the fast model in the background."""
+    if not await hass.async_add_executor_job(backend_available):
+        ir.async_create_issue(
+            hass,
+            DOMAIN,
+            ISSUE_BACKEND_MISSING,
+            is_fixable=False,
+            severity=ir.IssueSeverity.ERROR,
+            translation_key=ISSUE_BACKEND_MISSING,
+        )
+        raise ConfigEntryError(translation_domain=DOMAIN, translation_key="backend_missing")
+    ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_MISSING)
+
+    engine = Engine(
+        engine_config(hass, entry),
+        on_change=lambda: async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}"),
+    )
+    try:
+        await engine.pool.prepare()
+    except ModelNotFound as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN, translation_key="model_not_found", translation_placeholders={"error": str(err)}
+        ) from err
+    except EngineError as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
+        ) from err
+    entry.runtime_data = SaraiRuntimeData(engine)
+
+    async def _stop(_: Event) -> None:
+        await engine.close()
+
+    entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _stop))
+    entry.async_create_background_task(hass, _preload(engine), f"{DOMAIN} preload")
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.async_on_unload(entry.add_update_listener(_async_update_listener))
+    return True
+
+
+async def _preload(engine: Engine) -> None:
+    """Load the pinned fast model so the first Assist turn does not pay for it."""
+    try:
+        await engine.start()
+    except EngineError as err:  # the first request will retry and report it to the user
+        _LOGGER.warning("Preloading the fast model failed: %s", err)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bool:
+    """Unload platforms, then stop the worker processes and free their memory."""
+    if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
+        return False
+    await entry.runtime_data.engine.close()
+    return True
+
+
+async def _async_update_listener(hass: HomeAssistant, entry: SaraiConfigEntry) -> None:
+    """Options or subentries changed: rebuild the engine with them."""
+    await hass.config_entries.async_reload(entry.entry_id)

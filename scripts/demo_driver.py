@@ -1,0 +1,214 @@
+"""Drive a real Home Assistant through the sarai_omni main job (see scripts/demo).
+
+Progress goes to stdout as `[demo] ...` lines; the last line is the JSON result of
+shared/notes/interface.md: {"reply", "model", "load_ms", "ttft_ms", "tokens_per_second"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+PROMPTS = {"en": "What is the capital of France?", "es": "¿Cuál es la capital de Francia?"}
+BOOT_TIMEOUT_S = 120
+LOAD_TIMEOUT_S = 120
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_config_dir(tmp: Path) -> Path:
+    """A throwaway copy of config/ with this integration linked in."""
+    config = tmp / "config"
+    (config / "custom_components").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "configuration.yaml", config / "configuration.yaml")
+    (config / "custom_components" / "sarai_omni").symlink_to(ROOT / "custom_components" / "sarai_omni")
+    return config
+
+
+class HA:
+    """A tiny REST client for the booted Home Assistant."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session, self.base, self.token = session, base, ""
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(method, self.base + path, headers=headers, **kwargs) as resp:
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {await resp.text()}")
+            return await resp.json()
+
+    async def wait_up(self, proc: asyncio.subprocess.Process) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError(f"Home Assistant exited with code {proc.returncode}")
+            try:
+                async with self.session.get(self.base + "/api/onboarding") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+        raise RuntimeError("Home Assistant did not answer in time")
+
+    async def onboard(self) -> None:
+        client_id = self.base + "/"
+        user = await self.request(
+            "POST",
+            "/api/onboarding/users",
+            json={
+                "client_id": client_id,
+                "name": "Demo",
+                "username": "demo",
+                "password": "demo-password-1",
+                "language": "en",
+            },
+        )
+        token = await self.request(
+            "POST",
+            "/auth/token",
+            data={"grant_type": "authorization_code", "code": user["auth_code"], "client_id": client_id},
+        )
+        self.token = token["access_token"]
+
+    async def states(self) -> dict[str, dict[str, Any]]:
+        return {s["entity_id"]: s for s in await self.request("GET", "/api/states")}
+
+    async def find(self, prefix: str, suffix: str) -> dict[str, Any]:
+        for entity_id, state in (await self.states()).items():
+            if entity_id.startswith(prefix) and entity_id.endswith(suffix) and "sarai" in entity_id:
+                return state
+        raise RuntimeError(f"no entity {prefix}*{suffix}")
+
+
+async def set_up_integration(ha: HA, model: Path) -> None:
+    flow = await ha.request("POST", "/api/config/config_entries/flow", json={"handler": "sarai_omni"})
+    result = await ha.request(
+        "POST",
+        f"/api/config/config_entries/flow/{flow['flow_id']}",
+        json={"fast_model": str(model), "ram_budget_mb": 2048, "n_threads": os.cpu_count() or 2, "n_ctx": 2048},
+    )
+    if result.get("type") != "create_entry":
+        raise RuntimeError(f"config flow did not create the entry: {result.get('errors') or result}")
+
+
+async def wait_loaded(ha: HA) -> dict[str, Any]:
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            state = await ha.find("sensor.", "fast_model_state")
+        except RuntimeError:
+            state = {"state": "absent"}
+        if state["state"] == "loaded":
+            return state
+        if state["state"] == "error":
+            raise RuntimeError(f"fast model failed to load: {state['attributes'].get('error')}")
+        await asyncio.sleep(0.25)
+    raise RuntimeError("the fast model did not load in time")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.model.is_file():
+        raise RuntimeError(f"model not found: {args.model} (run scripts/setup)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sarai_demo_") as tmp:
+        config = make_config_dir(Path(tmp))
+        env = {**os.environ, "SARAI_MODELS_DIR": str(args.model.parent), "SARAI_HTTP_PORT": str(port)}
+        say(f"booting Home Assistant on 127.0.0.1:{port} (config {config})")
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.prefix) / "bin" / "hass"),
+            "-c",
+            str(config),
+            "--skip-pip",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(config / "demo-hass.log").open("wb"),
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                ha = HA(session, f"http://127.0.0.1:{port}")
+                await ha.wait_up(proc)
+                say(f"Home Assistant is up after {time.monotonic() - started:.1f} s; onboarding a demo user")
+                await ha.onboard()
+                say(f"setting up sarai_omni through its config flow with {args.model.name}")
+                await set_up_integration(ha, args.model)
+                state = await wait_loaded(ha)
+                say(f"fast model loaded in {state['attributes']['load_ms']:.0f} ms")
+                agent = (await ha.find("conversation.", ""))["entity_id"]
+                prompt = args.prompt or PROMPTS[args.language]
+                say(f"asking {agent} ({args.language}): {prompt}")
+                t0 = time.monotonic()
+                answer = await ha.request(
+                    "POST",
+                    "/api/conversation/process",
+                    json={"text": prompt, "language": args.language, "agent_id": agent},
+                )
+                say(f"answered in {time.monotonic() - t0:.2f} s")
+                reply = answer["response"]["speech"]["plain"]["speech"]
+                if answer["response"]["response_type"] == "error":
+                    raise RuntimeError(f"the agent answered with an error: {reply}")
+                states = await ha.states()
+                state = await ha.find("sensor.", "fast_model_state")
+
+                def value(suffix: str) -> float:
+                    return next(float(s["state"]) for e, s in states.items() if e.endswith(suffix))
+
+                return {
+                    "reply": reply.strip(),
+                    "model": state["attributes"]["model"],
+                    "load_ms": round(float(state["attributes"]["load_ms"]), 1),
+                    "ttft_ms": round(value("fast_model_time_to_first_token"), 1),
+                    "tokens_per_second": round(value("fast_model_speed"), 2),
+                }
+        finally:
+            say("stopping Home Assistant")
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 60)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prompt", help="what to ask (default: a question in --language)")
+    parser.add_argument("--language", choices=sorted(PROMPTS), default="en")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="fast model GGUF")
+    args = parser.parse_args()
+    try:
+        result = asyncio.run(run(args))
+    except (RuntimeError, aiohttp.ClientError, OSError) as err:
+        say(f"failed: {err}")
+        return 1
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

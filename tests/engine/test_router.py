@@ -1,0 +1,63 @@
+"""The routing policy (pure function)."""
+
+from __future__ import annotations
+
+import pytest
+
+from custom_components.sarai_omni.engine.router import (
+    FAST,
+    QUALITY,
+    Availability,
+    RouterConfig,
+    route,
+    soft_score,
+)
+
+BOTH = Availability(quality=True, quality_audio=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "role", "reason"),
+    [
+        ("hola, ¿qué tal?", FAST, "short conversational turn"),
+        ("Hello, how are you?", FAST, "short conversational turn"),
+        ("enciende la luz de la cocina", FAST, "short conversational turn"),
+        ("¿Qué ves en la cámara del jardín?", QUALITY, "camara"),
+        ("Describe this photo", QUALITY, "photo"),
+        ("Mira el vídeo de la entrada", QUALITY, "video"),
+        ("Explain step by step why the sky is blue", FAST, "default"),
+    ],
+)
+def test_text_routes(text: str, role: str, reason: str) -> None:
+    decision = route(text, availability=BOTH)
+    assert decision.role == role
+    assert reason in decision.reason
+
+
+def test_soft_score_is_bilingual_and_accent_blind() -> None:
+    assert soft_score("¿Qué tal?") == soft_score("que tal") == 1.0
+    assert soft_score("Explícame por qué el cielo es azul") < 0.8
+
+
+def test_modalities_go_to_quality() -> None:
+    decision = route("hola", {"image"}, availability=BOTH)
+    assert decision.role == QUALITY
+    assert decision.reasons[0] == "image attached"
+
+
+def test_explicit_request_wins() -> None:
+    assert route("¿qué ves en la cámara?", requested=FAST, availability=BOTH).role == FAST
+    assert route("hola", requested=QUALITY).reason == "explicit request for the quality model"
+
+
+def test_vision_falls_back_to_fast_projector() -> None:
+    avail = Availability(quality=False, quality_why_not="does not fit the RAM budget", fast_vision=True)
+    decision = route("what is on the camera?", {"image"}, availability=avail)
+    assert decision.role == FAST
+    assert "quality model does not fit the RAM budget" in decision.reason
+    assert "the fast model has a vision projector" in decision.reason
+
+
+def test_thresholds_are_configurable() -> None:
+    strict = RouterConfig(short_chars=5, soft_threshold=0.8)
+    assert "default" in route("hola, ¿qué tal?", config=strict).reason

@@ -1,0 +1,69 @@
+"""Fixtures for tests on a real Home Assistant (pytest-homeassistant-custom-component)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.sarai_omni.config_flow import default_conversation
+from custom_components.sarai_omni.const import (
+    CONF_FAST_MODEL,
+    CONF_N_CTX,
+    CONF_N_THREADS,
+    CONF_RAM_BUDGET_MB,
+    CONF_TEMPERATURE,
+    DOMAIN,
+)
+from custom_components.sarai_omni.engine import FAST
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Let HA load integrations from custom_components/ (requesting the fixture is enough)."""
+
+
+@pytest.fixture(autouse=True)
+async def setup_core(hass: HomeAssistant, model_dir: Path, gemma: Path) -> None:
+    """The `homeassistant` core integration (conversation needs it) and allow-listed model dirs."""
+    hass.config.allowlist_external_dirs = {str(model_dir), str(gemma.parent)}
+    assert await async_setup_component(hass, "homeassistant", {})
+
+
+@pytest.fixture
+def entry_data(tiny_qwen2: Path) -> dict[str, Any]:
+    return {CONF_FAST_MODEL: str(tiny_qwen2), CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 512}
+
+
+def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0.0) -> MockConfigEntry:
+    conv = default_conversation()
+    conv["data"] = {**conv["data"], CONF_TEMPERATURE: temperature}
+    entry = MockConfigEntry(domain=DOMAIN, title="Sarai Omni", data=data, unique_id=DOMAIN, subentries_data=[conv])
+    entry.add_to_hass(hass)
+    return entry
+
+
+async def wait_loaded(entry: MockConfigEntry, role: str = FAST) -> None:
+    """Wait for the background preload (a real worker process loading a real GGUF)."""
+    slot = entry.runtime_data.engine.pool.slot(role)
+    async with slot.lock:
+        await entry.runtime_data.engine.pool.ensure_loaded(slot)
+
+
+@pytest.fixture
+async def loaded_entry(hass: HomeAssistant, entry_data: dict[str, Any]) -> AsyncGenerator[MockConfigEntry]:
+    """A set-up entry on the tiny qwen2 model, unloaded (workers stopped) afterwards."""
+    entry = make_entry(hass, entry_data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    await wait_loaded(entry)
+    yield entry
+    if entry.state is ConfigEntryState.LOADED:
+        assert await hass.config_entries.async_unload(entry.entry_id)

@@ -1,0 +1,119 @@
+"""Config flow on real HA: the happy path and each error, on real GGUF files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant import config_entries
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+import pytest
+
+from custom_components.sarai_omni.const import (
+    CONF_FAST_MMPROJ,
+    CONF_FAST_MODEL,
+    CONF_N_CTX,
+    CONF_N_THREADS,
+    CONF_RAM_BUDGET_MB,
+    DOMAIN,
+    SUBENTRY_CONVERSATION,
+)
+from tests.tiny_models import write_text_model
+
+from .conftest import make_entry
+
+
+async def _submit(hass: HomeAssistant, data: dict[str, Any]) -> Any:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    return await hass.config_entries.flow.async_configure(result["flow_id"], data)
+
+
+def _form(model: str, **extra: Any) -> dict[str, Any]:
+    return {CONF_FAST_MODEL: model, CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 512, **extra}
+
+
+async def test_happy_path_creates_entry_and_agent(hass: HomeAssistant, tiny_qwen2: Path) -> None:
+    with patch("custom_components.sarai_omni.integration.async_setup_entry", return_value=True):
+        result = await _submit(hass, _form(f"  {tiny_qwen2}  "))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "Sarai Omni"
+    assert result["data"] == _form(str(tiny_qwen2))  # trimmed, nothing the user gave is lost
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    assert [s.subentry_type for s in entry.subentries.values()] == [SUBENTRY_CONVERSATION]
+
+
+async def test_relative_path_under_config_dir(hass: HomeAssistant, tmp_path: Path) -> None:
+    hass.config.config_dir = str(tmp_path)
+    (tmp_path / "models").mkdir()
+    write_text_model(tmp_path / "models" / "rel.gguf", "qwen3")
+    hass.config.allowlist_external_dirs = {str(tmp_path / "models")}
+    with patch("custom_components.sarai_omni.integration.async_setup_entry", return_value=True):
+        result = await _submit(hass, _form("models/rel.gguf"))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "error"),
+    [
+        ("missing.gguf", CONF_FAST_MODEL, "file_not_found"),
+        ("not-a-model.gguf", CONF_FAST_MODEL, "not_gguf"),
+    ],
+)
+async def test_file_errors(hass: HomeAssistant, model_dir: Path, name: str, field: str, error: str) -> None:
+    result = await _submit(hass, _form(str(model_dir / name)))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {field: error}
+
+
+async def test_path_outside_allowlist(hass: HomeAssistant, tmp_path: Path) -> None:
+    outside = write_text_model(tmp_path / "elsewhere.gguf")
+    result = await _submit(hass, _form(str(outside)))
+    assert result["errors"] == {CONF_FAST_MODEL: "path_not_allowed"}
+
+
+async def test_unsupported_architecture(hass: HomeAssistant, model_dir: Path) -> None:
+    import gguf
+
+    path = model_dir / "bert.gguf"
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    result = await _submit(hass, _form(str(path)))
+    assert result["errors"] == {CONF_FAST_MODEL: "unsupported_arch"}
+
+
+async def test_model_given_as_projector(hass: HomeAssistant, tiny_qwen2: Path) -> None:
+    result = await _submit(hass, _form(str(tiny_qwen2), **{CONF_FAST_MMPROJ: str(tiny_qwen2)}))
+    assert result["errors"] == {CONF_FAST_MMPROJ: "unsupported_arch"}
+
+
+async def test_does_not_fit_budget_states_numbers(hass: HomeAssistant, gemma: Path) -> None:
+    result = await _submit(hass, _form(str(gemma), **{CONF_RAM_BUDGET_MB: 256}))
+    assert result["errors"] == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}
+    placeholders = result["description_placeholders"]
+    assert int(placeholders["needed_mb"]) > 256
+    assert placeholders["budget_mb"] == "256"
+    assert placeholders["architecture"] == "gemma3"
+
+
+async def test_budget_above_machine_ram(hass: HomeAssistant, tiny_qwen2: Path) -> None:
+    result = await _submit(hass, _form(str(tiny_qwen2), **{CONF_RAM_BUDGET_MB: 1 << 20}))
+    assert result["errors"] == {CONF_RAM_BUDGET_MB: "budget_exceeds_ram"}
+
+
+async def test_llama_cpp_missing(hass: HomeAssistant, tiny_qwen2: Path) -> None:
+    with patch("custom_components.sarai_omni.config_flow.backend_available", return_value=False):
+        result = await _submit(hass, _form(str(tiny_qwen2)))
+    assert result["errors"] == {"base": "llama_cpp_missing"}
+
+
+async def test_second_setup_aborts(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    make_entry(hass, entry_data)
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"

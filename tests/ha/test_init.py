@@ -1,0 +1,88 @@
+"""Setting up and unloading the entry on real HA with real worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.sarai_omni.const import CONF_FAST_MODEL, DOMAIN
+from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.engine.procmem import rss_bytes
+
+from .conftest import make_entry
+
+
+async def test_setup_preloads_fast_model_and_unload_stops_worker(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    engine = loaded_entry.runtime_data.engine
+    client = engine.pool.slot(FAST).client
+    pid = client.pid
+    assert pid is not None
+    assert client.rss_bytes() > 0
+    assert engine.snapshot()["models"][FAST]["state"] == "loaded"
+    entities = er.async_entries_for_config_entry(er.async_get(hass), loaded_entry.entry_id)
+    assert {e.domain for e in entities} == {"conversation", "sensor"}
+
+    assert await hass.config_entries.async_unload(loaded_entry.entry_id)
+    assert loaded_entry.state is ConfigEntryState.NOT_LOADED
+    assert not client.running
+    assert rss_bytes(pid) is None  # the worker process is gone, its memory freed
+
+
+async def test_sensors_report_the_loaded_model(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    registry = er.async_get(hass)
+    ids = {e.unique_id: e.entity_id for e in er.async_entries_for_config_entry(registry, loaded_entry.entry_id)}
+    await hass.async_block_till_done()
+    state = hass.states.get(ids[f"{loaded_entry.entry_id}_fast_state"])
+    assert state is not None
+    assert state.state == "loaded"
+    assert state.attributes["model"] == "tiny-qwen2.gguf"
+    assert state.attributes["load_ms"] > 0
+    rss = hass.states.get(ids[f"{loaded_entry.entry_id}_fast_rss"])
+    assert rss is not None
+    assert float(rss.state) > 10
+    budget = hass.states.get(ids[f"{loaded_entry.entry_id}_budget_used"])
+    assert budget is not None
+    assert 0 < float(budget.state) < 100
+
+
+async def test_missing_model_file_fails_setup_clearly(
+    hass: HomeAssistant, entry_data: dict[str, Any], tmp_path: Path
+) -> None:
+    entry = make_entry(hass, {**entry_data, CONF_FAST_MODEL: str(tmp_path / "gone.gguf")})
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.reason is not None
+    assert "gone.gguf" in entry.reason
+
+
+async def test_backend_missing_raises_repair_issue(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    entry = make_entry(hass, entry_data)
+    with patch("custom_components.sarai_omni.integration.backend_available", return_value=False):
+        assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_missing")
+    assert issue is not None
+    assert issue.severity is ir.IssueSeverity.ERROR
+
+    assert await hass.config_entries.async_reload(entry.entry_id)  # installed now: the issue clears
+    await hass.async_block_till_done()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_missing") is None
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+def test_engine_imports_without_home_assistant() -> None:
+    """Worker processes import the engine; it must not drag Home Assistant in."""
+    import subprocess
+    import sys
+
+    code = "import custom_components.sarai_omni.engine, sys; assert 'homeassistant' not in sys.modules"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
