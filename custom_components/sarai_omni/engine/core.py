@@ -149,9 +149,18 @@ class Engine:
                 if warm_messages:
                     await self.warm(slot.spec.role, warm_messages)
 
-    async def warm(self, role: str, messages: list[Message]) -> ChatResult:
-        """Evaluate `messages` into the model's context so later turns reuse them as a prefix."""
-        return await self.complete(ChatRequest(messages=messages, role=role, max_tokens=0))
+    async def warm(self, role: str, messages: list[Message]) -> dict[str, Any]:
+        """Put `messages` (the standing prompt) in the model's KV cache, from disk when saved before.
+
+        Later turns that start with the same messages evaluate only their new tokens.
+        """
+        async with self.pool.use(role) as (slot, _):
+            return await slot.client.call("warm", {"messages": messages})
+
+    async def logits(self, role: str, messages: list[Message], top: int = 20) -> dict[str, Any]:
+        """Next-token logits after `messages` (top ids and values), reusing the cached prefix."""
+        async with self.pool.use(role) as (slot, _):
+            return await slot.client.call("logits", {"messages": messages, "top": top})
 
     def availability(self) -> Availability:
         slots = self.pool.slots

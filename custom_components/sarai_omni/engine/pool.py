@@ -48,6 +48,7 @@ class ModelSpec:
     n_gpu_layers: int = 0
     pinned: bool = False
     repack: bool = False  # llama.cpp's CPU weight repacking: a second copy of the weights in RAM
+    kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
 
     def load_params(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class ModelSpec:
             "kv_type": self.kv_type,
             "n_gpu_layers": self.n_gpu_layers,
             "repack": self.repack,
+            "kv_cache_dir": self.kv_cache_dir,
         }
 
 
@@ -156,7 +158,8 @@ class ModelPool:
         return sum(s.charged() for s in self.slots.values() if s is not exclude)
 
     def measured_rss(self) -> int:
-        return sum(s.client.rss_bytes() for s in self.slots.values() if s.loaded)
+        """Resident memory of every worker process alive now (loading ones included)."""
+        return sum(s.client.rss_bytes() for s in self.slots.values())
 
     def fits(self, role: str) -> bool:
         """Whether `role` is loaded or could be loaded by evicting idle unpinned models."""

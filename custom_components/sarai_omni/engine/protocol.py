@@ -1,8 +1,10 @@
 """Messages between the engine (client) and a worker process: one JSON object per line.
 
-Client -> worker: {"id": int, "op": str, ...payload}. Ops: load, generate, cancel (target: id), stats,
-unload, shutdown. Worker -> client: {"id": int, "event": str, ...}. Events: ready (id 0, at start),
-token (text), result (data), error (kind, message). Every request ends with exactly one result or
+Client -> worker: {"id": int, "op": str, ...payload}. Ops: load, generate, warm (standing prompt into
+the KV cache, restored from disk when saved before), logits (next-token logits, for tests and
+benchmarks), cancel (target: id), stats, unload, shutdown.
+Worker -> client: {"id": int, "event": str, ...}. Events: ready (id 0, at start), token (text),
+result (data), error (kind, message). Every request ends with exactly one result or
 error event. The worker writes protocol lines on a private copy of stdout and points fd 1 at
 stderr, so nothing llama.cpp prints can corrupt the stream.
 """
@@ -17,7 +19,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 64 * 2**20
 
 OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats"
-OP_UNLOAD, OP_SHUTDOWN = "unload", "shutdown"
+OP_UNLOAD, OP_SHUTDOWN, OP_WARM, OP_LOGITS = "unload", "shutdown", "warm", "logits"
 EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
 
 

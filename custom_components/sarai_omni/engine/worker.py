@@ -8,9 +8,13 @@ token.
 
 from __future__ import annotations
 
+from array import array
 import codecs
 from collections.abc import Callable, Iterator, Sequence
+import ctypes
+import hashlib
 import os
+from pathlib import Path
 import queue
 import sys
 import threading
@@ -35,6 +39,7 @@ class Runner:
         self._lock = threading.Lock()
         self.load_ms = 0.0
         self.model_path: str | None = None
+        self._kv: KVStateFiles | None = None
 
     # -- requests -------------------------------------------------------------------------------
     def cancel(self, target: int) -> None:
@@ -51,6 +56,10 @@ class Runner:
             return self.load(msg)
         if op == protocol.OP_GENERATE:
             return self.generate(msg)
+        if op == protocol.OP_WARM:
+            return self.warm(msg)
+        if op == protocol.OP_LOGITS:
+            return self.logits(msg)
         if op == protocol.OP_STATS:
             return self.stats()
         if op == protocol.OP_UNLOAD:
@@ -69,6 +78,7 @@ class Runner:
             raise LoadFailed(f"llama.cpp could not load {msg.get('model_path')}: {err}") from err
         self.load_ms = (time.perf_counter() - started) * 1000
         self.model_path = msg["model_path"]
+        self._kv = KVStateFiles(msg)
         meta = self._llm.metadata
         self._template = meta.get("tokenizer.chat_template") or None
         return {"load_ms": self.load_ms, "n_ctx": self._llm.n_ctx(), "chat_template": bool(self._template)}
@@ -96,8 +106,6 @@ class Runner:
         max_tokens = int(msg.get("max_tokens", 256))
         messages, tokens, stops, fmt = self._prompt(msg, max_tokens)
         cached = self._reuse_prefix(tokens)
-        if max_tokens == 0:  # prefill only: put the prompt in the KV cache for later turns
-            return self._prefill(tokens, cached, started)
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
@@ -136,6 +144,55 @@ class Runner:
             "tokens_per_second": (n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else 0.0,
         }
 
+    def warm(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Put the standing prompt in the KV cache: from the context, from disk, or by evaluating it.
+
+        A freshly evaluated prompt's KV state is saved to disk, so a restarted worker (or HA)
+        restores it in milliseconds instead of evaluating it again.
+        """
+        llm, started = self._require_model(), time.perf_counter()
+        _, tokens, _, _ = self._prompt(msg, 0)
+        cached = self._reuse_prefix(tokens)
+        source = "context"
+        if cached < len(tokens) - 1:
+            path = self._kv.path_for(tokens) if self._kv else None
+            if path is not None and self._kv is not None and self._kv.restore(llm, path, tokens):
+                cached, source = len(tokens), "disk"
+            else:
+                llm.eval(tokens[cached:])
+                source = "evaluated"
+                if path is not None and self._kv is not None:
+                    self._kv.save(llm, path, tokens)
+        return {
+            "source": source,
+            "prompt_tokens": len(tokens),
+            "cached_tokens": cached,
+            "evaluated_prompt_tokens": len(tokens) - cached,
+            "ms": (time.perf_counter() - started) * 1000,
+        }
+
+    def logits(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate the prompt (reusing the cached prefix) and return the next token's top logits."""
+        import llama_cpp  # noqa: PLC0415  (worker-only)
+        import numpy as np  # noqa: PLC0415
+
+        llm = self._require_model()
+        _, tokens, _, _ = self._prompt(msg, 0)
+        cached = self._reuse_prefix(tokens)
+        llm.eval(tokens[cached:])
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+        top = np.argsort(row)[::-1][: int(msg.get("top", 20))]
+        return {
+            "evaluated_prompt_tokens": len(tokens) - cached,
+            "ids": top.tolist(),
+            "logits": [float(row[i]) for i in top],
+        }
+
+    def _require_model(self) -> Any:
+        if self._llm is None:
+            raise InvalidInput("no model loaded")
+        return self._llm
+
     def _reuse_prefix(self, tokens: list[int]) -> int:
         """Keep the KV cache of the longest common prefix with the context; return its length.
 
@@ -153,18 +210,6 @@ class Runner:
         import llama_cpp  # noqa: PLC0415  (already loaded by load())
 
         return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
-
-    def _prefill(self, tokens: list[int], cached: int, started: float) -> dict[str, Any]:
-        self._llm.eval(tokens[cached:])  # eval() appends after n_tokens, set by _reuse_prefix
-        return {
-            "finish_reason": "prefill",
-            "prompt_tokens": len(tokens),
-            "cached_tokens": cached,
-            "evaluated_prompt_tokens": len(tokens) - cached,
-            "completion_tokens": 0,
-            "ttft_ms": (time.perf_counter() - started) * 1000,
-            "tokens_per_second": 0.0,
-        }
 
     def _prompt(self, msg: dict[str, Any], max_tokens: int) -> tuple[list[Message], list[int], tuple[str, ...], str]:
         """Render and tokenize, dropping the oldest turns while the prompt does not fit n_ctx."""
@@ -191,6 +236,67 @@ class Runner:
             grammar=grammar,
             reset=False,  # _reuse_prefix already positioned the context after the cached prefix
         )
+
+
+class KVStateFiles:
+    """KV-cache snapshots of standing prompts on disk, keyed by everything that shapes the state:
+    the model file's identity (path, size, mtime), n_ctx, KV type, and the prompt's tokens.
+    """
+
+    KEEP = 8  # newest files kept per directory
+
+    def __init__(self, load: dict[str, Any]) -> None:
+        self.dir = Path(load["kv_cache_dir"]) if load.get("kv_cache_dir") else None
+        stat = os.stat(load["model_path"])
+        self._identity = "|".join(
+            map(
+                str,
+                (
+                    os.path.realpath(load["model_path"]),
+                    stat.st_size,
+                    stat.st_mtime_ns,
+                    load.get("n_ctx"),
+                    load.get("kv_type"),
+                    protocol.PROTOCOL_VERSION,
+                ),
+            )
+        )
+
+    def path_for(self, tokens: Sequence[int]) -> Path | None:
+        if self.dir is None:
+            return None
+        digest = hashlib.sha256(self._identity.encode() + array("i", tokens).tobytes()).hexdigest()[:32]
+        return self.dir / f"{digest}.kv"
+
+    def restore(self, llm: Any, path: Path, tokens: list[int]) -> bool:
+        import llama_cpp  # noqa: PLC0415  (worker-only)
+
+        if not path.is_file():
+            return False
+        out = (llama_cpp.llama_token * len(tokens))()
+        count = ctypes.c_size_t(0)
+        llm.reset()
+        if (
+            not llama_cpp.llama_state_load_file(llm.ctx, str(path).encode(), out, len(tokens), ctypes.byref(count))
+            or list(out[: count.value]) != tokens
+        ):
+            llm.reset()  # a stale or foreign file: evaluate instead
+            return False
+        llm.input_ids[: len(tokens)] = tokens
+        llm.n_tokens = len(tokens)  # the Llama object's prefix matching must see the restored tokens
+        os.utime(path)
+        return True
+
+    def save(self, llm: Any, path: Path, tokens: list[int]) -> None:
+        import llama_cpp  # noqa: PLC0415  (worker-only)
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        arr = (llama_cpp.llama_token * len(tokens))(*tokens)
+        if llama_cpp.llama_state_save_file(llm.ctx, str(tmp).encode(), arr, len(tokens)):
+            tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
+        for old in sorted(path.parent.glob("*.kv"), key=lambda p: p.stat().st_mtime)[: -self.KEEP]:
+            old.unlink(missing_ok=True)
 
 
 def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:

@@ -1,0 +1,42 @@
+"""Engine fixtures: real worker processes on tiny GGUFs, no Home Assistant."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+
+import pytest
+
+from custom_components.sarai_omni.engine import Engine, EngineConfig, ModelSpec
+
+EngineFactory = Callable[..., Engine]
+HELLO = 'root ::= "Hello there, friend."'
+ENDLESS = "root ::= [a-z] root"  # never lets the model stop: runs until max_tokens or cancel
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
+    """Build engines whose roles all run the tiny model; every engine is closed afterwards."""
+    engines: list[Engine] = []
+
+    def factory(
+        roles: tuple[str, ...] = ("fast",),
+        *,
+        budget_mb: int = 4096,
+        pinned: tuple[str, ...] = ("fast",),
+        n_ctx: int = 4096,
+        kv_cache_dir: str | None = None,
+        idle_unload_s: float = 600.0,
+    ) -> Engine:
+        specs = tuple(
+            ModelSpec(role, str(tiny_qwen2), n_ctx=n_ctx, n_threads=2, pinned=role in pinned, kv_cache_dir=kv_cache_dir)
+            for role in roles
+        )
+        engine = Engine(EngineConfig(models=specs, ram_budget_mb=budget_mb, idle_unload_s=idle_unload_s))
+        engines.append(engine)
+        return engine
+
+    yield factory
+    for engine in engines:
+        await engine.close()

@@ -1,0 +1,171 @@
+"""The engine on real worker processes running real llama.cpp on tiny GGUFs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from custom_components.sarai_omni.engine import ChatRequest, RequestTimeout, WorkerCrashed
+
+from .conftest import ENDLESS, HELLO, USER, EngineFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_engine_imports_without_home_assistant() -> None:
+    """Worker processes import the engine; it must not drag Home Assistant in."""
+    code = "import custom_components.sarai_omni.engine, sys; assert 'homeassistant' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+async def test_streams_deltas_from_a_worker_process(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    pid = engine.pool.slot("fast").client.pid
+    assert pid is not None
+    assert pid != os.getpid()
+    stream = engine.chat(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
+    deltas = [d async for d in stream]
+    assert len(deltas) > 1
+    assert "".join(deltas) == "Hello there, friend."
+    assert stream.result is not None
+    assert stream.result.finish_reason == "stop"
+    assert stream.result.tokens_per_second > 0
+
+
+async def test_second_turn_evaluates_only_new_tokens(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    turn1 = [{"role": "system", "content": "You are a helpful home assistant."}, *USER]
+    first = await engine.complete(ChatRequest(messages=turn1, grammar=HELLO, temperature=0))
+    turn2 = [*turn1, {"role": "assistant", "content": first.text}, {"role": "user", "content": "and now?"}]
+    second = await engine.complete(ChatRequest(messages=turn2, grammar=HELLO, temperature=0))
+    assert first.cached_tokens == 0
+    assert second.cached_tokens >= first.prompt_tokens  # all of turn 1 was reused
+    assert second.evaluated_prompt_tokens == second.prompt_tokens - second.cached_tokens
+    assert second.evaluated_prompt_tokens < second.prompt_tokens - first.prompt_tokens + 8
+
+
+async def test_restored_kv_state_matches_fresh_evaluation(make_engine: EngineFactory, tmp_path: Path) -> None:
+    system = [{"role": "system", "content": "You control the lights, the blinds and the heating. " * 8}]
+    question = [*system, {"role": "user", "content": "turn on the kitchen light"}]
+    kv_dir = str(tmp_path / "kv")
+
+    first = make_engine(kv_cache_dir=kv_dir)
+    assert (await first.warm("fast", system))["source"] == "evaluated"
+    await first.close()
+    assert len(list((tmp_path / "kv").glob("*.kv"))) == 1
+
+    restarted = make_engine(kv_cache_dir=kv_dir)
+    warm = await restarted.warm("fast", system)
+    assert warm["source"] == "disk"
+    assert warm["evaluated_prompt_tokens"] == 0
+    restored = await restarted.logits("fast", question)
+
+    fresh = await make_engine().logits("fast", question)
+    assert restored["evaluated_prompt_tokens"] < fresh["evaluated_prompt_tokens"] // 4
+    assert restored["ids"] == fresh["ids"]
+    assert restored["logits"] == pytest.approx(fresh["logits"], abs=1e-3)
+
+
+async def test_sigkill_mid_generation_fails_fast_and_recovers(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    client = engine.pool.slot("fast").client
+    pid = client.pid
+    assert pid is not None
+    killed_at = 0.0
+
+    async def generate_and_kill() -> None:
+        nonlocal killed_at
+        async for _ in engine.chat(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000)):
+            if not killed_at:  # mid-generation: the first token has arrived
+                os.kill(pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+
+    with pytest.raises(WorkerCrashed, match="died"):
+        await generate_and_kill()
+    assert time.monotonic() - killed_at < 1.0
+    assert client.crashes == 1
+    assert engine.snapshot()["models"]["fast"]["state"] == "unloaded"
+
+    again = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
+    assert again.text == "Hello there, friend."
+    assert again.load_ms > 0  # the next request restarted the worker and reloaded the model
+    assert client.pid not in (None, pid)
+
+
+async def test_requests_to_one_model_are_served_fifo(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    finished: list[str] = []
+
+    async def ask(word: str) -> None:
+        result = await engine.complete(ChatRequest(messages=USER, grammar=f'root ::= "{word}"', temperature=0))
+        finished.append(result.text)
+
+    tasks = []
+    for word in ("one", "two", "three", "four"):
+        tasks.append(asyncio.create_task(ask(word)))
+        await asyncio.sleep(0)  # queue them in this order
+    await asyncio.gather(*tasks)
+    assert finished == ["one", "two", "three", "four"]
+
+
+async def test_cancel_stops_generation_and_drops_queued_work(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    started = asyncio.Event()
+    queued_output: list[str] = []
+
+    async def endless() -> None:
+        async for _ in engine.chat(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000)):
+            started.set()
+
+    async def queued() -> None:
+        async for delta in engine.chat(ChatRequest(messages=USER, grammar=HELLO)):
+            queued_output.append(delta)
+
+    running = asyncio.create_task(endless())
+    await started.wait()
+    waiting = asyncio.create_task(queued())
+    await asyncio.sleep(0.05)
+    assert engine.snapshot()["models"]["fast"]["queue"] == 1
+    waiting.cancel()
+    running.cancel()
+    for task in (running, waiting):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    t0 = time.monotonic()
+    result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
+    assert result.text == "Hello there, friend."
+    assert time.monotonic() - t0 < 1.0  # the worker stopped the cancelled generation at once
+    assert queued_output == []  # the cancelled queued request never ran
+    assert engine.pool.slot("fast").client.crashes == 0
+
+
+async def test_request_timeout(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    with pytest.raises(RequestTimeout):
+        await engine.complete(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000, timeout_s=0.3))
+    result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
+    assert result.text == "Hello there, friend."
+
+
+async def test_worker_side_cancel_ends_with_a_result(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    client = engine.pool.slot("fast").client
+    stream = client.stream("generate", {"messages": USER, "grammar": ENDLESS, "max_tokens": 100_000})
+    first = await anext(aiter(stream))
+    assert first["event"] == "token"
+    client._send_nowait({"id": 0, "op": "cancel", "target": client._next_id - 1})
+    events = [e async for e in stream]
+    assert events[-1]["data"]["finish_reason"] == "cancelled"

@@ -1,0 +1,106 @@
+"""RAM budget, LRU eviction, pinning, refusal and idle unload, with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine
+from custom_components.sarai_omni.engine.pool import MB
+
+from .conftest import HELLO, USER, EngineFactory
+
+ROLES = ("fast", "a", "b", "c")
+
+
+def loaded(engine: Engine) -> set[str]:
+    return {role for role, s in engine.pool.slots.items() if s.loaded}
+
+
+async def room_for(make_engine: EngineFactory, models: int, idle_unload_s: float = 600.0) -> Engine:
+    """An engine whose budget holds exactly `models` of the tiny models at once."""
+    probe = make_engine(roles=("fast",))
+    await probe.pool.prepare()
+    each = probe.pool.slot("fast").estimate // MB + 1
+    return make_engine(roles=ROLES, budget_mb=models * each + each // 2, idle_unload_s=idle_unload_s)
+
+
+async def test_lru_eviction_order_and_pinned_model_kept(make_engine: EngineFactory) -> None:
+    engine = await room_for(make_engine, 3)
+    await engine.start()  # loads the pinned fast model
+    await engine.load("a")
+    await engine.load("b")
+    await engine.complete(ChatRequest(messages=USER, role="a", grammar=HELLO))  # a is now more recent than b
+    await engine.load("c")
+    assert loaded(engine) == {"fast", "a", "c"}  # b was the least recently used
+    await engine.load("b")
+    assert loaded(engine) == {"fast", "c", "b"}  # then a
+    assert engine.pool.slot("fast").client.crashes == 0
+
+
+async def test_refusal_states_needed_free_and_budget(make_engine: EngineFactory) -> None:
+    engine = await room_for(make_engine, 1)
+    await engine.start()
+    with pytest.raises(DoesNotFitBudget) as info:
+        await engine.load("a")  # only the pinned model fits, and it is never evicted
+    err, budget = info.value, engine.pool.budget // MB
+    need = engine.pool.slot("a").estimate // MB
+    assert err.needed_mb == pytest.approx(need, abs=1)
+    assert err.budget_mb == budget
+    assert err.free_mb == pytest.approx(budget - engine.pool.slot("fast").charged() // MB, abs=1)
+    assert str(err) == (
+        f"model 'tiny-qwen2.gguf' needs {err.needed_mb} MB but only {err.free_mb} MB of the {budget} MB "
+        "RAM budget can be freed"
+    )
+    assert loaded(engine) == {"fast"}
+
+
+async def test_random_sequence_never_exceeds_budget(make_engine: EngineFactory) -> None:
+    engine = await room_for(make_engine, 2)
+    await engine.start()
+    budget, peak, refused = engine.pool.budget, 0, 0
+    stop = asyncio.Event()
+
+    async def sample() -> None:  # the real RSS of every worker process, every 5 ms
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, engine.pool.measured_rss())
+            assert engine.pool.used_bytes() <= budget
+            await asyncio.sleep(0.005)
+
+    async def step(rng: random.Random) -> None:
+        nonlocal refused
+        role, action = rng.choice(ROLES), rng.choice(("load", "chat", "chat", "unload"))
+        try:
+            if action == "load":
+                await engine.load(role)
+            elif action == "chat":
+                await engine.complete(ChatRequest(messages=USER, role=role, grammar=HELLO))
+            elif role != "fast":
+                await engine.unload(role)
+        except DoesNotFitBudget:
+            refused += 1  # two busy unpinned models: a third cannot fit, and is refused
+
+    sampler = asyncio.create_task(sample())
+    rng = random.Random(4)
+    for _ in range(15):
+        await asyncio.gather(step(rng), step(rng))  # two at once: loads race evictions
+    stop.set()
+    await sampler
+    assert 0 < peak <= budget
+    assert "fast" in loaded(engine)
+
+
+async def test_idle_unpinned_model_unloads(make_engine: EngineFactory) -> None:
+    engine = make_engine(roles=("fast", "a"), idle_unload_s=0.3)
+    await engine.start()
+    await engine.load("a")
+    assert loaded(engine) == {"fast", "a"}
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if loaded(engine) == {"fast"}:
+            break
+    assert loaded(engine) == {"fast"}  # the pinned model stays
+    assert engine.snapshot()["models"]["a"]["state"] == "unloaded"
