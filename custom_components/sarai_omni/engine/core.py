@@ -40,6 +40,7 @@ class ChatRequest:
     stop: list[str] = field(default_factory=list)
     timeout_s: float | None = None
     route_reason: str = ""  # why the router chose `role`; shown in the model's state attributes
+    ignore_eos: bool = False  # benchmarks: always generate max_tokens
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class ChatRequest:
             "temperature": self.temperature,
             "grammar": self.grammar,
             "stop": self.stop,
+            "ignore_eos": self.ignore_eos,
         }
 
 

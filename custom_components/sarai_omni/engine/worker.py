@@ -113,7 +113,7 @@ class Runner:
         for token in self._sample(tokens[cached:], msg, grammar):
             now = time.perf_counter()
             first_at = first_at or now
-            if self._is_eog(token):  # end of turn: the model finished
+            if self._is_eog(token) and not msg.get("ignore_eos"):  # end of turn: the model finished
                 reason = "stop"
                 break
             n_out, last_at = n_out + 1, now
