@@ -90,7 +90,7 @@ def write_text_model(
     arch: str = "qwen2",
     *,
     shape: Shape = Shape(),
-    context_length: int = 4096,
+    context_length: int = 32768,
     chat_template: str | None = CHATML_TEMPLATE,
     seed: int = 0,
 ) -> Path:

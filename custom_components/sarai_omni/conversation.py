@@ -8,18 +8,40 @@ from typing import Literal
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
-from homeassistant.core import HomeAssistant
-from homeassistant.helpers import intent
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import chat_session, intent, llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.translation import async_get_translations
 
 from .const import CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
 from .engine import FAST, EngineError
-from .entity import SaraiEntity
+from .engine.prompts import Message
+from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, chat_messages
 from .integration import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 PARALLEL_UPDATES = 0
+
+# HA's default instructions, in Spanish: used when the agent keeps the default prompt.
+DEFAULT_PROMPT_ES = (
+    "Eres un asistente de voz para Home Assistant.\n"
+    "Responde con la verdad a las preguntas sobre el mundo.\n"
+    "Responde en texto plano. Sé sencillo y ve al grano."
+)
+LANGUAGE_LINES = {"en": "Always answer in English.", "es": "Responde siempre en español."}
+
+
+def localized_prompt(prompt: str | None, language: str) -> str:
+    """The agent's instructions, in Spanish when it uses the default ones and the user speaks it."""
+    prompt = prompt or llm.DEFAULT_INSTRUCTIONS_PROMPT
+    if prompt == llm.DEFAULT_INSTRUCTIONS_PROMPT and language.split("-", maxsplit=1)[0] == "es":
+        return DEFAULT_PROMPT_ES
+    return prompt
+
+
+def language_line(language: str) -> str:
+    """Tell the model which language to answer in (small models drift to English otherwise)."""
+    return LANGUAGE_LINES.get(language.split("-", maxsplit=1)[0], f"Always answer in the user's language ({language}).")
 
 
 async def async_setup_entry(
@@ -46,39 +68,67 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
         return MATCH_ALL
 
     async def async_prepare(self, language: str | None = None) -> None:
-        """Make sure the fast model is resident before the user finishes speaking."""
+        """Before the user finishes speaking: load the fast model and evaluate the standing prompt,
+        so the user's words are the only new tokens of the turn."""
+        language = language or self.hass.config.language
         try:
-            await self.entry.runtime_data.engine.load(FAST)
+            await self.entry.runtime_data.engine.warm(FAST, [await self._standing_prompt(language)])
         except EngineError as err:
-            _LOGGER.debug("prepare could not load the fast model: %s", err)
+            _LOGGER.debug("Pre-warming the fast model failed: %s", err)
+
+    async def _standing_prompt(self, language: str) -> Message:
+        """The system prompt a turn in `language` would start with (exposed entities included)."""
+        context = llm.LLMContext(
+            platform=DOMAIN, context=Context(), language=language, assistant=conversation.DOMAIN, device_id=None
+        )
+        with (
+            chat_session.async_get_chat_session(self.hass) as session,
+            conversation.async_get_chat_log(self.hass, session) as chat_log,
+        ):
+            await chat_log.async_provide_llm_data(
+                context,
+                self.options.get(CONF_LLM_HASS_API),
+                localized_prompt(self.options.get(CONF_PROMPT), language),
+                language_line(language),
+            )
+            return chat_messages(chat_log)[0]  # the same conversion as a real turn, clock moved out
 
     async def _async_handle_message(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog
     ) -> conversation.ConversationResult:
         options = self.options
+        language = user_input.language or self.hass.config.language
+        extra = "\n".join(filter(None, [user_input.extra_system_prompt, language_line(language)]))
         try:
             await chat_log.async_provide_llm_data(
                 user_input.as_llm_context(DOMAIN),
                 options.get(CONF_LLM_HASS_API),
-                options.get(CONF_PROMPT),
-                user_input.extra_system_prompt,
+                localized_prompt(options.get(CONF_PROMPT), language),
+                extra,
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
         try:
-            await self._async_handle_chat_log(chat_log)
+            finished = await self._async_handle_chat_log(chat_log)
         except EngineError as err:
             _LOGGER.error("Sarai Omni could not answer: %s", err)
-            return await self._error_result(user_input, chat_log, err)
+            return self._error_result(language, chat_log, await self._message(language, err.key, str(err)))
+        if not finished:
+            text = await self._message(language, "tool_loop_limit", str(MAX_TOOL_ITERATIONS))
+            chat_log.async_add_assistant_content_without_tools(
+                conversation.AssistantContent(agent_id=self.entity_id, content=text)
+            )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
 
-    async def _error_result(
-        self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog, err: EngineError
-    ) -> conversation.ConversationResult:
-        """A spoken error in the user's language, from this integration's translations."""
-        language = user_input.language or self.hass.config.language
+    async def _message(self, language: str, key: str, detail: str) -> str:
+        """This integration's translated exception message for `key`, in `language`."""
         strings = await async_get_translations(self.hass, language, "exceptions", [DOMAIN])
-        message = strings.get(f"component.{DOMAIN}.exceptions.{err.key}.message") or str(err)
+        template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message") or detail
+        return template.replace("{error}", detail).replace("{max}", detail)
+
+    def _error_result(
+        self, language: str, chat_log: conversation.ChatLog, message: str
+    ) -> conversation.ConversationResult:
         response = intent.IntentResponse(language=language)
-        response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, message.replace("{error}", str(err)))
+        response.async_set_error(intent.IntentResponseErrorCode.UNKNOWN, message)
         return conversation.ConversationResult(response=response, conversation_id=chat_log.conversation_id)

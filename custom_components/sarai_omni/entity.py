@@ -1,16 +1,20 @@
-"""Base entity for LLM entities (conversation, later AI Task): device info and the chat-log turn."""
+"""Base entity for LLM entities: device info, ChatLog ↔ engine, the tool-call loop, streaming."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from datetime import datetime
 import logging
+import re
 from typing import Any
 
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, llm
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.json import json_dumps
+from homeassistant.util import dt as dt_util
+from voluptuous_openapi import convert
 
 from .const import (
     CONF_MAX_TOKENS,
@@ -22,9 +26,15 @@ from .const import (
 )
 from .engine import ChatRequest, ChatStream, RouteDecision
 from .engine.prompts import Message
+from .engine.toolcalls import BadToolCall, TextPart, ToolCall, ToolCallParser
 from .integration import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
+MAX_TOOL_ITERATIONS = 10
+CLOCK = re.compile(r"Current time is \d\d:\d\d:\d\d\. Today's date is \d{4}-\d\d-\d\d\.\n?")
+INVALID_TOOL = "invalid_tool_call"
+ToolDef = dict[str, Any]
+Delta = conversation.AssistantContentDeltaDict | conversation.ToolResultContentDeltaDict
 
 
 def to_message(content: conversation.Content) -> Message:
@@ -48,7 +58,28 @@ def to_message(content: conversation.Content) -> Message:
 
 
 def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
-    return [to_message(c) for c in chat_log.content]
+    """The chat log as messages, with a KV-cache-friendly clock.
+
+    HA ends the system prompt with the current time to the second, so every turn's prompt would
+    differ from the first line after it, and the whole history would be evaluated again each turn.
+    Instead the clock line leaves the system prompt and each user message carries the time it was
+    asked (from its `created` stamp) as `context`, which the prompt format places: accurate, and
+    identical on every later turn.
+    """
+    messages = [to_message(c) for c in chat_log.content]
+    if not messages or messages[0]["role"] != "system" or not CLOCK.search(messages[0]["content"]):
+        return messages
+    messages[0] = {**messages[0], "content": CLOCK.sub("", messages[0]["content"]).rstrip("\n")}
+    for msg, content in zip(messages, chat_log.content, strict=True):
+        if isinstance(content, conversation.UserContent):
+            msg["context"] = clock_line(content.created)
+    return messages
+
+
+def clock_line(when: datetime) -> str:
+    """HA's date/time prompt line (llm.DATE_TIME_PROMPT) for a given moment."""
+    local = dt_util.as_local(when)
+    return f"Current time is {local:%H:%M:%S}. Today's date is {local:%Y-%m-%d}."
 
 
 def last_user_text(chat_log: conversation.ChatLog) -> str:
@@ -58,10 +89,65 @@ def last_user_text(chat_log: conversation.ChatLog) -> str:
     return ""
 
 
-async def _deltas(stream: ChatStream) -> AsyncGenerator[conversation.AssistantContentDeltaDict]:
+def tool_definitions(chat_log: conversation.ChatLog) -> list[ToolDef] | None:
+    """The LLM API's tools in the OpenAI function format that Qwen's chat template lists."""
+    api = chat_log.llm_api
+    if api is None or not api.tools:
+        return None
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description or "",
+                "parameters": convert(tool.parameters, custom_serializer=api.custom_serializer),
+            },
+        }
+        for tool in api.tools
+    ]
+
+
+async def transform_stream(stream: ChatStream, tools_enabled: bool) -> AsyncGenerator[Delta]:
+    """Engine text deltas → chat-log deltas: text streams on, tool calls are cut out and parsed.
+
+    Well-formed calls go to HA to run. Malformed ones get an error result right here (as an
+    `external` call, since HA must not run it), so the model sees what was wrong and can retry.
+    """
+    parser = ToolCallParser()
     yield {"role": "assistant"}
+    open_message = True
     async for text in stream:
-        yield {"content": text}
+        for event in parser.feed(text):
+            async for delta in _event_deltas(event, tools_enabled, open_message):
+                open_message = delta.get("role") != "tool_result"
+                yield delta
+    for event in parser.flush():
+        async for delta in _event_deltas(event, tools_enabled, open_message):
+            open_message = delta.get("role") != "tool_result"
+            yield delta
+
+
+async def _event_deltas(
+    event: TextPart | ToolCall | BadToolCall, tools_enabled: bool, open_message: bool
+) -> AsyncGenerator[Delta]:
+    if not open_message:
+        yield {"role": "assistant"}
+    if isinstance(event, TextPart):
+        yield {"content": event.text}
+    elif not tools_enabled:
+        _LOGGER.warning("The model called a tool but no LLM API is enabled for this agent; ignored")
+    elif isinstance(event, ToolCall):
+        yield {"tool_calls": [llm.ToolInput(tool_name=event.name, tool_args=event.arguments)]}
+    else:
+        call = llm.ToolInput(tool_name=event.name or INVALID_TOOL, tool_args={}, external=True)
+        _LOGGER.debug("Malformed tool call from the model: %s (%s)", event.raw, event.reason)
+        yield {"tool_calls": [call]}
+        yield {
+            "role": "tool_result",
+            "tool_call_id": call.id,
+            "tool_name": call.tool_name,
+            "tool_result": {"error": INVALID_TOOL, "error_text": event.reason},
+        }
 
 
 class SaraiEntity(Entity):
@@ -96,18 +182,35 @@ class SaraiEntity(Entity):
         self.last_route = decision
         return decision
 
-    async def _async_handle_chat_log(self, chat_log: conversation.ChatLog) -> None:
-        """Generate the assistant's reply into the chat log, streaming deltas as they arrive."""
+    def _grammar(self, chat_log: conversation.ChatLog) -> str | None:
+        """A GBNF grammar for the next reply, when one applies (none for free conversation)."""
+        return None
+
+    async def _async_handle_chat_log(self, chat_log: conversation.ChatLog) -> bool:
+        """Generate into the chat log until no tool result awaits an answer.
+
+        Returns False when the tool loop hit MAX_TOOL_ITERATIONS (the caller says so to the user).
+        """
         decision = self._route(chat_log)
-        request = ChatRequest(
-            messages=chat_messages(chat_log),
-            role=decision.role,
-            max_tokens=int(self.options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
-            temperature=float(self.options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
-            route_reason=decision.reason,
-        )
-        stream = self.entry.runtime_data.engine.chat(request)
-        async for _ in chat_log.async_add_delta_content_stream(self.entity_id, _deltas(stream)):
-            pass
-        if stream.result is not None:
-            chat_log.async_trace({"stats": stream.result.as_dict(), "route": list(decision.reasons)})
+        tools = tool_definitions(chat_log)
+        engine = self.entry.runtime_data.engine
+        for _ in range(MAX_TOOL_ITERATIONS):
+            request = ChatRequest(
+                messages=chat_messages(chat_log),
+                role=decision.role,
+                tools=tools,
+                max_tokens=int(self.options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
+                temperature=float(self.options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
+                grammar=self._grammar(chat_log),
+                route_reason=decision.reason,
+            )
+            stream = engine.chat(request)
+            async for _ in chat_log.async_add_delta_content_stream(
+                self.entity_id, transform_stream(stream, tools is not None)
+            ):
+                pass
+            if stream.result is not None:
+                chat_log.async_trace({"stats": stream.result.as_dict(), "route": list(decision.reasons)})
+            if not chat_log.unresponded_tool_results:
+                return True
+        return False

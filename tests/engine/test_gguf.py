@@ -15,7 +15,7 @@ def test_tiny_qwen3_header(tiny_qwen3: Path) -> None:
     assert info.architecture == "qwen3"
     assert info.name == "tiny-qwen3"
     assert info.file_type == "F32"
-    assert info.context_length == 4096
+    assert info.context_length == 32768
     assert (info.block_count, info.head_count, info.head_count_kv) == (2, 4, 2)
     assert info.chat_template is not None
     assert "<|im_start|>" in info.chat_template

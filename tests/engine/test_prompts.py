@@ -40,6 +40,21 @@ def test_missing_template_falls_back_to_completion_prompt() -> None:
     assert prompt.stops == COMPLETION_STOPS
 
 
+def test_context_lines_per_format() -> None:
+    chat = [
+        CHAT[0],
+        {**CHAT[1], "context": "Current time is 10:00:00."},
+        CHAT[2],
+        {**CHAT[3], "context": "Current time is 10:01:00."},
+    ]
+    template = render_prompt(chat, CHATML_TEMPLATE).text
+    assert "user\nCurrent time is 10:00:00.\nHola<|im_end|>" in template  # each turn keeps its own time
+    assert "user\nCurrent time is 10:01:00.\n¿Qué tal?<|im_end|>" in template
+    completion = render_prompt(chat, None).text
+    assert completion.startswith("Be brief.\nCurrent time is 10:01:00.\n\nUser: Hola\n")  # newest, in the preamble
+    assert "10:00:00" not in completion
+
+
 def test_broken_template_is_a_clear_error() -> None:
     with pytest.raises(InvalidInput, match="chat template failed"):
         render_prompt(CHAT, "{% if %}")

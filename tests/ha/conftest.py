@@ -38,12 +38,13 @@ async def setup_core(hass: HomeAssistant, model_dir: Path, gemma: Path) -> None:
 
 @pytest.fixture
 def entry_data(tiny_qwen2: Path) -> dict[str, Any]:
-    return {CONF_FAST_MODEL: str(tiny_qwen2), CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 512}
+    return {CONF_FAST_MODEL: str(tiny_qwen2), CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 2048}
 
 
-def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0.0) -> MockConfigEntry:
+def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0.0, **agent: Any) -> MockConfigEntry:
+    """A config entry with one conversation agent (subentry options overridable)."""
     conv = default_conversation()
-    conv["data"] = {**conv["data"], CONF_TEMPERATURE: temperature}
+    conv["data"] = {**conv["data"], CONF_TEMPERATURE: temperature, **agent}
     entry = MockConfigEntry(domain=DOMAIN, title="Sarai Omni", data=data, unique_id=DOMAIN, subentries_data=[conv])
     entry.add_to_hass(hass)
     return entry

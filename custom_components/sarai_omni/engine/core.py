@@ -69,6 +69,7 @@ class ChatResult:
     evaluated_prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +110,7 @@ class ChatStream:
                 evaluated_prompt_tokens=int(data.get("evaluated_prompt_tokens", 0)),
                 completion_tokens=int(data.get("completion_tokens", 0)),
                 finish_reason=str(data.get("finish_reason", "")),
+                dropped_messages=int(data.get("dropped_messages", 0)),
             )
             slot.last = {
                 "ttft_ms": round(self.result.ttft_ms, 1),

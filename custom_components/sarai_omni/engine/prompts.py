@@ -72,9 +72,12 @@ def render_prompt(
         raise InvalidInput("no messages")
     if chat_template is None:
         return RenderedPrompt(render_completion(messages), COMPLETION_STOPS, "completion")
+    # Context lines (e.g. the time a question was asked) open their own message: stable per turn,
+    # so the KV cache of the history stays valid.
+    messages = [_with_context(m) for m in messages]
     try:
         text = _ENV.from_string(chat_template).render(
-            messages=list(messages),
+            messages=messages,
             tools=list(tools) if tools else None,
             add_generation_prompt=True,
             bos_token=bos_token,
@@ -86,13 +89,26 @@ def render_prompt(
     return RenderedPrompt(text, (eos_token,) if eos_token else (), "template")
 
 
+def _with_context(msg: Message) -> Message:
+    if not msg.get("context"):
+        return msg
+    out = {k: v for k, v in msg.items() if k != "context"}
+    out["content"] = f"{msg['context']}\n{text_of(msg.get('content'))}"
+    return out
+
+
 def render_completion(messages: Sequence[Message]) -> str:
-    """A transcript prompt for base models: a system preamble, then User:/Assistant: lines."""
-    parts: list[str] = []
+    """A transcript prompt for base models: a system preamble, then User:/Assistant: lines.
+
+    Base models follow a transcript best when context lines (the current time) stand in the
+    preamble, so only the newest one is kept, there.
+    """
+    context = next((m["context"] for m in reversed(messages) if m.get("context")), None)
+    parts: list[str] = [] if context is None or messages[0].get("role") == "system" else [f"{context}\n"]
     for msg in messages:
         role, text = msg.get("role"), text_of(msg.get("content")).strip()
         if role == "system":
-            parts.append(f"{text}\n")
+            parts.append(f"{text}\n{context}\n" if context else f"{text}\n")
         elif role == "user":
             parts.append(f"User: {text}")
         elif role == "assistant" and text:

@@ -1,0 +1,270 @@
+"""The Assist agent on real HA + real llama.cpp: tools, streaming, prompt cache, routing, pipelines.
+
+The tiny models have random weights, so where a test needs exact output it forces it with a GBNF
+grammar (through the entity's `_grammar` hook); everything else is the real path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import json
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant.components import conversation
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import chat_session, entity_registry as er, llm
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import WebSocketGenerator
+
+from custom_components.sarai_omni.const import CONF_N_CTX, CONF_QUALITY_MODEL
+from custom_components.sarai_omni.conversation import SaraiConversationEntity
+from custom_components.sarai_omni.engine import FAST, QUALITY, ChatRequest, ChatStream
+
+from .conftest import make_entry, wait_loaded
+
+TOOL_CALL = (
+    '<tool_call>\\n{\\"name\\": \\"HassTurnOn\\", \\"arguments\\": {\\"name\\": \\"Kitchen light\\"}}\\n</tool_call>'
+)
+DONE = 'root ::= "The kitchen light is on."'
+HELLO = 'root ::= "Hello there, friend."'
+
+
+def agent_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
+    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    return next(e.entity_id for e in entities if e.domain == "conversation")
+
+
+def state_attrs(hass: HomeAssistant, entry: MockConfigEntry, role: str) -> dict[str, Any]:
+    registry = er.async_get(hass)
+    entity_id = registry.async_get_entity_id("sensor", "sarai_omni", f"{entry.entry_id}_{role}_state")
+    assert entity_id is not None
+    state = hass.states.get(entity_id)
+    assert state is not None
+    return dict(state.attributes)
+
+
+def force(grammar: Callable[[conversation.ChatLog], str]) -> Any:
+    """Force the tiny model's output with a grammar chosen from the chat log."""
+    return patch.object(SaraiConversationEntity, "_grammar", lambda self, chat_log: grammar(chat_log))
+
+
+def spy_requests(entry: MockConfigEntry) -> tuple[list[ChatRequest], Any]:
+    """Record every request the entity sends to the (real) engine."""
+    engine, seen = entry.runtime_data.engine, []
+    real = engine.chat
+
+    def chat(request: ChatRequest) -> ChatStream:
+        seen.append(request)
+        stream: ChatStream = real(request)
+        return stream
+
+    return seen, patch.object(engine, "chat", chat)
+
+
+@pytest.fixture
+async def kitchen_light(hass: HomeAssistant) -> str:
+    """A real template light backed by an input_boolean, exposed to Assist."""
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"kitchen": {"initial": False}}})
+    on = [{"action": "input_boolean.turn_on", "target": {"entity_id": "input_boolean.kitchen"}}]
+    off = [{"action": "input_boolean.turn_off", "target": {"entity_id": "input_boolean.kitchen"}}]
+    light = {
+        "name": "Kitchen light",
+        "state": "{{ is_state('input_boolean.kitchen', 'on') }}",
+        "turn_on": on,
+        "turn_off": off,
+    }
+    assert await async_setup_component(hass, "template", {"template": [{"light": [light]}]})
+    await hass.async_block_till_done()
+    async_expose_entity(hass, conversation.DOMAIN, "light.kitchen_light", True)
+    return "light.kitchen_light"
+
+
+@pytest.fixture
+async def tool_entry(hass: HomeAssistant, entry_data: dict[str, Any], kitchen_light: str) -> MockConfigEntry:
+    """An agent allowed to control HA (Assist API), with room for the tool definitions."""
+    entry = make_entry(hass, {**entry_data, CONF_N_CTX: 16384}, llm_hass_api=[llm.LLM_API_ASSIST])
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    return entry
+
+
+async def test_tool_call_turns_on_a_real_light(
+    hass: HomeAssistant, tool_entry: MockConfigEntry, kitchen_light: str
+) -> None:
+    seen, spy = spy_requests(tool_entry)
+    with spy, force(lambda log: DONE if log.unresponded_tool_results else f'root ::= "{TOOL_CALL}"'):
+        result = await conversation.async_converse(
+            hass, "turn on the kitchen light", None, Context(), agent_id=agent_id(hass, tool_entry)
+        )
+    await hass.async_block_till_done()
+    assert hass.states.get(kitchen_light).state == "on"  # type: ignore[union-attr]
+    speech = result.response.speech["plain"]["speech"]
+    assert speech == "The kitchen light is on."
+    assert "<tool_call>" not in speech
+    assert len(seen) == 2
+    assert any(t["function"]["name"] == "HassTurnOn" for t in seen[0].tools or [])
+    tool_msg = seen[1].messages[-1]
+    assert tool_msg["role"] == "tool"
+    assert tool_msg["name"] == "HassTurnOn"
+    assert json.loads(tool_msg["content"])["data"]["success"][0]["name"] == "Kitchen light"
+
+
+async def test_malformed_tool_call_goes_back_to_the_model(hass: HomeAssistant, tool_entry: MockConfigEntry) -> None:
+    seen, spy = spy_requests(tool_entry)
+    broken = 'root ::= "<tool_call>{\\"name\\": \\"HassTurnOn\\", \\"arguments\\": {\\"name\\": }</tool_call>"'
+    with spy, force(lambda log: DONE if log.unresponded_tool_results else broken):
+        result = await conversation.async_converse(
+            hass, "turn it on", None, Context(), agent_id=agent_id(hass, tool_entry)
+        )
+    assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
+    error = json.loads(seen[1].messages[-1]["content"])
+    assert error["error"] == "invalid_tool_call"
+    assert "not valid JSON" in error["error_text"]
+
+
+async def test_tool_loop_stops_with_a_clear_message(hass: HomeAssistant, tool_entry: MockConfigEntry) -> None:
+    with force(lambda log: f'root ::= "{TOOL_CALL}"'):
+        result = await conversation.async_converse(
+            hass, "turn on the kitchen light", None, Context(), language="es", agent_id=agent_id(hass, tool_entry)
+        )
+    assert "Me he detenido tras 10 llamadas" in result.response.speech["plain"]["speech"]
+
+
+async def test_chat_log_receives_streamed_deltas(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    agent = agent_id(hass, loaded_entry)
+    entity = hass.data[conversation.DOMAIN].get_entity(agent)
+    deltas: list[dict[str, Any]] = []
+    user_input = conversation.ConversationInput(
+        text="hello",
+        context=Context(),
+        conversation_id=None,
+        device_id=None,
+        satellite_id=None,
+        language="en",
+        agent_id=agent,
+    )
+    with (
+        force(lambda log: HELLO),
+        chat_session.async_get_chat_session(hass) as session,
+        conversation.async_get_chat_log(
+            hass, session, user_input, chat_log_delta_listener=lambda log, delta: deltas.append(delta)
+        ) as chat_log,
+    ):
+        result = await entity._async_handle_message(user_input, chat_log)
+    texts = [d["content"] for d in deltas if d.get("content")]
+    assert len(texts) > 1  # the answer arrived token by token, not at once
+    assert "".join(texts) == "Hello there, friend."
+    assert result.response.speech["plain"]["speech"] == "Hello there, friend."
+
+
+async def test_second_turn_evaluates_only_new_tokens(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    agent = agent_id(hass, loaded_entry)
+    with force(lambda log: HELLO):
+        first = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent)
+        turn1 = dict(loaded_entry.runtime_data.engine.snapshot()["models"][FAST])
+        await conversation.async_converse(hass, "and again", first.conversation_id, Context(), agent_id=agent)
+    turn2 = loaded_entry.runtime_data.engine.snapshot()["models"][FAST]
+    turn1_prompt = turn1["evaluated_prompt_tokens"] + turn1["cached_tokens"]
+    turn2_prompt = turn2["evaluated_prompt_tokens"] + turn2["cached_tokens"]
+    assert turn2["cached_tokens"] >= turn1_prompt  # all of turn 1 (system, clock, question) was reused
+    assert turn2["evaluated_prompt_tokens"] <= turn2_prompt - turn1_prompt  # only the new tokens ran
+
+
+async def test_prepare_prewarms_the_standing_prompt(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    agent = agent_id(hass, loaded_entry)
+    engine = loaded_entry.runtime_data.engine
+    await conversation.async_prepare_agent(hass, agent, "en")
+    entity = hass.data[conversation.DOMAIN].get_entity(agent)
+    standing = await engine.warm(FAST, [await entity._standing_prompt("en")])
+    assert standing["source"] == "context"  # async_prepare already evaluated it
+    with force(lambda log: HELLO):
+        await conversation.async_converse(hass, "hello", None, Context(), language="en", agent_id=agent)
+    status = engine.snapshot()["models"][FAST]
+    header = 12  # "<|im_start|>assistant\n" closes the warmed prompt; the turn has the user's message there
+    assert status["cached_tokens"] >= standing["prompt_tokens"] - header
+    assert status["evaluated_prompt_tokens"] < 100  # the clock line and "hello", in a byte-level tokenizer
+
+
+async def test_spanish_and_english_turns_reach_the_expected_model(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_qwen3: Path
+) -> None:
+    entry = make_entry(hass, {**entry_data, CONF_QUALITY_MODEL: str(tiny_qwen3)})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    agent = agent_id(hass, entry)
+    with force(lambda log: HELLO):
+        await conversation.async_converse(hass, "hola, ¿qué tal?", None, Context(), language="es", agent_id=agent)
+        await hass.async_block_till_done()
+        assert state_attrs(hass, entry, FAST)["route_reason"].startswith("short conversational turn")
+        await conversation.async_converse(
+            hass, "¿Qué ves en la cámara del jardín?", None, Context(), language="es", agent_id=agent
+        )
+        await hass.async_block_till_done()
+        assert "camara" in state_attrs(hass, entry, QUALITY)["route_reason"]
+        await conversation.async_converse(
+            hass, "What is on the garden camera?", None, Context(), language="en", agent_id=agent
+        )
+        await hass.async_block_till_done()
+        assert "camera" in state_attrs(hass, entry, QUALITY)["route_reason"]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_spanish_turn_gets_spanish_instructions(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    seen, spy = spy_requests(loaded_entry)
+    with spy, force(lambda log: HELLO):
+        await conversation.async_converse(
+            hass, "hola", None, Context(), language="es", agent_id=agent_id(hass, loaded_entry)
+        )
+    system = seen[0].messages[0]["content"]
+    assert system.startswith("Eres un asistente de voz para Home Assistant.")
+    assert system.endswith("Responde siempre en español.")
+
+
+async def test_text_pipeline_runs_on_the_agent(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, hass_ws_client: WebSocketGenerator
+) -> None:
+    assert await async_setup_component(hass, "assist_pipeline", {})
+    client = await hass_ws_client(hass)
+    await client.send_json_auto_id(
+        {
+            "type": "assist_pipeline/pipeline/create",
+            "name": "Local",
+            "language": "en",
+            "conversation_engine": agent_id(hass, loaded_entry),
+            "conversation_language": "en",
+            "stt_engine": None,
+            "stt_language": None,
+            "tts_engine": None,
+            "tts_language": None,
+            "tts_voice": None,
+            "wake_word_entity": None,
+            "wake_word_id": None,
+        }
+    )
+    pipeline = await client.receive_json()
+    assert pipeline["success"], pipeline
+    with force(lambda log: HELLO):
+        await client.send_json_auto_id(
+            {
+                "type": "assist_pipeline/run",
+                "start_stage": "intent",
+                "end_stage": "intent",
+                "input": {"text": "hello"},
+                "pipeline": pipeline["result"]["id"],
+            }
+        )
+        events: list[dict[str, Any]] = []
+        while not events or events[-1]["type"] != "run-end":
+            msg = await client.receive_json()
+            if msg["type"] == "event":
+                events.append(msg["event"])
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "run-start"
+    assert kinds.count("intent-progress") > 1  # streamed into the pipeline
+    end = next(e for e in events if e["type"] == "intent-end")
+    assert end["data"]["intent_output"]["response"]["speech"]["plain"]["speech"] == "Hello there, friend."
