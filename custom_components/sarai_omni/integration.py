@@ -75,6 +75,8 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
     def path(key: str) -> str | None:
         return resolve_path(hass, conf[key]) if conf.get(key) else None
 
+    state_dir = hass.config.path(DOMAIN)  # calibrations and KV-cache snapshots live under the config dir
+    kv_dir = str(Path(state_dir) / "kv_cache")
     specs = [
         ModelSpec(
             FAST,
@@ -84,6 +86,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
             n_threads=threads,
             kv_type=kv_type,
             pinned=True,
+            kv_cache_dir=kv_dir,
         )
     ]
     if quality := path(CONF_QUALITY_MODEL):
@@ -95,6 +98,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
                 n_ctx=max(n_ctx, QUALITY_N_CTX),
                 n_threads=threads,
                 kv_type=kv_type,
+                kv_cache_dir=kv_dir,
             )
         )
     return EngineConfig(
@@ -102,6 +106,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
         ram_budget_mb=int(conf.get(CONF_RAM_BUDGET_MB, DEFAULT_RAM_BUDGET_MB)),
         idle_unload_s=float(conf.get(CONF_IDLE_UNLOAD_S, DEFAULT_IDLE_UNLOAD_S)),
         request_timeout_s=float(conf.get(CONF_REQUEST_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S)),
+        state_dir=state_dir,
     )
 
 

@@ -30,7 +30,15 @@ async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
         idle_unload_s: float = 600.0,
     ) -> Engine:
         specs = tuple(
-            ModelSpec(role, str(tiny_qwen2), n_ctx=n_ctx, n_threads=2, pinned=role in pinned, kv_cache_dir=kv_cache_dir)
+            ModelSpec(
+                role,
+                str(tiny_qwen2),
+                n_ctx=n_ctx,
+                n_threads=2,
+                pinned=role in pinned,
+                kv_cache_dir=kv_cache_dir,
+                repack=False,
+            )  # calibration has its own tests
             for role in roles
         )
         engine = Engine(EngineConfig(models=specs, ram_budget_mb=budget_mb, idle_unload_s=idle_unload_s))

@@ -61,7 +61,7 @@ async def test_engine_error_is_a_translated_spoken_error(hass: HomeAssistant, lo
     engine.pool.slot(FAST).spec = engine.pool.slot(FAST).spec.__class__(
         FAST, "/nonexistent.gguf"
     )  # ... and so is the file
-    for language, words in (("en", "could not load"), ("es", "no pudo cargar")):
+    for language, words in (("en", "A model file is missing"), ("es", "Falta un archivo de modelo")):
         result = await conversation.async_converse(
             hass, "hello", None, Context(), language=language, agent_id=agent_id(hass, loaded_entry)
         )

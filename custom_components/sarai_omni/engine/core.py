@@ -25,6 +25,7 @@ class EngineConfig:
     request_timeout_s: float = 300.0
     router: RouterConfig = field(default_factory=RouterConfig)
     python: str | None = None  # the worker's interpreter (default: this one)
+    state_dir: str | None = None  # where load calibrations are remembered (None: in memory only)
 
 
 @dataclass(slots=True)
@@ -132,6 +133,7 @@ class Engine:
             config.ram_budget_mb * MB,
             idle_unload_s=config.idle_unload_s,
             python=config.python,
+            state_dir=config.state_dir,
             on_change=self._changed,
         )
 

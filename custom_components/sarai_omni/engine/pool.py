@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import logging
 from pathlib import Path
 import time
 from typing import Any
 
+from .calibrate import CalibrationStore, Measurement, calibration_key
 from .client import WorkerClient
 from .errors import DoesNotFitBudget, EngineError, ModelNotFound, RequestTimeout, WorkerCrashed
 from .gguf import GGUFInfo, read_gguf
@@ -47,7 +48,7 @@ class ModelSpec:
     kv_type: str = "f16"
     n_gpu_layers: int = 0
     pinned: bool = False
-    repack: bool = False  # llama.cpp's CPU weight repacking: a second copy of the weights in RAM
+    repack: bool | None = None  # CPU weight repacking (a second copy of the weights); None: measure
     kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
 
     def load_params(self) -> dict[str, Any]:
@@ -59,7 +60,7 @@ class ModelSpec:
             "n_batch": self.n_batch,
             "kv_type": self.kv_type,
             "n_gpu_layers": self.n_gpu_layers,
-            "repack": self.repack,
+            "repack": bool(self.repack),
             "kv_cache_dir": self.kv_cache_dir,
         }
 
@@ -140,8 +141,12 @@ class ModelPool:
         idle_unload_s: float = 600.0,
         python: str | None = None,
         on_change: Callable[[], None] | None = None,
+        state_dir: str | None = None,
     ) -> None:
         self.budget = budget_bytes
+        self.state_dir = state_dir
+        self.calibrations_run = 0
+        self._calibration: CalibrationStore | None = None
         self.idle_unload_s = idle_unload_s
         self.slots = {s.role: ModelSlot(s, WorkerClient(s.role, python)) for s in specs}
         self._load_lock = asyncio.Lock()
@@ -184,6 +189,8 @@ class ModelPool:
     # -- lifecycle ----------------------------------------------------------------------------
     async def prepare(self) -> None:
         """Read every model's header (in a thread: it is file I/O) and compute its estimate."""
+        if self._calibration is None:
+            self._calibration = await asyncio.to_thread(CalibrationStore, self.state_dir)
         for slot in self.slots.values():
             slot.info = await asyncio.to_thread(_read_model, slot.spec.path)
             if slot.spec.mmproj:
@@ -255,7 +262,8 @@ class ModelPool:
         slot.state, slot.error = STATE_LOADING, None
         self._on_change()
         try:
-            result = await slot.client.call("load", slot.spec.load_params())
+            spec = await self._load_spec(slot)
+            result = await slot.client.call("load", spec.load_params())
         except EngineError as err:
             slot.state, slot.error = STATE_ERROR, str(err)
             await slot.client.close()
@@ -266,6 +274,43 @@ class ModelPool:
         await self._check_measured(slot)
         self._on_change()
         return slot.load_ms
+
+    async def _load_spec(self, slot: ModelSlot) -> ModelSpec:
+        """The spec to load with: repacking decided by this machine's measurement (cached)."""
+        if slot.spec.repack is not None:
+            return slot.spec
+        assert self._calibration is not None
+        assert slot.info is not None
+        try:
+            key = await asyncio.to_thread(calibration_key, slot.spec.path, slot.spec.n_threads)
+        except OSError as err:  # moved or deleted since setup
+            raise ModelNotFound(f"model file not found: {slot.spec.path}") from err
+        record = self._calibration.get(key) or await self._calibrate(slot, key)
+        spec = replace(slot.spec, repack=bool(record["repack"]))
+        measured = record["measured"].get(str(spec.repack), {}).get("rss", 0)
+        slot.estimate = max(estimate_bytes(slot.info, spec, slot.mmproj_info), int(measured * 1.05))
+        slot.last["repack"] = spec.repack
+        return spec
+
+    async def _calibrate(self, slot: ModelSlot, key: str) -> dict[str, Any]:
+        """Load the model both ways (each only if it fits the budget now), measure, decide, save."""
+        assert self._calibration is not None
+        assert slot.info is not None
+        self.calibrations_run += 1
+        results: dict[bool, Measurement] = {}
+        for repack in (False, True):
+            spec = replace(slot.spec, repack=repack)
+            if self.used_bytes(exclude=slot) + estimate_bytes(slot.info, spec, slot.mmproj_info) > self.budget:
+                continue
+            await slot.client.call("load", spec.load_params())
+            bench = await slot.client.call("bench", {})
+            results[repack] = Measurement(repack, slot.client.rss_bytes(), bench["prefill_tps"], bench["decode_tps"])
+            await slot.client.call("unload")
+        await slot.client.close()  # the real load starts in a fresh process: no freed-but-resident pages
+        if False not in results:  # not even the plain way fits: the caller's budget check refuses it
+            return {"repack": False, "measured": {}}
+        _LOGGER.info("load calibration for %s: %s", slot.name, results)
+        return await asyncio.to_thread(self._calibration.put, key, slot.name, results[False], results.get(True))
 
     async def _check_measured(self, slot: ModelSlot) -> None:
         """Trust measurement over estimate: learn from it, and never stay above the budget."""

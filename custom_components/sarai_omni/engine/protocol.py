@@ -2,7 +2,8 @@
 
 Client -> worker: {"id": int, "op": str, ...payload}. Ops: load, generate, warm (standing prompt into
 the KV cache, restored from disk when saved before), logits (next-token logits, for tests and
-benchmarks), cancel (target: id), stats, unload, shutdown.
+benchmarks), bench (prefill/decode speed, for load-parameter calibration), cancel (target: id),
+stats, unload, shutdown.
 Worker -> client: {"id": int, "event": str, ...}. Events: ready (id 0, at start), token (text),
 result (data), error (kind, message). Every request ends with exactly one result or
 error event. The worker writes protocol lines on a private copy of stdout and points fd 1 at
@@ -20,6 +21,7 @@ MAX_LINE_BYTES = 64 * 2**20
 
 OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats"
 OP_UNLOAD, OP_SHUTDOWN, OP_WARM, OP_LOGITS = "unload", "shutdown", "warm", "logits"
+OP_BENCH = "bench"
 EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
 
 

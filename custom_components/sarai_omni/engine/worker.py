@@ -60,6 +60,8 @@ class Runner:
             return self.warm(msg)
         if op == protocol.OP_LOGITS:
             return self.logits(msg)
+        if op == protocol.OP_BENCH:
+            return self.bench(msg)
         if op == protocol.OP_STATS:
             return self.stats()
         if op == protocol.OP_UNLOAD:
@@ -187,6 +189,22 @@ class Runner:
             "ids": top.tolist(),
             "logits": [float(row[i]) for i in top],
         }
+
+    def bench(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Prefill and decode speed on synthetic tokens (load-parameter calibration)."""
+        llm = self._require_model()
+        n_vocab = llm.n_vocab()
+        prompt = [(7 + 31 * i) % n_vocab for i in range(int(msg.get("prompt_tokens", 64)))]
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt)
+        t1 = time.perf_counter()
+        n_gen = int(msg.get("gen_tokens", 16))
+        for i in range(n_gen):
+            llm.eval([(11 + 13 * i) % n_vocab])
+        t2 = time.perf_counter()
+        llm.reset()
+        return {"prefill_tps": len(prompt) / (t1 - t0), "decode_tps": n_gen / (t2 - t1)}
 
     def _require_model(self) -> Any:
         if self._llm is None:
