@@ -167,3 +167,73 @@ def _finish(w: gguf.GGUFWriter) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+@dataclass(frozen=True)
+class VisionShape:
+    """Dimensions of a tiny CLIP vision tower with a LLaVA-style MLP projector."""
+
+    n_embd: int = 32
+    n_head: int = 2
+    n_ff: int = 64
+    n_layer: int = 2
+    image_size: int = 32
+    patch_size: int = 8
+    hidden: int = 64
+
+
+def write_mmproj(path: Path, text_embd: int = 64, *, shape: VisionShape = VisionShape(), seed: int = 7) -> Path:
+    """Write a tiny vision projector (general.architecture "clip", projector "mlp").
+
+    Its output width equals the text model's embedding width, as llama.cpp's mtmd requires.
+    """
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name("tiny-mmproj")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_audio_encoder", False)
+    w.add_bool("clip.use_gelu", True)
+    w.add_string("clip.projector_type", "mlp")
+    for key, value in (
+        ("embedding_length", shape.n_embd),
+        ("feed_forward_length", shape.n_ff),
+        ("block_count", shape.n_layer),
+        ("projection_dim", text_embd),
+        ("attention.head_count", shape.n_head),
+        ("image_size", shape.image_size),
+        ("patch_size", shape.patch_size),
+    ):
+        w.add_uint32(f"clip.vision.{key}", value)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    def tensor(name: str, *dims: int, scale: float = 0.02) -> None:
+        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(np.float32))
+
+    def norm(name: str, n: int) -> None:
+        w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
+        w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
+
+    embd, n_pos = shape.n_embd, (shape.image_size // shape.patch_size) ** 2
+    tensor("v.patch_embd.weight", embd, 3, shape.patch_size, shape.patch_size)
+    tensor("v.position_embd.weight", n_pos, embd)
+    norm("v.pre_ln", embd)
+    for i in range(shape.n_layer):
+        b = f"v.blk.{i}"
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensor(f"{b}.{part}.weight", embd, embd)
+            tensor(f"{b}.{part}.bias", embd)
+        norm(f"{b}.ln1", embd)
+        norm(f"{b}.ln2", embd)
+        tensor(f"{b}.ffn_up.weight", shape.n_ff, embd)
+        tensor(f"{b}.ffn_up.bias", shape.n_ff)
+        tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
+        tensor(f"{b}.ffn_down.bias", embd)
+    tensor("mm.0.weight", shape.hidden, embd)
+    tensor("mm.0.bias", shape.hidden)
+    tensor("mm.2.weight", text_embd, shape.hidden)
+    tensor("mm.2.bias", text_embd)
+    _finish(w)
+    return path

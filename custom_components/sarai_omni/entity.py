@@ -26,7 +26,7 @@ from .const import (
 )
 from .engine import ChatRequest, ChatStream, RouteDecision
 from .engine.prompts import Message
-from .engine.toolcalls import BadToolCall, TextPart, ToolCall, ToolCallParser
+from .engine.toolcalls import BadToolCall, TextPart, ToolCall, ToolCallParser, tool_call_schema
 from .integration import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -150,6 +150,14 @@ async def _event_deltas(
         }
 
 
+def repair_schema(chat_log: conversation.ChatLog, tools: list[ToolDef] | None) -> dict[str, Any] | None:
+    """After a malformed tool call, constrain the retry to a valid call of a real tool."""
+    last = chat_log.content[-1] if chat_log.content else None
+    if tools and isinstance(last, conversation.ToolResultContent) and last.tool_result.get("error") == INVALID_TOOL:
+        return tool_call_schema(tools)
+    return None
+
+
 class SaraiEntity(Entity):
     """An entity backed by the engine, configured by one subentry."""
 
@@ -203,6 +211,8 @@ class SaraiEntity(Entity):
                 temperature=float(self.options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
                 grammar=self._grammar(chat_log),
                 route_reason=decision.reason,
+                json_schema=repair_schema(chat_log, tools),
+                schema_as_tool_call=True,
             )
             stream = engine.chat(request)
             async for _ in chat_log.async_add_delta_content_stream(

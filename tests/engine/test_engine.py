@@ -169,3 +169,40 @@ async def test_worker_side_cancel_ends_with_a_result(make_engine: EngineFactory)
     client._send_nowait({"id": 0, "op": "cancel", "target": client._next_id - 1})
     events = [e async for e in stream]
     assert events[-1]["data"]["finish_reason"] == "cancelled"
+
+
+async def test_tool_call_schema_makes_random_weights_call_a_real_tool(make_engine: EngineFactory) -> None:
+    """Constrained decoding: even a random-weight model emits a parseable call of a known tool."""
+    from custom_components.sarai_omni.engine.toolcalls import ToolCall, ToolCallParser, tool_call_schema
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": name,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string", "maxLength": 12}},
+                    "required": ["name"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+        for name in ("HassTurnOn", "HassTurnOff")
+    ]
+    engine = make_engine()
+    for seed_text in ("on", "off", "lights"):
+        request = ChatRequest(
+            messages=[{"role": "user", "content": seed_text}],
+            json_schema=tool_call_schema(tools),
+            schema_as_tool_call=True,
+            max_tokens=200,
+            temperature=1.0,
+        )
+        result = await engine.complete(request)
+        parser = ToolCallParser()
+        events = parser.feed(result.text) + parser.flush()
+        calls = [e for e in events if isinstance(e, ToolCall)]
+        assert len(calls) == 1, result.text
+        assert calls[0].name in {"HassTurnOn", "HassTurnOff"}
+        assert set(calls[0].arguments) == {"name"}

@@ -67,3 +67,8 @@ def test_unknown_tool_is_parsed_for_home_assistant_to_refuse() -> None:
 
 def test_text_with_a_lone_angle_bracket_passes() -> None:
     assert merged_text(run(["a <", "b> c <tool", "box>"])) == "a <b> c <toolbox>"
+
+
+def test_control_characters_inside_strings_are_tolerated() -> None:
+    events = run(['<tool_call>{"name": "HassTurnOn", "arguments": {"name": "a\x17b"}}</tool_call>'])
+    assert events == [ToolCall("HassTurnOn", {"name": "a\x17b"})]

@@ -124,6 +124,9 @@ async def test_malformed_tool_call_goes_back_to_the_model(hass: HomeAssistant, t
     assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
     error = json.loads(seen[1].messages[-1]["content"])
     assert error["error"] == "invalid_tool_call"
+    assert seen[0].json_schema is None  # free turns are not constrained ...
+    assert seen[1].json_schema is not None  # ... the retry is, to a valid call of a real tool
+    assert {v["properties"]["name"]["const"] for v in seen[1].json_schema["oneOf"]} >= {"HassTurnOn"}
     assert "not valid JSON" in error["error_text"]
 
 

@@ -42,6 +42,8 @@ class ChatRequest:
     timeout_s: float | None = None
     route_reason: str = ""  # why the router chose `role`; shown in the model's state attributes
     ignore_eos: bool = False  # benchmarks: always generate max_tokens
+    json_schema: dict[str, Any] | None = None  # constrain the output to JSON of this schema
+    schema_as_tool_call: bool = False  # ... inside <tool_call> tags (tool-call repair)
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -52,6 +54,8 @@ class ChatRequest:
             "grammar": self.grammar,
             "stop": self.stop,
             "ignore_eos": self.ignore_eos,
+            "json_schema": self.json_schema,
+            "schema_as_tool_call": self.schema_as_tool_call,
         }
 
 

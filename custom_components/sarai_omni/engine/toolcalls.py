@@ -40,7 +40,7 @@ Event = TextPart | ToolCall | BadToolCall
 def parse_call(body: str) -> ToolCall | BadToolCall:
     """Parse the JSON between the tags."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, strict=False)  # tolerate raw control characters inside strings
     except json.JSONDecodeError as err:
         return BadToolCall(body, f"the tool call is not valid JSON ({err.msg} at char {err.pos})")
     if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
@@ -48,7 +48,7 @@ def parse_call(body: str) -> ToolCall | BadToolCall:
     args = data.get("arguments", {})
     if isinstance(args, str):  # some models double-encode the arguments
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = json.loads(args, strict=False) if args.strip() else {}
         except json.JSONDecodeError:
             return BadToolCall(body, '"arguments" is not a JSON object', data["name"])
     if not isinstance(args, dict):
@@ -100,3 +100,24 @@ def _partial_tag(text: str) -> int:
         if OPEN.startswith(text[-size:]):
             return size
     return 0
+
+
+def tool_call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """JSON schema of one valid call to any of `tools` (OpenAI function format).
+
+    Used to constrain decoding (llama.cpp grammar from this schema, inside the tags) on the retry
+    after a malformed call: the name must be a real tool and the arguments must match its schema.
+    Free turns stay unconstrained: a grammar on every token costs speed and would forbid plain text.
+    """
+    variants = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": tool["function"]["name"]},
+                "arguments": tool["function"].get("parameters") or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+        }
+        for tool in tools
+    ]
+    return variants[0] if len(variants) == 1 else {"oneOf": variants}

@@ -13,9 +13,11 @@ import codecs
 from collections.abc import Callable, Iterator, Sequence
 import ctypes
 import hashlib
+import json
 import os
 from pathlib import Path
 import queue
+import re
 import sys
 import threading
 import time
@@ -111,7 +113,7 @@ class Runner:
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
-        grammar = _grammar(msg.get("grammar"))
+        grammar = _grammar(msg)
         for token in self._sample(tokens[cached:], msg, grammar):
             now = time.perf_counter()
             first_at = first_at or now
@@ -338,7 +340,11 @@ def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
     return n
 
 
-def _grammar(gbnf: str | None) -> Any:
+def _grammar(msg: dict[str, Any]) -> Any:
+    """The request's GBNF grammar, or one built from its JSON schema (optionally inside tool-call tags)."""
+    gbnf = msg.get("grammar")
+    if not gbnf and msg.get("json_schema") is not None:
+        gbnf = schema_grammar(msg["json_schema"], tool_call=bool(msg.get("schema_as_tool_call")))
     if not gbnf:
         return None
     from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415  (worker-only import)
@@ -347,6 +353,20 @@ def _grammar(gbnf: str | None) -> Any:
         return LlamaGrammar.from_string(gbnf, verbose=False)
     except ValueError as err:
         raise InvalidInput(f"invalid grammar: {err}") from err
+
+
+def schema_grammar(schema: dict[str, Any], *, tool_call: bool = False) -> str:
+    """GBNF for JSON matching `schema` (llama.cpp's converter); wrapped in <tool_call> tags if asked."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf  # noqa: PLC0415  (worker-only import)
+
+    try:
+        gbnf: str = json_schema_to_gbnf(json.dumps(schema))
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
+        raise InvalidInput(f"unsupported JSON schema: {err}") from err
+    if tool_call:
+        gbnf = re.sub(r"^root ::=", "call ::=", gbnf, count=1, flags=re.MULTILINE)
+        gbnf += '\nroot ::= "<tool_call>\\n" call "\\n</tool_call>"\n'
+    return gbnf
 
 
 def _import_llama_cpp() -> Any:
