@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
-from tests.tiny_models import write_text_model
+from tests.tiny_models import write_mmproj, write_text_model
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -20,6 +20,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_text_model(folder / "tiny-qwen2.gguf", "qwen2")
     write_text_model(folder / "tiny-qwen3.gguf", "qwen3", seed=1)
     write_text_model(folder / "tiny-base.gguf", "qwen2", chat_template=None, seed=2)
+    write_mmproj(folder / "tiny-mmproj.gguf")
     (folder / "not-a-model.gguf").write_bytes(b"PK\x03\x04 this is a zip, not a GGUF")
     return folder
 
@@ -27,6 +28,24 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen2(model_dir: Path) -> Path:
     return model_dir / "tiny-qwen2.gguf"
+
+
+@pytest.fixture(scope="session")
+def tiny_mmproj(model_dir: Path) -> Path:
+    """A tiny vision projector (clip, LLaVA-style MLP) that fits the tiny text models."""
+    return model_dir / "tiny-mmproj.gguf"
+
+
+@pytest.fixture(scope="session")
+def jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real JPEG (gradient with a square), written with Pillow."""
+    from PIL import Image, ImageDraw
+
+    image = Image.linear_gradient("L").convert("RGB").resize((96, 64))
+    ImageDraw.Draw(image).rectangle((20, 16, 52, 48), fill=(200, 30, 30))
+    path = tmp_path_factory.mktemp("images") / "garden.jpg"
+    image.save(path, "JPEG", quality=85)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -151,3 +151,35 @@ class StopMatcher:
             if stop.startswith(text[-size:]):
                 return size
         return 0
+
+
+def media_parts(messages: Sequence[Message], marker: str) -> tuple[list[Message], list[str]]:
+    """Replace image parts ({"type": "image", "path": ...}) by `marker` in the text; return the paths.
+
+    The result renders with the model's ordinary chat template; mtmd then splits the prompt at
+    each marker and puts the image's embeddings there.
+    """
+    paths: list[str] = []
+    out: list[Message] = []
+    for msg in messages:
+        content = msg.get("content")
+        if isinstance(content, list):
+            text: list[str] = []
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image":
+                    paths.append(str(part["path"]))
+                    text.append(marker)
+                elif isinstance(part, dict) and part.get("type") == "text":
+                    text.append(str(part.get("text", "")))
+            out.append({**msg, "content": "".join(text)})
+        else:
+            out.append(msg)
+    return out, paths
+
+
+def has_media(messages: Sequence[Message]) -> bool:
+    return any(
+        isinstance(m.get("content"), list)
+        and any(isinstance(p, dict) and p.get("type") == "image" for p in m["content"])
+        for m in messages
+    )

@@ -25,7 +25,8 @@ from typing import Any, BinaryIO
 
 from . import protocol
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
-from .prompts import Message, StopMatcher, render_prompt
+from .media import Vision, parked_text_cache
+from .prompts import Message, StopMatcher, has_media, media_parts, render_prompt
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -42,6 +43,8 @@ class Runner:
         self.load_ms = 0.0
         self.model_path: str | None = None
         self._kv: KVStateFiles | None = None
+        self._vision: Vision | None = None
+        self._load_msg: dict[str, Any] = {}
 
     # -- requests -------------------------------------------------------------------------------
     def cancel(self, target: int) -> None:
@@ -83,11 +86,26 @@ class Runner:
         self.load_ms = (time.perf_counter() - started) * 1000
         self.model_path = msg["model_path"]
         self._kv = KVStateFiles(msg)
+        self._load_msg = msg
+        if msg.get("mmproj_path"):
+            try:
+                self._vision = Vision(self._llm, msg["mmproj_path"], int(msg.get("n_threads", 2)))
+            except LoadFailed:
+                self.unload()
+                raise
         meta = self._llm.metadata
         self._template = meta.get("tokenizer.chat_template") or None
-        return {"load_ms": self.load_ms, "n_ctx": self._llm.n_ctx(), "chat_template": bool(self._template)}
+        return {
+            "load_ms": self.load_ms,
+            "n_ctx": self._llm.n_ctx(),
+            "chat_template": bool(self._template),
+            "vision": bool(self._vision and self._vision.has_vision),
+        }
 
     def unload(self) -> None:
+        if self._vision is not None:
+            self._vision.close()
+            self._vision = None
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -102,19 +120,50 @@ class Runner:
 
     # -- generate -------------------------------------------------------------------------------
     def generate(self, msg: dict[str, Any]) -> dict[str, Any]:
-        llm = self._llm
-        if llm is None:
-            raise InvalidInput("no model loaded")
-        rid = int(msg["id"])
+        """Stream a reply. Text prompts reuse the cached prefix; prompts with images go through mtmd."""
+        self._require_model()
         started = time.perf_counter()
-        max_tokens = int(msg.get("max_tokens", 256))
-        messages, tokens, stops, fmt = self._prompt(msg, max_tokens)
+        if has_media(msg["messages"]):
+            return self._generate_media(msg, started)
+        messages, tokens, stops, fmt = self._prompt(msg, int(msg.get("max_tokens", 256)))
         cached = self._reuse_prefix(tokens)
+        stats = {
+            "prompt_tokens": len(tokens),
+            "cached_tokens": cached,
+            "evaluated_prompt_tokens": len(tokens) - cached,
+            "dropped_messages": len(msg["messages"]) - len(messages),
+            "prompt_format": fmt,
+        }
+        return self._stream(msg, tokens[cached:], stops, started) | stats
+
+    def _generate_media(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
+        llm = self._llm
+        if self._vision is None:
+            raise InvalidInput("this model has no vision projector (mmproj) configured")
+        messages, paths = media_parts(msg["messages"], self._vision.marker)
+        rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
+        images = [_read_image(p) for p in paths]
+        with parked_text_cache(llm, self._kv.dir_str if self._kv else None):
+            n_prompt = self._vision.evaluate(llm, rendered.text, images, int(self._load_msg.get("n_batch", 512)))
+            result = self._stream(msg, [], rendered.stops, started)
+        return result | {
+            "prompt_tokens": n_prompt,
+            "cached_tokens": 0,
+            "evaluated_prompt_tokens": n_prompt,
+            "images": len(images),
+            "dropped_messages": 0,
+            "prompt_format": rendered.format,
+        }
+
+    def _stream(
+        self, msg: dict[str, Any], new_tokens: list[int], stops: tuple[str, ...], started: float
+    ) -> dict[str, Any]:
+        """Sample after `new_tokens` are evaluated, sending text as it forms; stop at EOG/stop/limit/cancel."""
+        llm, rid, max_tokens = self._llm, int(msg["id"]), int(msg.get("max_tokens", 256))
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
-        grammar = _grammar(msg)
-        for token in self._sample(tokens[cached:], msg, grammar):
+        for token in self._sample(new_tokens, msg, _grammar(msg)):
             now = time.perf_counter()
             first_at = first_at or now
             if self._is_eog(token) and not msg.get("ignore_eos"):  # end of turn: the model finished
@@ -138,12 +187,7 @@ class Runner:
         decode_s = last_at - first_at
         return {
             "finish_reason": reason,
-            "prompt_tokens": len(tokens),
-            "cached_tokens": cached,
-            "evaluated_prompt_tokens": len(tokens) - cached,
             "completion_tokens": n_out,
-            "dropped_messages": len(msg["messages"]) - len(messages),
-            "prompt_format": fmt,
             "ttft_ms": ((first_at or time.perf_counter()) - started) * 1000,
             "tokens_per_second": (n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else 0.0,
         }
@@ -236,13 +280,17 @@ class Runner:
         llm = self._llm
         messages = list(msg["messages"])
         room = llm.n_ctx() - min(max_tokens, llm.n_ctx() // 2)
-        eos = llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore") if llm.token_eos() >= 0 else ""
+        eos = self._eos_text()
         while True:
             rendered = render_prompt(messages, self._template, eos_token=eos, tools=msg.get("tools"))
             tokens = llm.tokenize(rendered.text.encode(), add_bos=True, special=True)
             if len(tokens) <= room:
                 return messages, tokens, rendered.stops, rendered.format
             messages = drop_oldest_turn(messages)
+
+    def _eos_text(self) -> str:
+        llm = self._llm
+        return llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore") if llm.token_eos() >= 0 else ""
 
     def _sample(self, tokens: list[int], msg: dict[str, Any], grammar: Any) -> Iterator[int]:
         temperature = float(msg.get("temperature", 0.7))
@@ -267,6 +315,7 @@ class KVStateFiles:
 
     def __init__(self, load: dict[str, Any]) -> None:
         self.dir = Path(load["kv_cache_dir"]) if load.get("kv_cache_dir") else None
+        self.dir_str = str(self.dir) if self.dir else None
         stat = os.stat(load["model_path"])
         self._identity = "|".join(
             map(
@@ -317,6 +366,13 @@ class KVStateFiles:
             tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
         for old in sorted(path.parent.glob("*.kv"), key=lambda p: p.stat().st_mtime)[: -self.KEEP]:
             old.unlink(missing_ok=True)
+
+
+def _read_image(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise InvalidInput(f"cannot read image {path}: {err.strerror}") from err
 
 
 def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:

@@ -1,0 +1,117 @@
+"""Images in the worker: llama.cpp's mtmd with the model's projector (mmproj). Worker-only.
+
+A multimodal prompt is evaluated from position 0 (images are not prefix-cached). The text path's
+KV cache is parked in a file around it and restored after, so a camera request does not cost the
+next conversation turn its cached system prompt and history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import contextlib
+import ctypes
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+from .errors import InvalidInput, LoadFailed
+
+
+class Vision:
+    """The mtmd context of one loaded model and its projector."""
+
+    def __init__(self, llm: Any, mmproj_path: str, n_threads: int) -> None:
+        import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415  (worker-only)
+
+        self._mtmd = mtmd
+        params = mtmd.mtmd_context_params_default()
+        params.use_gpu = False
+        params.n_threads = n_threads
+        params.print_timings = False
+        self._ctx = mtmd.mtmd_init_from_file(mmproj_path.encode(), llm.model, params)
+        if not self._ctx:
+            raise LoadFailed(f"llama.cpp could not load the projector {mmproj_path} for this model")
+        self.marker = mtmd.mtmd_default_marker().decode()
+        self.has_vision = bool(mtmd.mtmd_support_vision(self._ctx))
+
+    def close(self) -> None:
+        if self._ctx:
+            self._mtmd.mtmd_free(self._ctx)
+            self._ctx = None
+
+    def evaluate(self, llm: Any, text: str, images: list[bytes], n_batch: int) -> int:
+        """Evaluate `text` (one marker per image) with the images into a cleared context.
+
+        Returns the number of prompt positions; logits of the last one are ready for sampling.
+        """
+        if not self.has_vision:
+            raise InvalidInput("this model's projector has no vision encoder")
+        mtmd = self._mtmd
+        with self._bitmaps(images) as bitmaps, self._chunks() as chunks:
+            prompt = mtmd.mtmd_input_text()
+            data = text.encode()
+            prompt.text, prompt.text_len, prompt.add_special, prompt.parse_special = data, len(data), True, True
+            array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(prompt), array, len(bitmaps)) != 0:
+                raise InvalidInput("the prompt and images could not be tokenized together")
+            if mtmd.mtmd_helper_get_n_tokens(chunks) > llm.n_ctx():
+                raise InvalidInput("the images do not fit the model's context (n_ctx): send fewer or smaller")
+            llm.reset()
+            llm._ctx.kv_cache_clear()
+            n_past = ctypes.c_int32(0)
+            if mtmd.mtmd_helper_eval_chunks(self._ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
+                raise InvalidInput("llama.cpp failed to evaluate the images")
+            llm.n_tokens = n_past.value
+            return int(n_past.value)
+
+    @contextlib.contextmanager
+    def _bitmaps(self, images: list[bytes]) -> Iterator[list[Any]]:
+        made: list[Any] = []
+        try:
+            for raw in images:
+                buf = (ctypes.c_uint8 * len(raw)).from_buffer(bytearray(raw))
+                bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(raw), False)
+                if not bitmap:
+                    raise InvalidInput("an image could not be decoded")
+                made.append(bitmap)
+            yield made
+        finally:
+            for bitmap in made:
+                self._mtmd.mtmd_bitmap_free(bitmap)
+
+    @contextlib.contextmanager
+    def _chunks(self) -> Iterator[Any]:
+        chunks = self._mtmd.mtmd_input_chunks_init()
+        try:
+            yield chunks
+        finally:
+            self._mtmd.mtmd_input_chunks_free(chunks)
+
+
+@contextlib.contextmanager
+def parked_text_cache(llm: Any, directory: str | None) -> Iterator[None]:
+    """Save the context's text KV cache to a file, and put it back when the block ends."""
+    import llama_cpp  # noqa: PLC0415  (worker-only)
+
+    n = int(llm.n_tokens)
+    if n == 0:
+        yield
+        return
+    tokens = llm.input_ids[:n].tolist()
+    fd, name = tempfile.mkstemp(suffix=".kv", dir=directory if directory and Path(directory).is_dir() else None)
+    os.close(fd)
+    saved = bool(
+        llama_cpp.llama_state_seq_save_file(llm.ctx, name.encode(), 0, (llama_cpp.llama_token * n)(*tokens), n)
+    )
+    try:
+        yield
+    finally:
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        if saved:
+            out, count = (llama_cpp.llama_token * n)(), ctypes.c_size_t(0)
+            if llama_cpp.llama_state_seq_load_file(llm.ctx, name.encode(), 0, out, n, ctypes.byref(count)):
+                llm.input_ids[:n] = tokens
+                llm.n_tokens = n
+        Path(name).unlink(missing_ok=True)
