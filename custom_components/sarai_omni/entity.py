@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 import logging
+from pathlib import Path
 import re
 from typing import Any
 
@@ -54,7 +55,25 @@ def to_message(content: conversation.Content) -> Message:
                 for c in content.tool_calls
             ]
         return msg
+    if isinstance(content, conversation.UserContent) and (images := image_paths(content)):
+        return {
+            "role": "user",
+            "content": [{"type": "text", "text": content.content}]
+            + [{"type": "image", "path": str(p)} for p in images],
+        }
     return {"role": content.role, "content": content.content}  # system or user
+
+
+def image_paths(content: conversation.UserContent) -> list[Path]:
+    """Local image attachments of a user message (camera snapshots, uploads, media files)."""
+    return [a.path for a in content.attachments or [] if a.mime_type.startswith("image/")]
+
+
+def last_user_modalities(chat_log: conversation.ChatLog) -> frozenset[str]:
+    for content in reversed(chat_log.content):
+        if isinstance(content, conversation.UserContent):
+            return frozenset({"image"}) if image_paths(content) else frozenset()
+    return frozenset()
 
 
 def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
@@ -73,6 +92,8 @@ def chat_messages(chat_log: conversation.ChatLog) -> list[Message]:
     for msg, content in zip(messages, chat_log.content, strict=True):
         if isinstance(content, conversation.UserContent):
             msg["context"] = clock_line(content.created)
+            if isinstance(msg["content"], list):  # with images: the clock goes into the text part
+                msg["content"][0] = {"type": "text", "text": f"{msg.pop('context')}\n{msg['content'][0]['text']}"}
     return messages
 
 
@@ -184,7 +205,9 @@ class SaraiEntity(Entity):
     def _route(self, chat_log: conversation.ChatLog) -> RouteDecision:
         preference = self.options.get(CONF_MODEL_PREFERENCE, "auto")
         decision = self.entry.runtime_data.engine.route(
-            last_user_text(chat_log), requested=None if preference == "auto" else preference
+            last_user_text(chat_log),
+            last_user_modalities(chat_log),
+            requested=None if preference == "auto" else preference,
         )
         _LOGGER.debug("route -> %s model: %s", decision.role, decision.reason)
         self.last_route = decision

@@ -111,7 +111,10 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Set up the integration (nothing global yet beyond config entries)."""
+    """Register the integration's services (they find the loaded entry when called)."""
+    from .services import async_setup_services  # noqa: PLC0415  (services imports this module)
+
+    async_setup_services(hass)
     return True
 
 

@@ -1,0 +1,198 @@
+"""Services for automations: analyze_image, analyze_video, load_model, unload_model (all return data)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+import logging
+import tempfile
+import time
+from typing import Any
+
+from homeassistant.components.ffmpeg import get_ffmpeg_manager
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import config_validation as cv
+import voluptuous as vol
+
+from .const import DOMAIN
+from .engine import FAST, QUALITY, ChatRequest, EngineError, RouteDecision
+from .engine.prompts import Message
+from .integration import SaraiConfigEntry
+from .vision import Frame, camera_frame, invalid, read_image_file, select_frames, video_file_frames, write_frames
+
+_LOGGER = logging.getLogger(__name__)
+EVENT_ANALYSIS = f"{DOMAIN}_analysis"
+DEFAULT_IMAGE_PROMPT = "Describe what you see in the image(s) briefly."
+DEFAULT_VIDEO_PROMPT = "Describe what happens across these frames briefly."
+MODEL_CHOICES = ("auto", FAST, QUALITY)
+
+_COMMON = {
+    vol.Optional("prompt"): cv.string,
+    vol.Optional("model", default="auto"): vol.In(MODEL_CHOICES),
+    vol.Optional("max_tokens", default=256): vol.All(vol.Coerce(int), vol.Range(min=1, max=4096)),
+}
+IMAGE_SCHEMA = vol.Schema(
+    {
+        vol.Optional("camera_entity_id", default=list): cv.entity_ids,
+        vol.Optional("image_path", default=list): vol.All(cv.ensure_list, [cv.string]),
+        **_COMMON,
+    }
+)
+VIDEO_SCHEMA = vol.Schema(
+    {
+        vol.Exclusive("camera_entity_id", "source"): cv.entity_id,
+        vol.Exclusive("video_path", "source"): cv.string,
+        vol.Optional("duration", default=3.0): vol.All(vol.Coerce(float), vol.Range(min=0.5, max=60)),
+        vol.Optional("max_frames", default=4): vol.All(vol.Coerce(int), vol.Range(min=1, max=16)),
+        vol.Optional("target_width", default=672): vol.All(vol.Coerce(int), vol.Range(min=64, max=4096)),
+        **_COMMON,
+    }
+)
+MODEL_SCHEMA = vol.Schema({vol.Required("model"): vol.In((FAST, QUALITY))})
+
+
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the services once for the integration (quality rule action-setup)."""
+
+    async def analyze_image(call: ServiceCall) -> ServiceResponse:
+        entry = _entry(hass)
+        width = None
+        frames = [await camera_frame(hass, e, width) for e in call.data["camera_entity_id"]]
+        for path in call.data["image_path"]:
+            frames.append(await hass.async_add_executor_job(read_image_file, hass, path, width))
+        if not frames:
+            raise invalid("no_input")
+        prompt = call.data.get("prompt") or DEFAULT_IMAGE_PROMPT
+        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="image", video=False)
+
+    async def analyze_video(call: ServiceCall) -> ServiceResponse:
+        entry = _entry(hass)
+        width, count = call.data["target_width"], call.data["max_frames"]
+        if path := call.data.get("video_path"):
+            ffmpeg = get_ffmpeg_manager(hass).binary
+            candidates = await video_file_frames(hass, ffmpeg, path, width)
+        elif entity_id := call.data.get("camera_entity_id"):
+            candidates = await _camera_clip(hass, entity_id, call.data["duration"], count, width)
+        else:
+            raise invalid("no_input")
+        frames = await hass.async_add_executor_job(select_frames, candidates, count)
+        prompt = call.data.get("prompt") or DEFAULT_VIDEO_PROMPT
+        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True)
+
+    async def load_model(call: ServiceCall) -> ServiceResponse:
+        return _model_status(await _engine_call(_entry(hass).runtime_data.engine.load(call.data["model"])))
+
+    async def unload_model(call: ServiceCall) -> ServiceResponse:
+        return _model_status(await _engine_call(_entry(hass).runtime_data.engine.unload(call.data["model"])))
+
+    for name, handler, schema in (
+        ("analyze_image", analyze_image, IMAGE_SCHEMA),
+        ("analyze_video", analyze_video, VIDEO_SCHEMA),
+        ("load_model", load_model, MODEL_SCHEMA),
+        ("unload_model", unload_model, MODEL_SCHEMA),
+    ):
+        hass.services.async_register(DOMAIN, name, handler, schema=schema, supports_response=SupportsResponse.OPTIONAL)
+
+
+def _entry(hass: HomeAssistant) -> SaraiConfigEntry:
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        if entry.state is ConfigEntryState.LOADED:
+            return entry
+    raise invalid("not_loaded")
+
+
+async def _camera_clip(hass: HomeAssistant, entity_id: str, duration: float, count: int, width: int) -> list[Frame]:
+    """Snapshots spread over `duration` seconds: twice as many as will be sent, to choose from."""
+    shots = max(count * 2, 2)
+    frames, started = [], time.monotonic()
+    for i in range(shots):
+        await asyncio.sleep(max(0.0, started + i * duration / (shots - 1) - time.monotonic()))
+        frame = await camera_frame(hass, entity_id, width)
+        frames.append(Frame(frame.jpeg, round(time.monotonic() - started, 2)))
+    return frames
+
+
+def _route(hass: HomeAssistant, entry: SaraiConfigEntry, prompt: str, modality: str, model: str) -> RouteDecision:
+    engine = entry.runtime_data.engine
+    decision = engine.route(prompt, frozenset({modality}), None if model == "auto" else model)
+    if decision.role not in engine.pool.slots:
+        raise invalid("model_not_configured", model=decision.role)
+    slot = engine.pool.slot(decision.role)
+    if not (slot.mmproj_info and slot.mmproj_info.has_vision):
+        raise invalid("no_vision_model", model=decision.role)
+    return decision
+
+
+def _messages(prompt: str, paths: list[str], frames: list[Frame], video: bool) -> list[Message]:
+    parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    if video:
+        parts[0]["text"] += f"\nThe {len(frames)} frames below are in time order, oldest first."
+    for i, (path, frame) in enumerate(zip(paths, frames, strict=True), start=1):
+        if video:
+            parts.append({"type": "text", "text": f"\nFrame {i} at {frame.at:.1f} s: "})
+        parts.append({"type": "image", "path": path})
+    return [{"role": "user", "content": parts}]
+
+
+async def _analyze(
+    hass: HomeAssistant,
+    entry: SaraiConfigEntry,
+    call: ServiceCall,
+    frames: list[Frame],
+    *,
+    prompt: str,
+    modality: str,
+    video: bool,
+) -> ServiceResponse:
+    decision = _route(hass, entry, prompt, modality, call.data["model"])
+    with tempfile.TemporaryDirectory(prefix="sarai_analysis_") as folder:
+        paths = await hass.async_add_executor_job(write_frames, frames, folder)
+        request = ChatRequest(
+            messages=_messages(prompt, paths, frames, video),
+            role=decision.role,
+            max_tokens=call.data["max_tokens"],
+            temperature=0.2,
+            route_reason=decision.reason,
+        )
+        result = await _engine_call(entry.runtime_data.engine.complete(request))
+    response: dict[str, Any] = {
+        "text": result.text.strip(),
+        "model": decision.role,
+        "route_reason": decision.reason,
+        "timings": {
+            "load_ms": round(result.load_ms, 1),
+            "ttft_ms": round(result.ttft_ms, 1),
+            "tokens_per_second": round(result.tokens_per_second, 2),
+        },
+        "prompt_tokens": result.prompt_tokens,
+    }
+    if video:
+        response["frames"] = len(frames)
+        response["frame_times"] = [f.at for f in frames]
+    hass.bus.async_fire(
+        EVENT_ANALYSIS,
+        {"service": call.service, "model": decision.role, "route_reason": decision.reason, "text": response["text"]},
+    )
+    return response
+
+
+async def _engine_call[T](awaitable: Awaitable[T]) -> T:
+    """Await an engine operation; its typed errors become translated HA errors."""
+    try:
+        return await awaitable
+    except EngineError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
+        ) from err
+
+
+def _model_status(status: dict[str, Any]) -> ServiceResponse:
+    return {
+        "model": status["role"],
+        "state": status["state"],
+        "rss_mb": status["rss_mb"],
+        "estimate_mb": status["estimate_mb"],
+        "load_ms": status["load_ms"],
+    }
