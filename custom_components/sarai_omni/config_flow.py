@@ -42,6 +42,7 @@ from .const import (
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     CONF_TEMPERATURE,
+    DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_MAX_TOKENS,
     DEFAULT_N_CTX,
@@ -49,6 +50,7 @@ from .const import (
     DEFAULT_TEMPERATURE,
     DOMAIN,
     MODEL_PREFERENCES,
+    SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
     TITLE,
 )
@@ -142,7 +144,9 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
                 errors, found = await self.hass.async_add_executor_job(validate_models, self.hass, user_input)
                 placeholders |= found
             if not errors:
-                return self.async_create_entry(title=TITLE, data=user_input, subentries=[default_conversation()])
+                return self.async_create_entry(
+                    title=TITLE, data=user_input, subentries=[default_conversation(), default_ai_task()]
+                )
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(user_schema(), user_input or {}),
@@ -153,7 +157,7 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
     @classmethod
     @callback
     def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
-        return {SUBENTRY_CONVERSATION: ConversationSubentryFlow}
+        return {SUBENTRY_CONVERSATION: ConversationSubentryFlow, SUBENTRY_AI_TASK: AITaskSubentryFlow}
 
 
 def _normalized(data: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +175,20 @@ def default_conversation() -> ConfigSubentryData:
         "unique_id": None,
         "data": conversation_defaults(),
     }
+
+
+def default_ai_task() -> ConfigSubentryData:
+    """The AI Task entity created together with the entry."""
+    return {
+        "subentry_type": SUBENTRY_AI_TASK,
+        "title": DEFAULT_AI_TASK_NAME,
+        "unique_id": None,
+        "data": ai_task_defaults(),
+    }
+
+
+def ai_task_defaults() -> dict[str, Any]:
+    return {CONF_MODEL_PREFERENCE: "auto", CONF_MAX_TOKENS: 512, CONF_TEMPERATURE: 0.2}
 
 
 def conversation_defaults() -> dict[str, Any]:
@@ -226,3 +244,39 @@ class ConversationSubentryFlow(ConfigSubentryFlow):
             ),
         }
         return vol.Schema(fields)
+
+
+class AITaskSubentryFlow(ConfigSubentryFlow):
+    """Add or change an AI Task entity: model preference and sampling."""
+
+    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        if self._get_entry().state != ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        if user_input is not None:
+            if self.source == "user":
+                return self.async_create_entry(title=user_input.pop("name"), data=user_input)
+            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=user_input)
+        current = (
+            {"name": DEFAULT_AI_TASK_NAME, **ai_task_defaults()}
+            if self.source == "user"
+            else dict(self._get_reconfigure_subentry().data)
+        )
+        fields: dict[Any, Any] = {vol.Required("name"): TextSelector()} if self.source == "user" else {}
+        fields |= {
+            vol.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(MODEL_PREFERENCES),
+                    mode=SelectSelectorMode.DROPDOWN,
+                    translation_key=CONF_MODEL_PREFERENCE,
+                )
+            ),
+            vol.Required(CONF_MAX_TOKENS, default=512): _int(1, 8192),
+            vol.Required(CONF_TEMPERATURE, default=0.2): NumberSelector(
+                NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
+            ),
+        }
+        return self.async_show_form(
+            step_id="set_options", data_schema=self.add_suggested_values_to_schema(vol.Schema(fields), current)
+        )
+
+    async_step_user = async_step_reconfigure = async_step_set_options

@@ -38,6 +38,8 @@ MODEL_PREFERENCES: Final = ("auto", "fast", "quality")
 
 DEFAULT_CONVERSATION_NAME: Final = "Sarai Omni"
 SUBENTRY_CONVERSATION: Final = "conversation"
+SUBENTRY_AI_TASK: Final = "ai_task_data"
+DEFAULT_AI_TASK_NAME: Final = "Sarai Omni AI Task"
 
 # Where users put GGUF files, relative to the HA config directory.
 MODELS_DIR: Final = "models"

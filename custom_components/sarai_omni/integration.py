@@ -40,7 +40,7 @@ from .engine.procmem import physical_cores
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-PLATFORMS = (Platform.CONVERSATION, Platform.SENSOR)
+PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
 QUALITY_N_CTX = 8192
 ISSUE_BACKEND_MISSING = "llama_cpp_missing"
 

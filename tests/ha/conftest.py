@@ -6,14 +6,16 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from homeassistant.components.camera import Camera
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, setup_test_component_platform
 
-from custom_components.sarai_omni.config_flow import default_conversation
+from custom_components.sarai_omni.config_flow import default_ai_task, default_conversation
 from custom_components.sarai_omni.const import (
+    CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
     CONF_N_CTX,
     CONF_N_THREADS,
@@ -45,7 +47,9 @@ def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0
     """A config entry with one conversation agent (subentry options overridable)."""
     conv = default_conversation()
     conv["data"] = {**conv["data"], CONF_TEMPERATURE: temperature, **agent}
-    entry = MockConfigEntry(domain=DOMAIN, title="Sarai Omni", data=data, unique_id=DOMAIN, subentries_data=[conv])
+    entry = MockConfigEntry(
+        domain=DOMAIN, title="Sarai Omni", data=data, unique_id=DOMAIN, subentries_data=[conv, default_ai_task()]
+    )
     entry.add_to_hass(hass)
     return entry
 
@@ -68,3 +72,38 @@ async def loaded_entry(hass: HomeAssistant, entry_data: dict[str, Any]) -> Async
     yield entry
     if entry.state is ConfigEntryState.LOADED:
         assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+class GardenCamera(Camera):
+    """A test camera serving a generated JPEG (or failing, when switched off)."""
+
+    _attr_name = "Garden"
+    _attr_unique_id = "garden_cam"
+
+    def __init__(self, jpeg: bytes) -> None:
+        super().__init__()
+        self.jpeg, self.working = jpeg, True
+
+    async def async_camera_image(self, width: int | None = None, height: int | None = None) -> bytes | None:
+        return self.jpeg if self.working else None
+
+
+@pytest.fixture
+async def garden_camera(hass: HomeAssistant, jpeg: Path) -> GardenCamera:
+    cam = GardenCamera(await hass.async_add_executor_job(jpeg.read_bytes))
+    setup_test_component_platform(hass, "camera", [cam])
+    assert await async_setup_component(hass, "camera", {"camera": {"platform": "test"}})
+    await hass.async_block_till_done()
+    return cam
+
+
+@pytest.fixture
+async def vision_entry(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, jpeg: Path
+) -> MockConfigEntry:
+    hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
+    assert await async_setup_component(hass, "ffmpeg", {})
+    entry = make_entry(hass, {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj)})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    return entry

@@ -37,13 +37,16 @@ def _form(model: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_happy_path_creates_entry_and_agent(hass: HomeAssistant, tiny_qwen2: Path) -> None:
-    with patch("custom_components.sarai_omni.integration.async_setup_entry", return_value=True):
+    with (
+        patch("custom_components.sarai_omni.integration.async_setup_entry", return_value=True),
+        patch("custom_components.sarai_omni.integration.async_unload_entry", return_value=True),
+    ):
         result = await _submit(hass, _form(f"  {tiny_qwen2}  "))
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Sarai Omni"
     assert result["data"] == _form(str(tiny_qwen2))  # trimmed, nothing the user gave is lost
     entry = hass.config_entries.async_entries(DOMAIN)[0]
-    assert [s.subentry_type for s in entry.subentries.values()] == [SUBENTRY_CONVERSATION]
+    assert [s.subentry_type for s in entry.subentries.values()] == [SUBENTRY_CONVERSATION, "ai_task_data"]
 
 
 async def test_relative_path_under_config_dir(hass: HomeAssistant, tmp_path: Path) -> None:

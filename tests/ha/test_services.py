@@ -2,58 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 import subprocess
 from typing import Any
 
-from homeassistant.components.camera import Camera
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.setup import async_setup_component
 from PIL import Image
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry, setup_test_component_platform
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, DOMAIN
 from custom_components.sarai_omni.vision import Frame, select_frames
 
-from .conftest import make_entry, wait_loaded
-
-
-class GardenCamera(Camera):
-    """A test camera serving a generated JPEG (or failing, when switched off)."""
-
-    _attr_name = "Garden"
-    _attr_unique_id = "garden_cam"
-
-    def __init__(self, jpeg: bytes) -> None:
-        super().__init__()
-        self.jpeg, self.working = jpeg, True
-
-    async def async_camera_image(self, width: int | None = None, height: int | None = None) -> bytes | None:
-        return self.jpeg if self.working else None
-
-
-@pytest.fixture
-async def garden_camera(hass: HomeAssistant, jpeg: Path) -> GardenCamera:
-    cam = GardenCamera(await hass.async_add_executor_job(jpeg.read_bytes))
-    setup_test_component_platform(hass, "camera", [cam])
-    assert await async_setup_component(hass, "camera", {"camera": {"platform": "test"}})
-    await hass.async_block_till_done()
-    return cam
-
-
-@pytest.fixture
-async def vision_entry(
-    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, jpeg: Path
-) -> MockConfigEntry:
-    hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
-    assert await async_setup_component(hass, "ffmpeg", {})
-    entry = make_entry(hass, {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj)})
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_loaded(entry)
-    return entry
+from .conftest import GardenCamera, make_entry, wait_loaded
 
 
 async def call(hass: HomeAssistant, service: str, **data: Any) -> dict[str, Any]:
@@ -214,3 +179,64 @@ def test_select_frames_keeps_the_most_different() -> None:
     frames = [Frame(solid(c), t) for t, c in enumerate(["red", "red", "blue", "blue", "blue", "white", "white"])]
     assert [f.at for f in select_frames(frames, 3)] == [0, 2, 5]
     assert select_frames(frames[:2], 4) == frames[:2]
+
+
+async def quality_entry(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, tiny_qwen3: Path, *, room_for_both: bool
+) -> MockConfigEntry:
+    """fast + quality, both with the tiny projector; a budget that holds both, or only the fast one."""
+    from custom_components.sarai_omni.const import CONF_IDLE_UNLOAD_S, CONF_QUALITY_MMPROJ, CONF_QUALITY_MODEL
+    from custom_components.sarai_omni.engine.pool import MB
+
+    assert await async_setup_component(hass, "ffmpeg", {})
+    data = {
+        **entry_data,
+        CONF_FAST_MMPROJ: str(tiny_mmproj),
+        CONF_QUALITY_MODEL: str(tiny_qwen3),
+        CONF_QUALITY_MMPROJ: str(tiny_mmproj),
+        CONF_IDLE_UNLOAD_S: 1,
+    }
+    probe = make_entry(hass, data)
+    assert await hass.config_entries.async_setup(probe.entry_id)
+    await wait_loaded(probe)
+    pool = probe.runtime_data.engine.pool
+    need = (pool.slot("fast").estimate + pool.slot("quality").estimate) // MB
+    assert await hass.config_entries.async_remove(probe.entry_id)
+    entry = make_entry(hass, {**data, "ram_budget_mb": need + 20 if room_for_both else need - 20})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    return entry
+
+
+async def test_image_falls_back_to_fast_vl_when_quality_cannot_fit(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, tiny_qwen3: Path, jpeg: Path
+) -> None:
+    hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
+    entry = await quality_entry(hass, entry_data, tiny_mmproj, tiny_qwen3, room_for_both=False)
+    response = await call(hass, "analyze_image", image_path=[str(jpeg)])
+    pool = entry.runtime_data.engine.pool
+    assert response["model"] == "fast"
+    assert "quality model does not fit the RAM budget" in response["route_reason"]
+    assert "the fast model has a vision projector" in response["route_reason"]
+    assert pool.slot("fast").loaded  # the pinned fast model was never evicted for it
+    assert not pool.slot("quality").loaded
+    assert pool.measured_rss() <= pool.budget
+
+
+async def test_image_loads_quality_on_demand_then_it_idles_out(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, tiny_qwen3: Path, jpeg: Path
+) -> None:
+    hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
+    entry = await quality_entry(hass, entry_data, tiny_mmproj, tiny_qwen3, room_for_both=True)
+    pool = entry.runtime_data.engine.pool
+    assert not pool.slot("quality").loaded
+    response = await call(hass, "analyze_image", image_path=[str(jpeg)])
+    assert response["model"] == "quality"
+    assert response["timings"]["load_ms"] > 0  # loaded for this request
+    assert pool.measured_rss() <= pool.budget
+    for _ in range(60):  # idle_unload_s = 1
+        await asyncio.sleep(0.1)
+        if not pool.slot("quality").loaded:
+            break
+    assert not pool.slot("quality").loaded
+    assert pool.slot("fast").loaded

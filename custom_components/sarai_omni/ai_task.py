@@ -1,0 +1,86 @@
+"""AI Task entity: generate_data, with image attachments and a structure (JSON-schema decoding)."""
+
+from __future__ import annotations
+
+from json import JSONDecodeError
+import logging
+
+from homeassistant.components import ai_task, conversation
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import llm
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.util.json import json_loads
+import voluptuous as vol
+from voluptuous_openapi import convert
+
+from .const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN, SUBENTRY_AI_TASK
+from .engine import ChatRequest, EngineError
+from .entity import SaraiEntity, chat_messages
+from .integration import SaraiConfigEntry
+
+_LOGGER = logging.getLogger(__name__)
+PARALLEL_UPDATES = 0
+DEFAULT_TASK_MAX_TOKENS = 512
+
+
+async def async_setup_entry(
+    hass: HomeAssistant, entry: SaraiConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+) -> None:
+    for subentry in entry.subentries.values():
+        if subentry.subentry_type == SUBENTRY_AI_TASK:
+            async_add_entities([SaraiAITaskEntity(entry, subentry)], config_subentry_id=subentry.subentry_id)
+
+
+class SaraiAITaskEntity(ai_task.AITaskEntity, SaraiEntity):
+    """Generates text or structured data, locally; sees attached images with a vision projector."""
+
+    _attr_supported_features = (
+        ai_task.AITaskEntityFeature.GENERATE_DATA | ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
+    )
+
+    async def _async_generate_data(
+        self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog
+    ) -> ai_task.GenDataTaskResult:
+        schema = convert(task.structure, custom_serializer=llm.selector_serializer) if task.structure else None
+        decision = self._route(chat_log)
+        request = ChatRequest(
+            messages=chat_messages(chat_log),
+            role=decision.role,
+            max_tokens=int(self.options.get(CONF_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS)),
+            temperature=float(self.options.get(CONF_TEMPERATURE, 0.2)),
+            json_schema=schema,
+            route_reason=decision.reason,
+        )
+        try:
+            result = await self.entry.runtime_data.engine.complete(request)
+        except EngineError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
+            ) from err
+        chat_log.async_add_assistant_content_without_tools(
+            conversation.AssistantContent(agent_id=self.entity_id, content=result.text)
+        )
+        if task.structure is None:
+            return ai_task.GenDataTaskResult(conversation_id=chat_log.conversation_id, data=result.text)
+        return ai_task.GenDataTaskResult(
+            conversation_id=chat_log.conversation_id, data=_structured(task.structure, result.text)
+        )
+
+
+def _structured(structure: vol.Schema, text: str) -> object:
+    """Parse and validate the model's JSON; a clear, translated error when it does not fit."""
+    try:
+        data = json_loads(text)
+    except JSONDecodeError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN, translation_key="invalid_json", translation_placeholders={"error": str(err)}
+        ) from err
+    try:
+        return structure(data)
+    except vol.Invalid as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="structure_mismatch",
+            translation_placeholders={"error": str(err)},
+        ) from err
