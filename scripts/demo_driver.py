@@ -104,13 +104,12 @@ class HA:
         raise RuntimeError(f"no entity {prefix}*{suffix}")
 
 
-async def set_up_integration(ha: HA, model: Path) -> None:
+async def set_up_integration(ha: HA, model: Path, mmproj: Path | None = None) -> None:
     flow = await ha.request("POST", "/api/config/config_entries/flow", json={"handler": "sarai_omni"})
-    result = await ha.request(
-        "POST",
-        f"/api/config/config_entries/flow/{flow['flow_id']}",
-        json={"fast_model": str(model), "ram_budget_mb": 2048, "n_threads": os.cpu_count() or 2, "n_ctx": 2048},
-    )
+    data = {"fast_model": str(model), "ram_budget_mb": 2048, "n_threads": os.cpu_count() or 2, "n_ctx": 2048}
+    if mmproj:
+        data["fast_mmproj"] = str(mmproj)
+    result = await ha.request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", json=data)
     if result.get("type") != "create_entry":
         raise RuntimeError(f"config flow did not create the entry: {result.get('errors') or result}")
 
@@ -130,13 +129,52 @@ async def wait_loaded(ha: HA) -> dict[str, Any]:
     raise RuntimeError("the fast model did not load in time")
 
 
+def vision_models(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The configured vision model, or the tiny random-weight test fixture (said so)."""
+    if args.mmproj:
+        return args.model, args.mmproj
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny_models import write_mmproj, write_text_model
+
+    folder = ROOT / "models" / "tiny-vl-fixture"
+    folder.mkdir(parents=True, exist_ok=True)
+    say(
+        "no vision model given (--mmproj): using the tiny random-weight test fixture; its words are noise,"
+        " while the image path, routing and timings are real"
+    )
+    return write_text_model(folder / "tiny-qwen2.gguf"), write_mmproj(folder / "tiny-mmproj.gguf")
+
+
+async def analyze(ha: HA, args: argparse.Namespace) -> dict[str, Any]:
+    """Call the analysis service over REST and return its response data."""
+    data: dict[str, Any]
+    if args.image:
+        service, data = "analyze_image", {"image_path": [str(args.image)]}
+    else:
+        service, data = "analyze_video", {"video_path": str(args.video), "max_frames": args.max_frames}
+    if args.prompt:
+        data["prompt"] = args.prompt
+    say(f"calling sarai_omni.{service} on {args.image or args.video}")
+    answer = await ha.request("POST", f"/api/services/sarai_omni/{service}?return_response", json=data)
+    return dict(answer["service_response"])
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if not args.model.is_file():
-        raise RuntimeError(f"model not found: {args.model} (run scripts/setup)")
+    media: Path | None = args.image or args.video
+    if media is not None and not media.is_file():
+        raise RuntimeError(f"file not found: {media}")
+    model, mmproj = vision_models(args) if media else (args.model, None)
+    if not model.is_file():
+        raise RuntimeError(f"model not found: {model} (run scripts/setup)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sarai_demo_") as tmp:
         config = make_config_dir(Path(tmp))
-        env = {**os.environ, "SARAI_MODELS_DIR": str(args.model.parent), "SARAI_HTTP_PORT": str(port)}
+        env = {
+            **os.environ,
+            "SARAI_MODELS_DIR": str(model.parent),
+            "SARAI_HTTP_PORT": str(port),
+            "SARAI_MEDIA_DIR": str(media.parent if media else ROOT / "models"),
+        }
         say(f"booting Home Assistant on 127.0.0.1:{port} (config {config})")
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -154,10 +192,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await ha.wait_up(proc)
                 say(f"Home Assistant is up after {time.monotonic() - started:.1f} s; onboarding a demo user")
                 await ha.onboard()
-                say(f"setting up sarai_omni through its config flow with {args.model.name}")
-                await set_up_integration(ha, args.model)
+                say(f"setting up sarai_omni through its config flow with {model.name}")
+                await set_up_integration(ha, model, mmproj)
                 state = await wait_loaded(ha)
                 say(f"fast model loaded in {state['attributes']['load_ms']:.0f} ms")
+                if media:
+                    return await analyze(ha, args)
                 agent = (await ha.find("conversation.", ""))["entity_id"]
                 prompt = args.prompt or PROMPTS[args.language]
                 say(f"asking {agent} ({args.language}): {prompt}")
@@ -200,7 +240,15 @@ def main() -> int:
     parser.add_argument("--prompt", help="what to ask (default: a question in --language)")
     parser.add_argument("--language", choices=sorted(PROMPTS), default="en")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="fast model GGUF")
+    parser.add_argument("--mmproj", type=Path, help="vision projector of --model (for --image/--video)")
+    media = parser.add_mutually_exclusive_group()
+    media.add_argument("--image", type=Path, help="run sarai_omni.analyze_image on this file instead of a chat turn")
+    media.add_argument("--video", type=Path, help="run sarai_omni.analyze_video on this file")
+    parser.add_argument("--max-frames", type=int, default=4, help="frames sent for --video")
     args = parser.parse_args()
+    for name in ("image", "video", "model", "mmproj"):  # HA needs absolute, allow-listed paths
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).resolve())
     try:
         result = asyncio.run(run(args))
     except (RuntimeError, aiohttp.ClientError, OSError) as err:
