@@ -159,13 +159,20 @@ async def analyze(ha: HA, args: argparse.Namespace) -> dict[str, Any]:
     return dict(answer["service_response"])
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+def check_inputs(args: argparse.Namespace) -> None:
+    """Before HA boots: the files exist; --image/--video get a vision model (the fixture if none)."""
     media: Path | None = args.image or args.video
     if media is not None and not media.is_file():
         raise RuntimeError(f"file not found: {media}")
-    model, mmproj = vision_models(args) if media else (args.model, None)
-    if not model.is_file():
-        raise RuntimeError(f"model not found: {model} (run scripts/setup)")
+    if media is not None:
+        args.model, args.mmproj = vision_models(args)
+    if not args.model.is_file():
+        raise RuntimeError(f"model not found: {args.model} (run scripts/setup)")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    media: Path | None = args.image or args.video
+    model, mmproj = args.model, args.mmproj
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sarai_demo_") as tmp:
         config = make_config_dir(Path(tmp))
@@ -250,6 +257,7 @@ def main() -> int:
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
     try:
+        check_inputs(args)
         result = asyncio.run(run(args))
     except (RuntimeError, aiohttp.ClientError, OSError) as err:
         say(f"failed: {err}")
