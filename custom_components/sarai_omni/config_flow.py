@@ -200,83 +200,81 @@ def conversation_defaults() -> dict[str, Any]:
     }
 
 
-class ConversationSubentryFlow(ConfigSubentryFlow):
+class _AgentSubentryFlow(ConfigSubentryFlow):
+    """Steps shared by the agent subentries: create one with a name, or reconfigure it in place."""
+
+    default_name: str
+
+    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
+        if self._get_entry().state != ConfigEntryState.LOADED:
+            return self.async_abort(reason="entry_not_loaded")
+        creating = self.source == "user"
+        if user_input is not None:
+            data = self._clean(user_input)
+            if creating:
+                return self.async_create_entry(title=data.pop("name"), data=data)
+            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
+        current = (
+            {"name": self.default_name, **self._defaults()} if creating else dict(self._get_reconfigure_subentry().data)
+        )
+        fields: dict[Any, Any] = {vol.Required("name"): TextSelector()} if creating else {}
+        schema = vol.Schema(fields | self._fields())
+        return self.async_show_form(
+            step_id="set_options", data_schema=self.add_suggested_values_to_schema(schema, current)
+        )
+
+    async_step_user = async_step_reconfigure = async_step_set_options
+
+    def _defaults(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
+        return dict(data)
+
+    def _fields(self) -> dict[Any, Any]:
+        defaults = self._defaults()
+        return {
+            vol.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
+                SelectSelectorConfig(
+                    options=list(MODEL_PREFERENCES),
+                    mode=SelectSelectorMode.DROPDOWN,
+                    translation_key=CONF_MODEL_PREFERENCE,
+                )
+            ),
+            vol.Required(CONF_MAX_TOKENS, default=defaults[CONF_MAX_TOKENS]): _int(1, 8192),
+            vol.Required(CONF_TEMPERATURE, default=defaults[CONF_TEMPERATURE]): NumberSelector(
+                NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
+            ),
+        }
+
+
+class ConversationSubentryFlow(_AgentSubentryFlow):
     """Add or change a conversation agent: prompt, tools API, model preference, sampling."""
 
-    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        if self._get_entry().state != ConfigEntryState.LOADED:
-            return self.async_abort(reason="entry_not_loaded")
-        if user_input is not None:
-            if not user_input.get(CONF_LLM_HASS_API):
-                user_input.pop(CONF_LLM_HASS_API, None)
-            if self.source == "user":
-                return self.async_create_entry(title=user_input.pop("name"), data=user_input)
-            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=user_input)
-        if self.source == "user":
-            current: dict[str, Any] = {"name": DEFAULT_CONVERSATION_NAME, **conversation_defaults()}
-        else:
-            current = dict(self._get_reconfigure_subentry().data)
-        return self.async_show_form(
-            step_id="set_options",
-            data_schema=self.add_suggested_values_to_schema(self._schema(), current),
-        )
+    default_name = DEFAULT_CONVERSATION_NAME
 
-    async_step_user = async_step_reconfigure = async_step_set_options
+    def _defaults(self) -> dict[str, Any]:
+        return conversation_defaults()
 
-    def _schema(self) -> vol.Schema:
+    def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = dict(data)
+        if not data.get(CONF_LLM_HASS_API):  # "no tools" is stored as no key, like HA's core agents
+            data.pop(CONF_LLM_HASS_API, None)
+        return data
+
+    def _fields(self) -> dict[Any, Any]:
         apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(self.hass)]
-        fields: dict[Any, Any] = {}
-        if self.source == "user":
-            fields[vol.Required("name")] = TextSelector()
-        fields |= {
+        return {
             vol.Optional(CONF_LLM_HASS_API): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
             vol.Optional(CONF_PROMPT): TemplateSelector(),
-            vol.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
-                SelectSelectorConfig(
-                    options=list(MODEL_PREFERENCES),
-                    mode=SelectSelectorMode.DROPDOWN,
-                    translation_key=CONF_MODEL_PREFERENCE,
-                )
-            ),
-            vol.Required(CONF_MAX_TOKENS, default=DEFAULT_MAX_TOKENS): _int(1, 8192),
-            vol.Required(CONF_TEMPERATURE, default=DEFAULT_TEMPERATURE): NumberSelector(
-                NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
-            ),
+            **super()._fields(),
         }
-        return vol.Schema(fields)
 
 
-class AITaskSubentryFlow(ConfigSubentryFlow):
+class AITaskSubentryFlow(_AgentSubentryFlow):
     """Add or change an AI Task entity: model preference and sampling."""
 
-    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        if self._get_entry().state != ConfigEntryState.LOADED:
-            return self.async_abort(reason="entry_not_loaded")
-        if user_input is not None:
-            if self.source == "user":
-                return self.async_create_entry(title=user_input.pop("name"), data=user_input)
-            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=user_input)
-        current = (
-            {"name": DEFAULT_AI_TASK_NAME, **ai_task_defaults()}
-            if self.source == "user"
-            else dict(self._get_reconfigure_subentry().data)
-        )
-        fields: dict[Any, Any] = {vol.Required("name"): TextSelector()} if self.source == "user" else {}
-        fields |= {
-            vol.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
-                SelectSelectorConfig(
-                    options=list(MODEL_PREFERENCES),
-                    mode=SelectSelectorMode.DROPDOWN,
-                    translation_key=CONF_MODEL_PREFERENCE,
-                )
-            ),
-            vol.Required(CONF_MAX_TOKENS, default=512): _int(1, 8192),
-            vol.Required(CONF_TEMPERATURE, default=0.2): NumberSelector(
-                NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
-            ),
-        }
-        return self.async_show_form(
-            step_id="set_options", data_schema=self.add_suggested_values_to_schema(vol.Schema(fields), current)
-        )
+    default_name = DEFAULT_AI_TASK_NAME
 
-    async_step_user = async_step_reconfigure = async_step_set_options
+    def _defaults(self) -> dict[str, Any]:
+        return ai_task_defaults()
