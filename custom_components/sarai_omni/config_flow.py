@@ -12,6 +12,7 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     ConfigSubentryData,
     ConfigSubentryFlow,
+    OptionsFlow,
     SubentryFlowResult,
 )
 from homeassistant.const import CONF_LLM_HASS_API
@@ -33,22 +34,32 @@ import voluptuous as vol
 from .const import (
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
+    CONF_IDLE_UNLOAD_S,
+    CONF_KV_TYPE,
     CONF_MAX_TOKENS,
     CONF_MODEL_PREFERENCE,
     CONF_N_CTX,
+    CONF_N_GPU_LAYERS,
     CONF_N_THREADS,
     CONF_PROMPT,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_REQUEST_TIMEOUT_S,
+    CONF_ROUTER_SHORT_CHARS,
+    CONF_ROUTER_SOFT_THRESHOLD,
     CONF_TEMPERATURE,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
+    DEFAULT_IDLE_UNLOAD_S,
+    DEFAULT_KV_TYPE,
     DEFAULT_MAX_TOKENS,
     DEFAULT_N_CTX,
     DEFAULT_RAM_BUDGET_MB,
+    DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_TEMPERATURE,
     DOMAIN,
+    KV_TYPES,
     MODEL_PREFERENCES,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
@@ -131,6 +142,37 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
     VERSION = 1
     MINOR_VERSION = 1
 
+    async def _check(self, user_input: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """Validate a submitted form (in the executor). Returns (errors, description placeholders)."""
+        placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+        if not await self.hass.async_add_executor_job(backend_available):
+            return {"base": "llama_cpp_missing"}, placeholders
+        errors, found = await self.hass.async_add_executor_job(validate_models, self.hass, user_input)
+        return errors, placeholders | found
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Change model files, budget, threads or context; the entry reloads with them."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+        if user_input is not None:
+            user_input = _normalized(user_input)
+            errors, placeholders = await self._check(user_input)
+            if not errors:
+                self.hass.config_entries.async_update_entry(entry, data=user_input)  # the update listener reloads
+                return self.async_abort(reason="reconfigure_successful")
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input or dict(entry.data)),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        return SaraiOptionsFlow()
+
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         await self.async_set_unique_id(DOMAIN)  # one installation per HA
         self._abort_if_unique_id_configured()
@@ -138,11 +180,7 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
         placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
         if user_input is not None:
             user_input = _normalized(user_input)
-            if not await self.hass.async_add_executor_job(backend_available):
-                errors["base"] = "llama_cpp_missing"
-            else:
-                errors, found = await self.hass.async_add_executor_job(validate_models, self.hass, user_input)
-                placeholders |= found
+            errors, placeholders = await self._check(user_input)
             if not errors:
                 return self.async_create_entry(
                     title=TITLE, data=user_input, subentries=[default_conversation(), default_ai_task()]
@@ -198,6 +236,33 @@ def conversation_defaults() -> dict[str, Any]:
         CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
         CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
     }
+
+
+class SaraiOptionsFlow(OptionsFlow):
+    """Tuning that needs no new files: KV cache type, GPU layers, idle unload, timeout, router."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        if user_input is not None:
+            return self.async_create_entry(data=user_input)  # the update listener reloads the engine
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): SelectSelector(
+                    SelectSelectorConfig(
+                        options=list(KV_TYPES), mode=SelectSelectorMode.DROPDOWN, translation_key=CONF_KV_TYPE
+                    )
+                ),
+                vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
+                vol.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
+                vol.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
+                vol.Required(CONF_ROUTER_SHORT_CHARS, default=200): _int(10, 4000),
+                vol.Required(CONF_ROUTER_SOFT_THRESHOLD, default=0.8): NumberSelector(
+                    NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
+                ),
+            }
+        )
+        return self.async_show_form(
+            step_id="init", data_schema=self.add_suggested_values_to_schema(schema, dict(self.config_entry.options))
+        )
 
 
 class _AgentSubentryFlow(ConfigSubentryFlow):

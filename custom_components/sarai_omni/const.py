@@ -20,6 +20,10 @@ CONF_N_CTX: Final = "n_ctx"
 CONF_KV_TYPE: Final = "kv_type"
 CONF_IDLE_UNLOAD_S: Final = "idle_unload_s"
 CONF_REQUEST_TIMEOUT_S: Final = "request_timeout_s"
+CONF_N_GPU_LAYERS: Final = "n_gpu_layers"
+CONF_ROUTER_SHORT_CHARS: Final = "router_short_chars"
+CONF_ROUTER_SOFT_THRESHOLD: Final = "router_soft_threshold"
+KV_TYPES: Final = ("f16", "q8_0")
 
 # Conversation subentry.
 CONF_PROMPT: Final = "prompt"

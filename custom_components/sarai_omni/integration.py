@@ -21,11 +21,14 @@ from .const import (
     CONF_IDLE_UNLOAD_S,
     CONF_KV_TYPE,
     CONF_N_CTX,
+    CONF_N_GPU_LAYERS,
     CONF_N_THREADS,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     CONF_REQUEST_TIMEOUT_S,
+    CONF_ROUTER_SHORT_CHARS,
+    CONF_ROUTER_SOFT_THRESHOLD,
     DEFAULT_IDLE_UNLOAD_S,
     DEFAULT_KV_TYPE,
     DEFAULT_N_CTX,
@@ -34,7 +37,7 @@ from .const import (
     DOMAIN,
     SIGNAL_ENGINE_UPDATED,
 )
-from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec
+from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec, RouterConfig
 from .engine.procmem import physical_cores
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
     threads = int(conf.get(CONF_N_THREADS) or physical_cores())
     kv_type = str(conf.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
     n_ctx = int(conf.get(CONF_N_CTX, DEFAULT_N_CTX))
+    gpu_layers = int(conf.get(CONF_N_GPU_LAYERS, 0))
 
     def path(key: str) -> str | None:
         return resolve_path(hass, conf[key]) if conf.get(key) else None
@@ -87,6 +91,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
             kv_type=kv_type,
             pinned=True,
             kv_cache_dir=kv_dir,
+            n_gpu_layers=gpu_layers,
         )
     ]
     if quality := path(CONF_QUALITY_MODEL):
@@ -99,6 +104,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
                 n_threads=threads,
                 kv_type=kv_type,
                 kv_cache_dir=kv_dir,
+                n_gpu_layers=gpu_layers,
             )
         )
     return EngineConfig(
@@ -107,6 +113,10 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
         idle_unload_s=float(conf.get(CONF_IDLE_UNLOAD_S, DEFAULT_IDLE_UNLOAD_S)),
         request_timeout_s=float(conf.get(CONF_REQUEST_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S)),
         state_dir=state_dir,
+        router=RouterConfig(
+            short_chars=int(conf.get(CONF_ROUTER_SHORT_CHARS, 200)),
+            soft_threshold=float(conf.get(CONF_ROUTER_SOFT_THRESHOLD, 0.8)),
+        ),
     )
 
 

@@ -120,3 +120,39 @@ async def test_second_setup_aborts(hass: HomeAssistant, entry_data: dict[str, An
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
+
+
+async def test_options_flow_retunes_the_engine(hass: HomeAssistant, loaded_entry: Any) -> None:
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    options = {
+        "kv_type": "q8_0",
+        "n_gpu_layers": 0,
+        "idle_unload_s": 60,
+        "request_timeout_s": 30,
+        "router_short_chars": 100,
+        "router_soft_threshold": 0.9,
+    }
+    result = await hass.config_entries.options.async_configure(result["flow_id"], options)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()  # reloaded with the new options
+    engine = loaded_entry.runtime_data.engine
+    assert engine.pool.slot("fast").spec.kv_type == "q8_0"
+    assert engine.config.request_timeout_s == 30
+    assert engine.config.router.soft_threshold == 0.9
+    assert dict(loaded_entry.data)[CONF_N_CTX] == 2048  # the setup data is untouched
+
+
+async def test_reconfigure_changes_models_and_keeps_validation(
+    hass: HomeAssistant, loaded_entry: Any, tiny_qwen3: Path, model_dir: Path
+) -> None:
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    assert result["step_id"] == "reconfigure"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(model_dir / "gone.gguf")))
+    assert result["errors"] == {CONF_FAST_MODEL: "file_not_found"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(tiny_qwen3)))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert loaded_entry.data[CONF_FAST_MODEL] == str(tiny_qwen3)
+    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.path == str(tiny_qwen3)
