@@ -9,7 +9,7 @@ from pathlib import Path
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryError
 from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -46,6 +46,10 @@ CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
 QUALITY_N_CTX = 8192
 ISSUE_BACKEND_MISSING = "llama_cpp_missing"
+ISSUE_MODEL_MISSING = "model_missing"
+ISSUE_BUDGET = "budget_too_small"
+ISSUE_CRASH_LOOP = "crash_loop"
+CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW_S = 3, 600
 
 
 @dataclass(slots=True)
@@ -128,27 +132,38 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     return True
 
 
+def _issue(hass: HomeAssistant, issue_id: str, **placeholders: str) -> None:
+    """Raise a repair issue (its translation says what to do); each is deleted once fixed."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        issue_id,
+        is_fixable=False,
+        severity=ir.IssueSeverity.ERROR,
+        translation_key=issue_id,
+        translation_placeholders=placeholders or None,
+    )
+
+
 async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bool:
     """Start the engine: read model headers, then preload the fast model in the background."""
     if not await hass.async_add_executor_job(backend_available):
-        ir.async_create_issue(
-            hass,
-            DOMAIN,
-            ISSUE_BACKEND_MISSING,
-            is_fixable=False,
-            severity=ir.IssueSeverity.ERROR,
-            translation_key=ISSUE_BACKEND_MISSING,
-        )
+        _issue(hass, ISSUE_BACKEND_MISSING)
         raise ConfigEntryError(translation_domain=DOMAIN, translation_key="backend_missing")
     ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_MISSING)
+    ir.async_delete_issue(hass, DOMAIN, ISSUE_CRASH_LOOP)  # a (re)load starts with fresh workers
 
-    engine = Engine(
-        engine_config(hass, entry),
-        on_change=lambda: async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}"),
-    )
+    @callback
+    def changed() -> None:
+        async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}")
+        if (crashes := engine.pool.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
+            _issue(hass, ISSUE_CRASH_LOOP, count=str(crashes), minutes=str(CRASH_LOOP_WINDOW_S // 60))
+
+    engine = Engine(engine_config(hass, entry), on_change=changed)
     try:
         await engine.pool.prepare()
     except ModelNotFound as err:
+        _issue(hass, ISSUE_MODEL_MISSING, error=str(err))
         raise ConfigEntryError(
             translation_domain=DOMAIN, translation_key="model_not_found", translation_placeholders={"error": str(err)}
         ) from err
@@ -156,6 +171,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         raise ConfigEntryError(
             translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
         ) from err
+    ir.async_delete_issue(hass, DOMAIN, ISSUE_MODEL_MISSING)
+    _check_budget(hass, engine)
     entry.runtime_data = SaraiRuntimeData(engine)
 
     async def _stop(_: Event) -> None:
@@ -166,6 +183,15 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True
+
+
+def _check_budget(hass: HomeAssistant, engine: Engine) -> None:
+    """The budget must at least hold the fast model, or Assist can never answer."""
+    fast, budget = engine.pool.slot(FAST), engine.pool.budget
+    if fast.estimate > budget:
+        _issue(hass, ISSUE_BUDGET, needed_mb=str(fast.estimate // 2**20), budget_mb=str(budget // 2**20))
+    else:
+        ir.async_delete_issue(hass, DOMAIN, ISSUE_BUDGET)
 
 
 async def _preload(engine: Engine) -> None:

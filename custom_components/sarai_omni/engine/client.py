@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 import contextlib
 import logging
 import os
 from pathlib import Path
 import sys
+import time
 from typing import Any
 
 from . import errors, protocol
@@ -38,9 +39,18 @@ class Cancelled(errors.EngineError):
 class WorkerClient:
     """One worker process, started on demand."""
 
-    def __init__(self, name: str, python: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+        on_crash: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.crashes = 0
+        self.crash_times: deque[float] = deque(maxlen=16)
+        self._on_crash = on_crash
+        self._closing = False
         self._python = python or sys.executable
         self._env = env or {}
         self._proc: asyncio.subprocess.Process | None = None
@@ -124,11 +134,20 @@ class WorkerClient:
 
     def _fail_pending(self, proc: asyncio.subprocess.Process) -> None:
         pending, self._pending = self._pending, {}
-        if pending:  # a clean shutdown leaves nothing pending
-            self.crashes += 1
-            _LOGGER.warning("worker %s exited with code %s: %s", self.name, proc.returncode, self.stderr_tail())
         for q in pending.values():
             q.put_nowait({"event": "crashed", "code": proc.returncode})
+        if self._closing:  # we asked it to exit
+            return
+        self.crashes += 1  # busy or idle: any exit we did not ask for is a crash
+        self.crash_times.append(time.monotonic())
+        _LOGGER.warning("worker %s exited with code %s: %s", self.name, proc.returncode, self.stderr_tail())
+        if self._on_crash is not None:
+            self._on_crash()
+
+    def crashes_within(self, seconds: float) -> int:
+        """Crashes in the last `seconds` (for crash-loop detection)."""
+        now = time.monotonic()
+        return sum(1 for t in self.crash_times if now - t <= seconds)
 
     async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stderr is not None
@@ -218,6 +237,7 @@ class WorkerClient:
         proc = self._proc
         if proc is None:
             return
+        self._closing = True
         if proc.returncode is None:
             self._send_nowait({"id": 0, "op": protocol.OP_SHUTDOWN})
             try:
@@ -230,3 +250,4 @@ class WorkerClient:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._proc = self._reader = self._stderr_task = None
+        self._closing = False

@@ -148,7 +148,7 @@ class ModelPool:
         self.calibrations_run = 0
         self._calibration: CalibrationStore | None = None
         self.idle_unload_s = idle_unload_s
-        self.slots = {s.role: ModelSlot(s, WorkerClient(s.role, python)) for s in specs}
+        self.slots = {s.role: self._new_slot(s, python) for s in specs}
         self._load_lock = asyncio.Lock()
         self._on_change = on_change or (lambda: None)
         self._idle_task: asyncio.Task[None] | None = None
@@ -208,6 +208,21 @@ class ModelPool:
         for slot in self.slots.values():
             await slot.client.close()
             slot.state, slot.rss = STATE_UNLOADED, 0
+
+    def _new_slot(self, spec: ModelSpec, python: str | None) -> ModelSlot:
+        def crashed() -> None:
+            self._crashed(slot)
+
+        slot = ModelSlot(spec, WorkerClient(spec.role, python, on_crash=crashed))
+        return slot
+
+    def _crashed(self, slot: ModelSlot) -> None:
+        """A worker died (busy or idle): its model is no longer loaded; say so at once."""
+        slot.state, slot.rss, slot.error = STATE_UNLOADED, 0, "worker crashed"
+        self._on_change()
+
+    def crashes_within(self, seconds: float) -> int:
+        return sum(s.client.crashes_within(seconds) for s in self.slots.values())
 
     # -- use ----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
