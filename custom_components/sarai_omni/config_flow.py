@@ -205,24 +205,18 @@ def _normalized(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v not in ("", None)}
 
 
+def _subentry(kind: str, title: str, data: dict[str, Any]) -> ConfigSubentryData:
+    return {"subentry_type": kind, "title": title, "unique_id": None, "data": data}
+
+
 def default_conversation() -> ConfigSubentryData:
     """The conversation agent created together with the entry."""
-    return {
-        "subentry_type": SUBENTRY_CONVERSATION,
-        "title": DEFAULT_CONVERSATION_NAME,
-        "unique_id": None,
-        "data": conversation_defaults(),
-    }
+    return _subentry(SUBENTRY_CONVERSATION, DEFAULT_CONVERSATION_NAME, conversation_defaults())
 
 
 def default_ai_task() -> ConfigSubentryData:
     """The AI Task entity created together with the entry."""
-    return {
-        "subentry_type": SUBENTRY_AI_TASK,
-        "title": DEFAULT_AI_TASK_NAME,
-        "unique_id": None,
-        "data": ai_task_defaults(),
-    }
+    return _subentry(SUBENTRY_AI_TASK, DEFAULT_AI_TASK_NAME, ai_task_defaults())
 
 
 def ai_task_defaults() -> dict[str, Any]:
