@@ -82,6 +82,11 @@ def machine_ram_mb() -> int:
     return total_ram_bytes() // 2**20
 
 
+def no_estimate() -> dict[str, str]:
+    """Description placeholders before a model has been checked."""
+    return {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+
+
 def default_budget_mb() -> int:
     """The seed's 7.5 GB, capped by the machine's RAM (never more than the box has)."""
     ram = machine_ram_mb()
@@ -144,7 +149,7 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def _check(self, user_input: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         """Validate a submitted form (in the executor). Returns (errors, description placeholders)."""
-        placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+        placeholders = no_estimate()
         if not await self.hass.async_add_executor_job(backend_available):
             return {"base": "llama_cpp_missing"}, placeholders
         errors, found = await self.hass.async_add_executor_job(validate_models, self.hass, user_input)
@@ -154,7 +159,7 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
         """Change model files, budget, threads or context; the entry reloads with them."""
         entry = self._get_reconfigure_entry()
         errors: dict[str, str] = {}
-        placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+        placeholders = no_estimate()
         if user_input is not None:
             user_input = _normalized(user_input)
             errors, placeholders = await self._check(user_input)
@@ -177,7 +182,7 @@ class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
         await self.async_set_unique_id(DOMAIN)  # one installation per HA
         self._abort_if_unique_id_configured()
         errors: dict[str, str] = {}
-        placeholders = {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+        placeholders = no_estimate()
         if user_input is not None:
             user_input = _normalized(user_input)
             errors, placeholders = await self._check(user_input)

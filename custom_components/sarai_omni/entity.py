@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import datetime
 import logging
 from pathlib import Path
@@ -134,23 +134,24 @@ async def transform_stream(stream: ChatStream, tools_enabled: bool) -> AsyncGene
     Well-formed calls go to HA to run. Malformed ones get an error result right here (as an
     `external` call, since HA must not run it), so the model sees what was wrong and can retry.
     """
-    parser = ToolCallParser()
     yield {"role": "assistant"}
     open_message = True
-    async for text in stream:
-        for event in parser.feed(text):
-            async for delta in _event_deltas(event, tools_enabled, open_message):
-                open_message = delta.get("role") != "tool_result"
-                yield delta
-    for event in parser.flush():
-        async for delta in _event_deltas(event, tools_enabled, open_message):
+    async for event in _parsed(stream):
+        for delta in _event_deltas(event, tools_enabled, open_message):
             open_message = delta.get("role") != "tool_result"
             yield delta
 
 
-async def _event_deltas(
-    event: TextPart | ToolCall | BadToolCall, tools_enabled: bool, open_message: bool
-) -> AsyncGenerator[Delta]:
+async def _parsed(stream: ChatStream) -> AsyncGenerator[TextPart | ToolCall | BadToolCall]:
+    parser = ToolCallParser()
+    async for text in stream:
+        for event in parser.feed(text):
+            yield event
+    for event in parser.flush():
+        yield event
+
+
+def _event_deltas(event: TextPart | ToolCall | BadToolCall, tools_enabled: bool, open_message: bool) -> Iterator[Delta]:
     if not open_message:
         yield {"role": "assistant"}
     if isinstance(event, TextPart):
@@ -196,7 +197,6 @@ class SaraiEntity(Entity):
             model="llama.cpp (local)",
             entry_type=dr.DeviceEntryType.SERVICE,
         )
-        self.last_route: RouteDecision | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -210,7 +210,6 @@ class SaraiEntity(Entity):
             requested=None if preference == "auto" else preference,
         )
         _LOGGER.debug("route -> %s model: %s", decision.role, decision.reason)
-        self.last_route = decision
         return decision
 
     def _grammar(self, chat_log: conversation.ChatLog) -> str | None:

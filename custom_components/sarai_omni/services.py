@@ -58,10 +58,9 @@ def async_setup_services(hass: HomeAssistant) -> None:
 
     async def analyze_image(call: ServiceCall) -> ServiceResponse:
         entry = _entry(hass)
-        width = None
-        frames = [await camera_frame(hass, e, width) for e in call.data["camera_entity_id"]]
+        frames = [await camera_frame(hass, e) for e in call.data["camera_entity_id"]]
         for path in call.data["image_path"]:
-            frames.append(await hass.async_add_executor_job(read_image_file, hass, path, width))
+            frames.append(await hass.async_add_executor_job(read_image_file, hass, path))
         if not frames:
             raise invalid("no_input")
         prompt = call.data.get("prompt") or DEFAULT_IMAGE_PROMPT
@@ -114,7 +113,7 @@ async def _camera_clip(hass: HomeAssistant, entity_id: str, duration: float, cou
     return frames
 
 
-def _route(hass: HomeAssistant, entry: SaraiConfigEntry, prompt: str, modality: str, model: str) -> RouteDecision:
+def _route(entry: SaraiConfigEntry, prompt: str, modality: str, model: str) -> RouteDecision:
     engine = entry.runtime_data.engine
     decision = engine.route(prompt, frozenset({modality}), None if model == "auto" else model)
     if decision.role not in engine.pool.slots:
@@ -146,7 +145,7 @@ async def _analyze(
     modality: str,
     video: bool,
 ) -> ServiceResponse:
-    decision = _route(hass, entry, prompt, modality, call.data["model"])
+    decision = _route(entry, prompt, modality, call.data["model"])
     with tempfile.TemporaryDirectory(prefix="sarai_analysis_") as folder:
         paths = await hass.async_add_executor_job(write_frames, frames, folder)
         request = ChatRequest(

@@ -90,7 +90,7 @@ class Vision:
 
 
 @contextlib.contextmanager
-def parked_text_cache(llm: Any, directory: str | None) -> Iterator[None]:
+def parked_text_cache(llm: Any, directory: Path | None) -> Iterator[None]:
     """Save the context's text KV cache to a file, and put it back when the block ends."""
     import llama_cpp  # noqa: PLC0415  (worker-only)
 
@@ -99,7 +99,7 @@ def parked_text_cache(llm: Any, directory: str | None) -> Iterator[None]:
         yield
         return
     tokens = llm.input_ids[:n].tolist()
-    fd, name = tempfile.mkstemp(suffix=".kv", dir=directory if directory and Path(directory).is_dir() else None)
+    fd, name = tempfile.mkstemp(suffix=".kv", dir=directory if directory and directory.is_dir() else None)
     os.close(fd)
     saved = bool(
         llama_cpp.llama_state_seq_save_file(llm.ctx, name.encode(), 0, (llama_cpp.llama_token * n)(*tokens), n)

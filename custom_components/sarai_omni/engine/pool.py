@@ -86,7 +86,6 @@ class ModelSlot:
     mmproj_info: GGUFInfo | None = None
     state: str = STATE_UNLOADED
     estimate: int = 0
-    rss: int = 0
     last_used: float = 0.0
     load_ms: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)
@@ -207,7 +206,7 @@ class ModelPool:
             self._idle_task = None
         for slot in self.slots.values():
             await slot.client.close()
-            slot.state, slot.rss = STATE_UNLOADED, 0
+            slot.state = STATE_UNLOADED
 
     def _new_slot(self, spec: ModelSpec, python: str | None) -> ModelSlot:
         def crashed() -> None:
@@ -218,7 +217,7 @@ class ModelPool:
 
     def _crashed(self, slot: ModelSlot) -> None:
         """A worker died (busy or idle): its model is no longer loaded; say so at once."""
-        slot.state, slot.rss, slot.error = STATE_UNLOADED, 0, "worker crashed"
+        slot.state, slot.error = STATE_UNLOADED, "worker crashed"
         self._on_change()
 
     def crashes_within(self, seconds: float) -> int:
@@ -242,7 +241,7 @@ class ModelPool:
             load_ms = await _within(self.ensure_loaded(slot), deadline, f"loading the {role} model")
             yield slot, load_ms
         except WorkerCrashed:
-            slot.state, slot.rss, slot.error = STATE_UNLOADED, 0, "worker crashed"
+            slot.state, slot.error = STATE_UNLOADED, "worker crashed"
             raise
         finally:
             slot.last_used = time.monotonic()
@@ -285,8 +284,7 @@ class ModelPool:
             self._on_change()
             raise
         slot.state, slot.load_ms, slot.last_used = STATE_LOADED, float(result.get("load_ms", 0.0)), time.monotonic()
-        slot.rss = slot.client.rss_bytes()
-        await self._check_measured(slot)
+        await self._check_measured(slot, slot.client.rss_bytes())
         self._on_change()
         return slot.load_ms
 
@@ -327,16 +325,16 @@ class ModelPool:
         _LOGGER.info("load calibration for %s: %s", slot.name, results)
         return await asyncio.to_thread(self._calibration.put, key, slot.name, results[False], results.get(True))
 
-    async def _check_measured(self, slot: ModelSlot) -> None:
+    async def _check_measured(self, slot: ModelSlot, rss: int) -> None:
         """Trust measurement over estimate: learn from it, and never stay above the budget."""
-        if slot.rss > slot.estimate:
-            _LOGGER.warning("%s uses %d MB, estimated %d MB", slot.name, slot.rss // MB, slot.estimate // MB)
-            slot.estimate = int(slot.rss * 1.05)
+        if rss > slot.estimate:
+            _LOGGER.warning("%s uses %d MB, estimated %d MB", slot.name, rss // MB, slot.estimate // MB)
+            slot.estimate = int(rss * 1.05)
         if self.measured_rss() > self.budget:
             fixed = self.used_bytes(exclude=slot)
             await self._unload(slot)
             raise DoesNotFitBudget(
-                slot.name, round(slot.rss / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
+                slot.name, round(rss / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
             )
 
     async def unload(self, role: str) -> None:
@@ -346,7 +344,7 @@ class ModelPool:
 
     async def _unload(self, slot: ModelSlot) -> None:
         await slot.client.close()
-        slot.state, slot.rss = STATE_UNLOADED, 0
+        slot.state = STATE_UNLOADED
         self._on_change()
 
     async def _idle_loop(self) -> None:

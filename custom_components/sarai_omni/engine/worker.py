@@ -143,7 +143,7 @@ class Runner:
         messages, paths = media_parts(msg["messages"], self._vision.marker)
         rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
         images = [_read_image(p) for p in paths]
-        with parked_text_cache(llm, self._kv.dir_str if self._kv else None):
+        with parked_text_cache(llm, self._kv.dir if self._kv else None):
             n_prompt = self._vision.evaluate(llm, rendered.text, images, int(self._load_msg.get("n_batch", 512)))
             result = self._stream(msg, [], rendered.stops, started)
         return result | {
@@ -315,7 +315,6 @@ class KVStateFiles:
 
     def __init__(self, load: dict[str, Any]) -> None:
         self.dir = Path(load["kv_cache_dir"]) if load.get("kv_cache_dir") else None
-        self.dir_str = str(self.dir) if self.dir else None
         stat = os.stat(load["model_path"])
         self._identity = "|".join(
             map(
