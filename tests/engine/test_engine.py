@@ -207,3 +207,32 @@ async def test_tool_call_schema_makes_random_weights_call_a_real_tool(make_engin
         assert len(calls) == 1, result.text
         assert calls[0].name in {"HassTurnOn", "HassTurnOff"}
         assert set(calls[0].arguments) == {"name"}
+
+
+async def test_closed_worker_exits_cleanly(make_engine: EngineFactory) -> None:
+    """After shutdown the worker ends with 0, not SIGABRT on a reader thread holding stdin."""
+    engine = make_engine()
+    await engine.start()
+    client = engine.pool.slot("fast").client
+    proc = client._proc
+    assert proc is not None
+    await client.close()
+    assert proc.returncode == 0
+    assert client.crashes == 0
+
+
+async def test_sigill_tells_an_unusable_backend_from_a_crash(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    await engine.start()
+    client = engine.pool.slot("fast").client
+    assert engine.pool.backend_problem() is None
+    assert client.pid is not None
+    crashed = asyncio.Event()
+    engine.add_listener(lambda: crashed.set() if client.crashes else None)
+    os.kill(client.pid, signal.SIGILL)  # an instruction this CPU lacks
+    async with asyncio.timeout(5):
+        await crashed.wait()
+    assert client.last_exit == -signal.SIGILL
+    assert "SIGILL" in (engine.pool.backend_problem() or "")
+    await engine.start()  # it runs again (the CPU here is fine): no problem left
+    assert engine.pool.backend_problem() is None

@@ -48,6 +48,7 @@ class WorkerClient:
     ) -> None:
         self.name = name
         self.crashes = 0
+        self.last_exit: int | None = None  # exit code of the last crash (negative: killed by that signal)
         self.crash_times: deque[float] = deque(maxlen=16)
         self._on_crash = on_crash
         self._closing = False
@@ -108,6 +109,7 @@ class WorkerClient:
         self._pending.pop(0, None)
         if event.get("event") != protocol.EV_READY:
             raise self._crash_error()
+        self.last_exit = None
         _LOGGER.debug("worker %s started (pid %s)", self.name, self._proc.pid)
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
@@ -139,6 +141,7 @@ class WorkerClient:
         if self._closing:  # we asked it to exit
             return
         self.crashes += 1  # busy or idle: any exit we did not ask for is a crash
+        self.last_exit = proc.returncode
         self.crash_times.append(time.monotonic())
         _LOGGER.warning("worker %s exited with code %s: %s", self.name, proc.returncode, self.stderr_tail())
         if self._on_crash is not None:
@@ -240,6 +243,8 @@ class WorkerClient:
         self._closing = True
         if proc.returncode is None:
             self._send_nowait({"id": 0, "op": protocol.OP_SHUTDOWN})
+            if proc.stdin is not None:  # EOF ends the worker's reader thread (a clean exit)
+                proc.stdin.close()
             try:
                 await asyncio.wait_for(proc.wait(), grace_s)
             except TimeoutError:

@@ -18,12 +18,13 @@ import contextlib
 from dataclasses import dataclass, field, replace
 import logging
 from pathlib import Path
+import signal
 import time
 from typing import Any
 
 from .calibrate import CalibrationStore, Measurement, calibration_key
 from .client import WorkerClient
-from .errors import DoesNotFitBudget, EngineError, ModelNotFound, RequestTimeout, WorkerCrashed
+from .errors import BackendMissing, DoesNotFitBudget, EngineError, ModelNotFound, RequestTimeout, WorkerCrashed
 from .gguf import GGUFInfo, read_gguf
 
 _LOGGER = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class ModelSlot:
     load_ms: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    error_key: str | None = None  # the EngineError key of the last failed load
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
 
@@ -223,6 +225,21 @@ class ModelPool:
     def crashes_within(self, seconds: float) -> int:
         return sum(s.client.crashes_within(seconds) for s in self.slots.values())
 
+    def backend_problem(self) -> str | None:
+        """Why llama-cpp-python cannot run here, when a worker showed it; None when it can.
+
+        A worker killed by SIGILL ran an instruction this CPU lacks (a wheel built for another
+        machine); a BackendMissing load means the package is there but does not import.
+        """
+        for slot in self.slots.values():
+            if slot.state == STATE_LOADED:
+                continue
+            if slot.client.last_exit == -signal.SIGILL:
+                return f"the {slot.spec.role} model's worker was killed by SIGILL (illegal instruction)"
+            if slot.error_key == BackendMissing.key:
+                return slot.error
+        return None
+
     # -- use ----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def use(self, role: str, deadline: float | None = None) -> AsyncIterator[tuple[ModelSlot, float]]:
@@ -279,11 +296,12 @@ class ModelPool:
             spec = await self._load_spec(slot)
             result = await slot.client.call("load", spec.load_params())
         except EngineError as err:
-            slot.state, slot.error = STATE_ERROR, str(err)
+            slot.state, slot.error, slot.error_key = STATE_ERROR, str(err), err.key
             await slot.client.close()
             self._on_change()
             raise
         slot.state, slot.load_ms, slot.last_used = STATE_LOADED, float(result.get("load_ms", 0.0)), time.monotonic()
+        slot.error_key = None
         await self._check_measured(slot, slot.client.rss_bytes())
         self._on_change()
         return slot.load_ms

@@ -505,10 +505,14 @@ def main() -> None:
 
     runner = Runner(send)
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    threading.Thread(target=_read, args=(sys.stdin.buffer, runner, requests), daemon=True).start()
+    reader = threading.Thread(target=_read, args=(sys.stdin.buffer, runner, requests), daemon=True)
+    reader.start()
     send({"id": 0, "event": protocol.EV_READY, "data": {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid()}})
     _serve(runner, requests, send)
     runner.unload()
+    # The client closes our stdin after a shutdown: let the reader see EOF and let go of stdin's
+    # lock, or interpreter shutdown aborts (SIGABRT) on the lock that thread holds.
+    reader.join(timeout=2.0)
 
 
 if __name__ == "__main__":
