@@ -62,16 +62,64 @@ def test_every_translation_key_used_in_code_exists() -> None:
     assert used <= set(EN["exceptions"]) | set(EN["issues"]), used - set(EN["exceptions"])
 
 
-def test_config_flow_errors_are_translated() -> None:
-    text = (PKG / "config_flow.py").read_text() + (PKG / "validation.py").read_text()
-    errors = set(
-        re.findall(
-            r'"(file_not_found|not_gguf|unsupported_arch|path_not_allowed|does_not_fit_budget|'
-            r'budget_exceeds_ram|llama_cpp_missing)"',
-            text,
-        )
+def _found(pattern: str, *files: str) -> set[str]:
+    return {m for f in files for m in re.findall(pattern, (PKG / f).read_text())}
+
+
+def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
+    flow_files = ("config_flow.py", "validation.py", "download.py", "installer.py")
+    errors = (
+        _found(r'(?:ModelFileError|DownloadError)\(\s*"(\w+)"', *flow_files)
+        | _found(r'errors\[[\w.]+\] = "(\w+)"', *flow_files)
+        | _found(r'\{[\w."]+: "(\w+)"\}', "config_flow.py", "validation.py")
     )
-    assert errors == set(EN["config"]["error"])
+    assert errors == set(EN["config"]["error"])  # every error shown is translated, none is stale
+    aborts = _found(r'reason="(\w+)"', "config_flow.py", "installer.py") | {"already_configured"}
+    for kind in ("conversation", "ai_task_data"):  # the subentry flows' own aborts
+        assert {"entry_not_loaded", "reconfigure_successful"} <= set(EN["config_subentries"][kind]["abort"])
+    assert aborts - {"entry_not_loaded"} == set(EN["config"]["abort"])
+    assert _found(r'progress_action="(\w+)"', "config_flow.py", "installer.py") == set(EN["config"]["progress"])
+    fix = EN["issues"]["llama_cpp_missing"]["fix_flow"]
+    assert _found(r'reason="(\w+)"', "installer.py") == set(fix["abort"])
+    assert _found(r'progress_action="(\w+)"', "installer.py") == set(fix["progress"])
+
+
+def test_every_form_field_has_a_label_and_a_description() -> None:
+    from custom_components.sarai_omni import config_flow
+
+    forms = {
+        ("config", "user"): config_flow.user_schema(),
+        ("config", "reconfigure"): config_flow.user_schema(),
+        ("config", "hub"): config_flow.hub_schema(),
+        ("options", "init"): config_flow.options_schema(),
+    }
+    for (section, step), schema in forms.items():
+        fields = {str(key) for key in schema.schema}
+        texts = EN[section]["step"][step]
+        assert set(texts["data"]) == fields, step
+        assert set(texts["data_description"]) == fields, step
+
+
+def test_selectors_translate_every_option() -> None:
+    from custom_components.sarai_omni import catalog, const
+
+    expected = {
+        "download": {const.DOWNLOAD_NONE, const.DOWNLOAD_HUB, *catalog.SEEDS},
+        "target": {"fast_model", "fast_mmproj", "quality_model", "quality_mmproj"},
+        "kv_type": set(const.KV_TYPES),
+        "model": set(const.MODEL_PREFERENCES),
+    }
+    assert {name: set(sel["options"]) for name, sel in EN["selector"].items()} == expected
+
+
+def test_repair_issues_are_fixable_or_described() -> None:
+    """hassfest: an issue has a fix flow or a description, never both; fixable ones have a flow."""
+    fixable = {"llama_cpp_missing", "budget_too_small"}
+    for issue_id, texts in EN["issues"].items():
+        assert texts["title"], issue_id
+        assert ("fix_flow" in texts) == (issue_id in fixable), issue_id
+        assert ("description" in texts) != ("fix_flow" in texts), issue_id
+    assert '"budget"' in (PKG / "repairs.py").read_text()  # the fix flow's step id is the translated one
 
 
 def test_services_yaml_matches_translations() -> None:

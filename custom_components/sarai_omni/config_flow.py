@@ -1,8 +1,11 @@
-"""Config flow: model files, RAM budget, threads and context; conversation subentries."""
+"""Config flow: model files (or downloads), RAM budget, threads and context; options; subentries."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 import logging
+from pathlib import Path
 from typing import Any
 
 from homeassistant.config_entries import (
@@ -16,8 +19,9 @@ from homeassistant.config_entries import (
     SubentryFlowResult,
 )
 from homeassistant.const import CONF_LLM_HASS_API
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import callback
 from homeassistant.helpers import llm
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
     NumberSelector,
     NumberSelectorConfig,
@@ -28,12 +32,19 @@ from homeassistant.helpers.selector import (
     SelectSelectorMode,
     TemplateSelector,
     TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
 )
 import voluptuous as vol
 
+from .catalog import SEEDS
 from .const import (
+    BACKEND_LLAMA_CPP,
+    CONF_BACKEND,
+    CONF_DOWNLOAD,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
+    CONF_FILENAME,
     CONF_IDLE_UNLOAD_S,
     CONF_KV_TYPE,
     CONF_MAX_TOKENS,
@@ -45,9 +56,12 @@ from .const import (
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_REPO_ID,
     CONF_REQUEST_TIMEOUT_S,
+    CONF_REVISION,
     CONF_ROUTER_SHORT_CHARS,
     CONF_ROUTER_SOFT_THRESHOLD,
+    CONF_TARGET,
     CONF_TEMPERATURE,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
@@ -59,32 +73,22 @@ from .const import (
     DEFAULT_REQUEST_TIMEOUT_S,
     DEFAULT_TEMPERATURE,
     DOMAIN,
+    DOWNLOAD_HUB,
+    DOWNLOAD_NONE,
     KV_TYPES,
     MODEL_PREFERENCES,
+    MODELS_DIR,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
     TITLE,
 )
-from .engine.procmem import physical_cores, total_ram_bytes
-from .integration import backend_available
-from .validation import ModelFileError, check_model_file, estimated_mb
+from .download import DownloadError, HubFile, RemoteInfo, download, fetch_info
+from .engine.procmem import physical_cores
+from .installer import InstallSteps, backend_available
+from .validation import MODEL_KEYS, machine_ram_mb, no_estimate, validate_models
 
 _LOGGER = logging.getLogger(__name__)
-_MODEL_KEYS = (
-    (CONF_FAST_MODEL, False),
-    (CONF_FAST_MMPROJ, True),
-    (CONF_QUALITY_MODEL, False),
-    (CONF_QUALITY_MMPROJ, True),
-)
-
-
-def machine_ram_mb() -> int:
-    return total_ram_bytes() // 2**20
-
-
-def no_estimate() -> dict[str, str]:
-    """Description placeholders before a model has been checked."""
-    return {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-"}
+_SETUP_KEYS = (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX, CONF_KV_TYPE, CONF_N_GPU_LAYERS)
 
 
 def default_budget_mb() -> int:
@@ -100,114 +104,228 @@ def _int(minimum: int, maximum: int, step: int = 1, unit: str | None = None) -> 
     return NumberSelector(config)
 
 
+def _select(options: list[str], key: str) -> SelectSelector:
+    return SelectSelector(SelectSelectorConfig(options=options, mode=SelectSelectorMode.DROPDOWN, translation_key=key))
+
+
+def kv_type_selector() -> SelectSelector:
+    return _select(list(KV_TYPES), CONF_KV_TYPE)
+
+
 def user_schema() -> vol.Schema:
+    """Model files (or a download), budget, threads, context, KV type, GPU layers."""
     return vol.Schema(
         {
-            vol.Required(CONF_FAST_MODEL): TextSelector(),
+            vol.Optional(CONF_DOWNLOAD, default=DOWNLOAD_NONE): _select(
+                [DOWNLOAD_NONE, *SEEDS, DOWNLOAD_HUB], CONF_DOWNLOAD
+            ),
+            # Required unless a download fills it: checked in the flow, so a download needs no path.
+            vol.Optional(CONF_FAST_MODEL): TextSelector(),
             vol.Optional(CONF_FAST_MMPROJ): TextSelector(),
             vol.Optional(CONF_QUALITY_MODEL): TextSelector(),
             vol.Optional(CONF_QUALITY_MMPROJ): TextSelector(),
             vol.Required(CONF_RAM_BUDGET_MB, default=default_budget_mb()): _int(256, 1 << 20, 64, "MB"),
             vol.Required(CONF_N_THREADS, default=physical_cores()): _int(1, 256),
             vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): _int(256, 262144, 256),
+            vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
+            vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
         }
     )
 
 
-def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """Check every given model file and the budget (blocking). Returns (errors, placeholders)."""
-    errors: dict[str, str] = {}
-    infos = {}
-    for key, projector in _MODEL_KEYS:
-        if data.get(key):
-            try:
-                infos[key] = check_model_file(hass, data[key], projector=projector)
-            except ModelFileError as err:
-                errors[key] = err.key
-    if errors:
-        return errors, {}
-    fast = infos[CONF_FAST_MODEL]
-    need = estimated_mb(fast, int(data[CONF_N_CTX]), infos.get(CONF_FAST_MMPROJ))
-    placeholders = {
-        "needed_mb": str(need),
-        "budget_mb": str(data[CONF_RAM_BUDGET_MB]),
-        "ram_mb": str(machine_ram_mb()),
-        "architecture": fast.architecture,
-    }
-    if int(data[CONF_RAM_BUDGET_MB]) > machine_ram_mb() > 0:
-        errors[CONF_RAM_BUDGET_MB] = "budget_exceeds_ram"
-    elif need > int(data[CONF_RAM_BUDGET_MB]):
-        errors[CONF_RAM_BUDGET_MB] = "does_not_fit_budget"
-    return errors, placeholders
+def hub_schema() -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_REPO_ID): TextSelector(),
+            vol.Required(CONF_FILENAME): TextSelector(),
+            vol.Required(CONF_REVISION, default="main"): TextSelector(),
+            vol.Required(CONF_TARGET, default=CONF_FAST_MODEL): _select([k for k, _ in MODEL_KEYS], CONF_TARGET),
+            vol.Optional("token"): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+        }
+    )
 
 
-class SaraiOmniConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Set up Sarai Omni with local GGUF models."""
+def _normalized(data: dict[str, Any]) -> dict[str, Any]:
+    """Trimmed strings, integer numbers, empty fields dropped."""
+    out = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+    for key in (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX, CONF_N_GPU_LAYERS):
+        if key in out:
+            out[key] = int(out[key])
+    return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+@dataclass(slots=True)
+class _Downloads:
+    """The files one download step fetches, and how far it got."""
+
+    files: list[tuple[str, HubFile]]
+    token: str | None = None
+    task: asyncio.Task[None] | None = None
+    error: DownloadError | None = None
+
+
+class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOMAIN):
+    """Set up Sarai Omni with local GGUF models, downloaded from the hub if needed."""
 
     VERSION = 1
-    MINOR_VERSION = 1
+    MINOR_VERSION = 2
 
-    async def _check(self, user_input: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-        """Validate a submitted form (in the executor). Returns (errors, description placeholders)."""
-        placeholders = no_estimate()
-        if not await self.hass.async_add_executor_job(backend_available):
-            return {"base": "llama_cpp_missing"}, placeholders
-        errors, found = await self.hass.async_add_executor_job(validate_models, self.hass, user_input)
-        return errors, placeholders | found
+    def __init__(self) -> None:
+        self._input: dict[str, Any] = {}  # what the user entered, kept across download/install steps
+        self._form_step = "user"
+        self._downloads: _Downloads | None = None
+        self._form_error: DownloadError | None = None
+        self._backend_checked = False
+
+    # -- the models form (user and reconfigure share it) -----------------------------------------
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        await self.async_set_unique_id(DOMAIN)  # one installation per HA
+        self._abort_if_unique_id_configured()
+        if not self._backend_checked:
+            self._backend_checked = True
+            if not await self.hass.async_add_executor_job(backend_available):
+                return await self.async_step_install()
+        return await self._models_form("user", user_input, {})
 
     async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Change model files, budget, threads or context; the entry reloads with them."""
-        entry = self._get_reconfigure_entry()
+        return await self._models_form("reconfigure", user_input, dict(self._get_reconfigure_entry().data))
+
+    async def _models_form(
+        self, step_id: str, user_input: dict[str, Any] | None, current: dict[str, Any]
+    ) -> ConfigFlowResult:
+        self._form_step = step_id
         errors: dict[str, str] = {}
         placeholders = no_estimate()
         if user_input is not None:
-            user_input = _normalized(user_input)
-            errors, placeholders = await self._check(user_input)
+            self._input = _normalized(user_input)
+            choice = self._input.pop(CONF_DOWNLOAD, DOWNLOAD_NONE)
+            if choice == DOWNLOAD_HUB:
+                return await self.async_step_hub()
+            if choice in SEEDS:
+                self._downloads = _Downloads(list(SEEDS[choice]))
+                return await self.async_step_download()
+            errors, placeholders = await self._check(self._input)
             if not errors:
-                self.hass.config_entries.async_update_entry(entry, data=user_input)  # the update listener reloads
-                return self.async_abort(reason="reconfigure_successful")
+                return self._finish(self._input)
+        elif self._form_error is not None:  # back from a failed download: say why, keep the form
+            errors, placeholders = {"base": self._form_error.key}, placeholders | self._form_error.placeholders
+            self._form_error = None
+        return self._show_models_form(errors, placeholders, self._input or current)
+
+    def _show_models_form(
+        self, errors: dict[str, str], placeholders: dict[str, str], values: dict[str, Any]
+    ) -> ConfigFlowResult:
         return self.async_show_form(
-            step_id="reconfigure",
-            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input or dict(entry.data)),
+            step_id=self._form_step,
+            data_schema=self.add_suggested_values_to_schema(user_schema(), values),
             errors=errors,
             description_placeholders=placeholders,
         )
+
+    async def _check(self, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """Validate a submitted form (in the executor). Returns (errors, description placeholders)."""
+        if not data.get(CONF_FAST_MODEL):
+            return {CONF_FAST_MODEL: "fast_model_required"}, no_estimate()
+        if not await self.hass.async_add_executor_job(backend_available):
+            return {"base": "llama_cpp_missing"}, no_estimate()
+        return await self.hass.async_add_executor_job(validate_models, self.hass, data)
+
+    def _finish(self, data: dict[str, Any]) -> ConfigFlowResult:
+        data = {CONF_BACKEND: BACKEND_LLAMA_CPP, **data}
+        if self._form_step == "user":
+            return self.async_create_entry(
+                title=TITLE, data=data, subentries=[default_conversation(), default_ai_task()]
+            )
+        entry = self._get_reconfigure_entry()
+        # Setup keys given here win over older option overrides of the same keys.
+        options = {k: v for k, v in entry.options.items() if k not in _SETUP_KEYS}
+        self.hass.config_entries.async_update_entry(entry, data=data, options=options)  # the listener reloads
+        return self.async_abort(reason="reconfigure_successful")
+
+    # -- downloads from the hub ------------------------------------------------------------------
+    async def async_step_hub(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Any GGUF from a Hugging Face repository, for one of the four model fields."""
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            data = _normalized(user_input)
+            file = HubFile(data[CONF_REPO_ID], data[CONF_FILENAME], data.get(CONF_REVISION) or "main")
+            try:
+                await fetch_info(async_get_clientsession(self.hass), file, token=data.get("token"))
+            except DownloadError as err:
+                errors, placeholders = {"base": err.key}, err.placeholders
+            else:
+                self._downloads = _Downloads([(data[CONF_TARGET], file)], data.get("token"))
+                return await self.async_step_download()
+        values = {k: v for k, v in (user_input or {}).items() if k != "token"}
+        return self.async_show_form(
+            step_id="hub",
+            data_schema=self.add_suggested_values_to_schema(hub_schema(), values),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_download(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Download the chosen files into <config>/models with a progress bar."""
+        job = self._downloads
+        assert job is not None
+        if job.task is None:
+            job.task = self.hass.async_create_task(self._download_all(job), f"{DOMAIN} download")
+        if not job.task.done():
+            files = ", ".join(f.filename for _, f in job.files)
+            return self.async_show_progress(
+                step_id="download",
+                progress_action="download",
+                progress_task=job.task,
+                description_placeholders={"files": files, "folder": MODELS_DIR},
+            )
+        self._downloads = None
+        if job.error is not None:
+            self._form_error = job.error
+            return self.async_show_progress_done(next_step_id=self._form_step)
+        return self.async_show_progress_done(next_step_id="downloaded")
+
+    async def _download_all(self, job: _Downloads) -> None:
+        """Fetch sizes first (a missing file fails before gigabytes are spent), then each file."""
+        session = async_get_clientsession(self.hass)
+        models = Path(self.hass.config.path(MODELS_DIR))
+        try:
+            infos: list[RemoteInfo] = [await fetch_info(session, f, token=job.token) for _, f in job.files]
+            total, done_before = max(sum(i.size for i in infos), 1), 0
+            for (key, file), info in zip(job.files, infos, strict=True):
+
+                def progress(done: int, _size: int, base: int = done_before) -> None:
+                    self.async_update_progress(min((base + done) / total, 1.0))
+
+                await download(session, file, models / file.local_name, progress=progress, token=job.token)
+                self._input[key] = f"{MODELS_DIR}/{file.local_name}"
+                done_before += info.size
+        except DownloadError as err:
+            _LOGGER.warning("Model download failed: %s", err)
+            job.error = err
+        except OSError as err:  # the models folder cannot be written: full, read-only, not a folder
+            _LOGGER.warning("Model download failed: %s", err)
+            job.error = DownloadError("download_failed", error=str(err))
+
+    async def async_step_downloaded(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The files are here: finish at once when the form is complete, else show it filled in."""
+        errors, placeholders = await self._check(self._input)
+        if not errors:
+            return self._finish(self._input)
+        if set(errors) == {CONF_FAST_MODEL} and errors[CONF_FAST_MODEL] == "fast_model_required":
+            errors = {}  # only a quality model was downloaded: the user still picks the fast one
+        return self._show_models_form(errors, placeholders, self._input)
 
     @staticmethod
     @callback
     def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
         return SaraiOptionsFlow()
 
-    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        await self.async_set_unique_id(DOMAIN)  # one installation per HA
-        self._abort_if_unique_id_configured()
-        errors: dict[str, str] = {}
-        placeholders = no_estimate()
-        if user_input is not None:
-            user_input = _normalized(user_input)
-            errors, placeholders = await self._check(user_input)
-            if not errors:
-                return self.async_create_entry(
-                    title=TITLE, data=user_input, subentries=[default_conversation(), default_ai_task()]
-                )
-        return self.async_show_form(
-            step_id="user",
-            data_schema=self.add_suggested_values_to_schema(user_schema(), user_input or {}),
-            errors=errors,
-            description_placeholders=placeholders,
-        )
-
     @classmethod
     @callback
     def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
         return {SUBENTRY_CONVERSATION: ConversationSubentryFlow, SUBENTRY_AI_TASK: AITaskSubentryFlow}
-
-
-def _normalized(data: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
-    for key in (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX):
-        out[key] = int(out[key])
-    return {k: v for k, v in out.items() if v not in ("", None)}
 
 
 def _subentry(kind: str, title: str, data: dict[str, Any]) -> ConfigSubentryData:
@@ -237,30 +355,31 @@ def conversation_defaults() -> dict[str, Any]:
     }
 
 
+def options_schema() -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
+            vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
+            vol.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
+            vol.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
+            vol.Required(CONF_ROUTER_SHORT_CHARS, default=200): _int(10, 4000),
+            vol.Required(CONF_ROUTER_SOFT_THRESHOLD, default=0.8): NumberSelector(
+                NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
+            ),
+        }
+    )
+
+
 class SaraiOptionsFlow(OptionsFlow):
     """Tuning that needs no new files: KV cache type, GPU layers, idle unload, timeout, router."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         if user_input is not None:
             return self.async_create_entry(data=user_input)  # the update listener reloads the engine
-        schema = vol.Schema(
-            {
-                vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): SelectSelector(
-                    SelectSelectorConfig(
-                        options=list(KV_TYPES), mode=SelectSelectorMode.DROPDOWN, translation_key=CONF_KV_TYPE
-                    )
-                ),
-                vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
-                vol.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
-                vol.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
-                vol.Required(CONF_ROUTER_SHORT_CHARS, default=200): _int(10, 4000),
-                vol.Required(CONF_ROUTER_SOFT_THRESHOLD, default=0.8): NumberSelector(
-                    NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
-                ),
-            }
-        )
+        # Setup data first: KV type and GPU layers may have been chosen there.
+        current = {**self.config_entry.data, **self.config_entry.options}
         return self.async_show_form(
-            step_id="init", data_schema=self.add_suggested_values_to_schema(schema, dict(self.config_entry.options))
+            step_id="init", data_schema=self.add_suggested_values_to_schema(options_schema(), current)
         )
 
 

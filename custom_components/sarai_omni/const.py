@@ -8,6 +8,8 @@ DOMAIN: Final = "sarai_omni"
 TITLE: Final = "Sarai Omni"
 
 # Config entry data (contract: shared/notes/interface.md).
+CONF_BACKEND: Final = "backend"  # entry version 1.2+; "llama_cpp" is the only backend so far
+BACKEND_LLAMA_CPP: Final = "llama_cpp"
 CONF_FAST_MODEL: Final = "fast_model"
 CONF_FAST_MMPROJ: Final = "fast_mmproj"
 CONF_QUALITY_MODEL: Final = "quality_model"
@@ -33,6 +35,7 @@ CONF_TEMPERATURE: Final = "temperature"
 
 DEFAULT_RAM_BUDGET_MB: Final = 7680  # the seed's 7.5 GB for both models
 DEFAULT_N_CTX: Final = 2048
+QUALITY_N_CTX: Final = 8192  # the contract's default context of the quality model (images take tokens)
 DEFAULT_KV_TYPE: Final = "f16"
 DEFAULT_IDLE_UNLOAD_S: Final = 600
 DEFAULT_REQUEST_TIMEOUT_S: Final = 300
@@ -44,6 +47,15 @@ DEFAULT_CONVERSATION_NAME: Final = "Sarai Omni"
 SUBENTRY_CONVERSATION: Final = "conversation"
 SUBENTRY_AI_TASK: Final = "ai_task_data"
 DEFAULT_AI_TASK_NAME: Final = "Sarai Omni AI Task"
+
+# Config-flow only (never stored): fetch models from the hub instead of giving paths.
+CONF_DOWNLOAD: Final = "download"
+CONF_REPO_ID: Final = "repo_id"
+CONF_FILENAME: Final = "filename"
+CONF_REVISION: Final = "revision"
+CONF_TARGET: Final = "target"
+DOWNLOAD_NONE: Final = "none"
+DOWNLOAD_HUB: Final = "hub"
 
 # Where users put GGUF files, relative to the HA config directory.
 MODELS_DIR: Final = "models"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
@@ -16,6 +16,8 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
+    BACKEND_LLAMA_CPP,
+    CONF_BACKEND,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
     CONF_IDLE_UNLOAD_S,
@@ -35,20 +37,22 @@ from .const import (
     DEFAULT_RAM_BUDGET_MB,
     DEFAULT_REQUEST_TIMEOUT_S,
     DOMAIN,
+    QUALITY_N_CTX,
     SIGNAL_ENGINE_UPDATED,
 )
 from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec, RouterConfig
 from .engine.procmem import physical_cores
+from .installer import backend_available
 
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
-QUALITY_N_CTX = 8192
 ISSUE_BACKEND_MISSING = "llama_cpp_missing"
 ISSUE_MODEL_MISSING = "model_missing"
 ISSUE_BUDGET = "budget_too_small"
 ISSUE_CRASH_LOOP = "crash_loop"
+ISSUE_BACKEND_UNUSABLE = "llama_cpp_unusable"
 CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW_S = 3, 600
 
 
@@ -60,11 +64,6 @@ class SaraiRuntimeData:
 
 
 type SaraiConfigEntry = ConfigEntry[SaraiRuntimeData]
-
-
-def backend_available() -> bool:
-    """Whether llama-cpp-python is installed for the workers (checked without loading it)."""
-    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def resolve_path(hass: HomeAssistant, path: str) -> str:
@@ -132,13 +131,17 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     return True
 
 
-def _issue(hass: HomeAssistant, issue_id: str, **placeholders: str) -> None:
-    """Raise a repair issue (its translation says what to do); each is deleted once fixed."""
+def _issue(hass: HomeAssistant, issue_id: str, data: dict[str, Any] | None = None, **placeholders: str) -> None:
+    """Raise a repair issue (its translation says what to do); each is deleted once fixed.
+
+    Issues with a fix flow in repairs.py are fixable; `data` is what that flow needs.
+    """
     ir.async_create_issue(
         hass,
         DOMAIN,
         issue_id,
-        is_fixable=False,
+        data=data,
+        is_fixable=issue_id in (ISSUE_BACKEND_MISSING, ISSUE_BUDGET),
         severity=ir.IssueSeverity.ERROR,
         translation_key=issue_id,
         translation_placeholders=placeholders or None,
@@ -147,6 +150,10 @@ def _issue(hass: HomeAssistant, issue_id: str, **placeholders: str) -> None:
 
 async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bool:
     """Start the engine: read model headers, then preload the fast model in the background."""
+    if (backend := entry.data.get(CONF_BACKEND, BACKEND_LLAMA_CPP)) != BACKEND_LLAMA_CPP:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN, translation_key="unknown_backend", translation_placeholders={"backend": backend}
+        )
     if not await hass.async_add_executor_job(backend_available):
         _issue(hass, ISSUE_BACKEND_MISSING)
         raise ConfigEntryError(translation_domain=DOMAIN, translation_key="backend_missing")
@@ -158,6 +165,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}")
         if (crashes := engine.pool.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
             _issue(hass, ISSUE_CRASH_LOOP, count=str(crashes), minutes=str(CRASH_LOOP_WINDOW_S // 60))
+        _check_backend(hass, engine)
 
     engine = Engine(engine_config(hass, entry), on_change=changed)
     try:
@@ -172,7 +180,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
             translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
         ) from err
     ir.async_delete_issue(hass, DOMAIN, ISSUE_MODEL_MISSING)
-    _check_budget(hass, engine)
+    _check_budget(hass, entry, engine)
     entry.runtime_data = SaraiRuntimeData(engine)
 
     async def _stop(_: Event) -> None:
@@ -185,13 +193,24 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
     return True
 
 
-def _check_budget(hass: HomeAssistant, engine: Engine) -> None:
+def _check_budget(hass: HomeAssistant, entry: ConfigEntry, engine: Engine) -> None:
     """The budget must at least hold the fast model, or Assist can never answer."""
     fast, budget = engine.pool.slot(FAST), engine.pool.budget
     if fast.estimate > budget:
-        _issue(hass, ISSUE_BUDGET, needed_mb=str(fast.estimate // 2**20), budget_mb=str(budget // 2**20))
+        needed_mb = -(-fast.estimate // 2**20)
+        data = {"entry_id": entry.entry_id, "needed_mb": needed_mb}
+        _issue(hass, ISSUE_BUDGET, data, needed_mb=str(needed_mb), budget_mb=str(budget // 2**20))
     else:
         ir.async_delete_issue(hass, DOMAIN, ISSUE_BUDGET)
+
+
+@callback
+def _check_backend(hass: HomeAssistant, engine: Engine) -> None:
+    """llama-cpp-python installed but unusable (bad CPU instructions, broken native library)."""
+    if (problem := engine.pool.backend_problem()) is not None:
+        _issue(hass, ISSUE_BACKEND_UNUSABLE, error=problem)
+    elif any(s.loaded for s in engine.pool.slots.values()):  # it ran: whatever it was is fixed
+        ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_UNUSABLE)
 
 
 async def _preload(engine: Engine) -> None:
@@ -200,6 +219,17 @@ async def _preload(engine: Engine) -> None:
         await engine.start()
     except EngineError as err:  # the first request will retry and report it to the user
         _LOGGER.warning("Preloading the fast model failed: %s", err)
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """1.1 → 1.2: the backend is stored (llama.cpp; the seam for the remote backend)."""
+    if entry.version > 1:  # written by a newer release: do not guess
+        return False
+    if entry.minor_version < 2:
+        data = {CONF_BACKEND: BACKEND_LLAMA_CPP, **entry.data}
+        hass.config_entries.async_update_entry(entry, data=data, minor_version=2)
+        _LOGGER.info("Migrated the Sarai Omni entry to version 1.2")
+    return True
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bool:

@@ -1,13 +1,35 @@
-"""Validate user-entered model files (blocking file I/O: run in an executor)."""
+"""Validate user-entered model files and the budget (blocking file I/O: run in an executor)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Final
 
 from homeassistant.core import HomeAssistant
 
+from .const import (
+    CONF_FAST_MMPROJ,
+    CONF_FAST_MODEL,
+    CONF_KV_TYPE,
+    CONF_N_CTX,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
+    CONF_RAM_BUDGET_MB,
+    DEFAULT_KV_TYPE,
+    MODELS_DIR,
+    QUALITY_N_CTX,
+)
 from .engine import GGUFInfo, InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
 from .engine.pool import MB
+from .engine.procmem import total_ram_bytes
+
+# Each model field, and whether it takes a projector (mmproj) rather than a model.
+MODEL_KEYS: Final = (
+    (CONF_FAST_MODEL, False),
+    (CONF_FAST_MMPROJ, True),
+    (CONF_QUALITY_MODEL, False),
+    (CONF_QUALITY_MMPROJ, True),
+)
 
 
 class ModelFileError(Exception):
@@ -18,10 +40,25 @@ class ModelFileError(Exception):
         self.key, self.path = key, path
 
 
+def machine_ram_mb() -> int:
+    return total_ram_bytes() // 2**20
+
+
+def no_estimate() -> dict[str, str]:
+    """Description placeholders before any model has been checked."""
+    return {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-", "models": "-"}
+
+
+def is_allowed_model_path(hass: HomeAssistant, full: str) -> bool:
+    """HA's allow-list, plus <config>/models: the folder this integration downloads into."""
+    own = Path(hass.config.path(MODELS_DIR)).resolve()
+    return hass.config.is_allowed_path(full) or Path(full).resolve().is_relative_to(own)
+
+
 def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False) -> GGUFInfo:
     """Resolve, allow-list and parse a GGUF; raise ModelFileError with the form's error key."""
     full = path if Path(path).is_absolute() else hass.config.path(path)
-    if not hass.config.is_allowed_path(full):  # before existence: do not probe other dirs
+    if not is_allowed_model_path(hass, full):  # before existence: do not probe other dirs
         raise ModelFileError("path_not_allowed", path)
     if not Path(full).is_file():
         raise ModelFileError("file_not_found", path)
@@ -34,7 +71,58 @@ def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False)
     return info
 
 
-def estimated_mb(info: GGUFInfo, n_ctx: int, mmproj: GGUFInfo | None = None) -> int:
+def estimated_mb(info: GGUFInfo, n_ctx: int, mmproj: GGUFInfo | None = None, kv_type: str = DEFAULT_KV_TYPE) -> int:
     """What the model will take in RAM once loaded (same formula the pool enforces)."""
-    spec = ModelSpec("check", str(info.path), n_ctx=n_ctx)
+    spec = ModelSpec("check", str(info.path), n_ctx=n_ctx, kv_type=kv_type)
     return round(estimate_bytes(info, spec, mmproj) / MB)
+
+
+def describe(info: GGUFInfo) -> str:
+    """One line of what the header says, shown back to the user in the form."""
+    size = f"{info.file_size / MB:,.0f} MB"
+    if info.is_projector:
+        kinds = [k for k, on in (("vision", info.has_vision), ("audio", info.has_audio)) if on] or ["-"]
+        return f"{info.path.name}: projector ({'+'.join(kinds)}), {size}"
+    params = f"{info.parameter_count / 1e9:.2f} B" if info.parameter_count >= 1e8 else f"{info.parameter_count:,}"
+    return (
+        f"{info.path.name}: {info.architecture}, {params} parameters, {info.file_type or '?'}, "
+        f"trained context {info.context_length or '?'}, {size}"
+    )
+
+
+def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Check every given model file and the budget (blocking). Returns (errors, placeholders)."""
+    errors: dict[str, str] = {}
+    infos: dict[str, GGUFInfo] = {}
+    for key, projector in MODEL_KEYS:
+        if data.get(key):
+            try:
+                infos[key] = check_model_file(hass, data[key], projector=projector)
+            except ModelFileError as err:
+                errors[key] = err.key
+    if errors:
+        return errors, no_estimate()
+    if CONF_QUALITY_MMPROJ in infos and CONF_QUALITY_MODEL not in infos:
+        return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
+    need, budget, ram = _needed_mb(infos, data), int(data[CONF_RAM_BUDGET_MB]), machine_ram_mb()
+    placeholders = {
+        "needed_mb": str(need),
+        "budget_mb": str(budget),
+        "ram_mb": str(ram),
+        "architecture": infos[CONF_FAST_MODEL].architecture,
+        "models": "\n".join(f"- {describe(info)}" for info in infos.values()),
+    }
+    if budget > ram > 0:
+        errors[CONF_RAM_BUDGET_MB] = "budget_exceeds_ram"
+    elif need > budget:
+        errors[CONF_RAM_BUDGET_MB] = "does_not_fit_budget"
+    return errors, placeholders
+
+
+def _needed_mb(infos: dict[str, GGUFInfo], data: dict[str, Any]) -> int:
+    """Fast model (pinned) plus the quality model: both must fit together, or quality never loads."""
+    n_ctx, kv_type = int(data[CONF_N_CTX]), str(data.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
+    need = estimated_mb(infos[CONF_FAST_MODEL], n_ctx, infos.get(CONF_FAST_MMPROJ), kv_type)
+    if quality := infos.get(CONF_QUALITY_MODEL):
+        need += estimated_mb(quality, max(n_ctx, QUALITY_N_CTX), infos.get(CONF_QUALITY_MMPROJ), kv_type)
+    return need

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,29 @@ from custom_components.sarai_omni.const import (
     DOMAIN,
 )
 from custom_components.sarai_omni.engine import FAST
+
+PKG = Path(__file__).resolve().parents[2] / "custom_components" / "sarai_omni"
+EN = json.loads((PKG / "translations" / "en.json").read_text())
+
+
+def shown_errors(result: Any, texts: dict[str, Any] | None = None) -> dict[str, str]:
+    """The form's errors, once each (and the step's description) renders in English.
+
+    str.format raises KeyError for a placeholder the flow did not give: the user would see `{x}`.
+    """
+    section = texts or EN["config"]
+    placeholders = result.get("description_placeholders") or {}
+    if description := section["step"].get(result["step_id"], {}).get("description"):
+        description.format(**placeholders)
+    for key in result["errors"].values():
+        section["error"][key].format(**placeholders)
+    return dict(result["errors"])
+
+
+def shown_abort(result: Any, texts: dict[str, Any] | None = None) -> str:
+    """The abort reason, once its English text renders with the flow's placeholders."""
+    (texts or EN["config"])["abort"][result["reason"]].format(**(result.get("description_placeholders") or {}))
+    return str(result["reason"])
 
 
 @pytest.fixture(autouse=True)

@@ -16,13 +16,15 @@ from custom_components.sarai_omni.const import (
     CONF_FAST_MODEL,
     CONF_N_CTX,
     CONF_N_THREADS,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     DOMAIN,
     SUBENTRY_CONVERSATION,
 )
 from tests.tiny_models import write_text_model
 
-from .conftest import make_entry
+from .conftest import make_entry, shown_abort, shown_errors
 
 
 async def _submit(hass: HomeAssistant, data: dict[str, Any]) -> Any:
@@ -44,7 +46,8 @@ async def test_happy_path_creates_entry_and_agent(hass: HomeAssistant, tiny_qwen
         result = await _submit(hass, _form(f"  {tiny_qwen2}  "))
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Sarai Omni"
-    assert result["data"] == _form(str(tiny_qwen2))  # trimmed, nothing the user gave is lost
+    # Trimmed, nothing the user gave is lost; the backend and the form's defaults are stored too.
+    assert result["data"] == {"backend": "llama_cpp", "kv_type": "f16", "n_gpu_layers": 0, **_form(str(tiny_qwen2))}
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     assert [s.subentry_type for s in entry.subentries.values()] == [SUBENTRY_CONVERSATION, "ai_task_data"]
 
@@ -69,13 +72,13 @@ async def test_relative_path_under_config_dir(hass: HomeAssistant, tmp_path: Pat
 async def test_file_errors(hass: HomeAssistant, model_dir: Path, name: str, field: str, error: str) -> None:
     result = await _submit(hass, _form(str(model_dir / name)))
     assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {field: error}
+    assert shown_errors(result) == {field: error}
 
 
 async def test_path_outside_allowlist(hass: HomeAssistant, tmp_path: Path) -> None:
     outside = write_text_model(tmp_path / "elsewhere.gguf")
     result = await _submit(hass, _form(str(outside)))
-    assert result["errors"] == {CONF_FAST_MODEL: "path_not_allowed"}
+    assert shown_errors(result) == {CONF_FAST_MODEL: "path_not_allowed"}
 
 
 async def test_unsupported_architecture(hass: HomeAssistant, model_dir: Path) -> None:
@@ -87,17 +90,17 @@ async def test_unsupported_architecture(hass: HomeAssistant, model_dir: Path) ->
     writer.write_kv_data_to_file()
     writer.close()
     result = await _submit(hass, _form(str(path)))
-    assert result["errors"] == {CONF_FAST_MODEL: "unsupported_arch"}
+    assert shown_errors(result) == {CONF_FAST_MODEL: "unsupported_arch"}
 
 
 async def test_model_given_as_projector(hass: HomeAssistant, tiny_qwen2: Path) -> None:
     result = await _submit(hass, _form(str(tiny_qwen2), **{CONF_FAST_MMPROJ: str(tiny_qwen2)}))
-    assert result["errors"] == {CONF_FAST_MMPROJ: "unsupported_arch"}
+    assert shown_errors(result) == {CONF_FAST_MMPROJ: "unsupported_arch"}
 
 
 async def test_does_not_fit_budget_states_numbers(hass: HomeAssistant, gemma: Path) -> None:
     result = await _submit(hass, _form(str(gemma), **{CONF_RAM_BUDGET_MB: 256}))
-    assert result["errors"] == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}
+    assert shown_errors(result) == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}
     placeholders = result["description_placeholders"]
     assert int(placeholders["needed_mb"]) > 256
     assert placeholders["budget_mb"] == "256"
@@ -106,20 +109,50 @@ async def test_does_not_fit_budget_states_numbers(hass: HomeAssistant, gemma: Pa
 
 async def test_budget_above_machine_ram(hass: HomeAssistant, tiny_qwen2: Path) -> None:
     result = await _submit(hass, _form(str(tiny_qwen2), **{CONF_RAM_BUDGET_MB: 1 << 20}))
-    assert result["errors"] == {CONF_RAM_BUDGET_MB: "budget_exceeds_ram"}
+    assert shown_errors(result) == {CONF_RAM_BUDGET_MB: "budget_exceeds_ram"}
 
 
-async def test_llama_cpp_missing(hass: HomeAssistant, tiny_qwen2: Path) -> None:
+async def test_llama_cpp_missing_at_submit(hass: HomeAssistant, tiny_qwen2: Path) -> None:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
     with patch("custom_components.sarai_omni.config_flow.backend_available", return_value=False):
-        result = await _submit(hass, _form(str(tiny_qwen2)))
-    assert result["errors"] == {"base": "llama_cpp_missing"}
+        result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(tiny_qwen2)))
+    assert shown_errors(result) == {"base": "llama_cpp_missing"}
+
+
+async def test_fast_model_is_required_without_a_download(hass: HomeAssistant) -> None:
+    result = await _submit(hass, {CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 512})
+    assert shown_errors(result) == {CONF_FAST_MODEL: "fast_model_required"}
+
+
+async def test_quality_projector_needs_a_quality_model(
+    hass: HomeAssistant, tiny_qwen2: Path, tiny_mmproj: Path
+) -> None:
+    result = await _submit(hass, _form(str(tiny_qwen2), **{CONF_QUALITY_MMPROJ: str(tiny_mmproj)}))
+    assert shown_errors(result) == {CONF_QUALITY_MODEL: "projector_without_model"}
+
+
+async def test_form_shows_what_each_file_is_and_counts_both_models(
+    hass: HomeAssistant, tiny_qwen2: Path, tiny_mmproj: Path, gemma: Path
+) -> None:
+    form = _form(str(tiny_qwen2), **{CONF_FAST_MMPROJ: str(tiny_mmproj), CONF_QUALITY_MODEL: str(gemma)})
+    alone = await _submit(hass, {**form, CONF_QUALITY_MODEL: str(tiny_qwen2), CONF_RAM_BUDGET_MB: 256})
+    both: Any = await hass.config_entries.flow.async_configure(alone["flow_id"], {**form, CONF_RAM_BUDGET_MB: 256})
+    assert shown_errors(both) == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}  # gemma at 8k context is over 256 MB
+    assert int(both["description_placeholders"]["needed_mb"]) > int(alone["description_placeholders"]["needed_mb"])
+    models = both["description_placeholders"]["models"].splitlines()
+    assert models[0].startswith("- tiny-qwen2.gguf: qwen2,")
+    assert "projector (vision)" in models[1]
+    assert "gemma3" in models[2]
+    assert "Q4_K_M" in models[2]
+    assert "trained context 32768" in models[2]
+    assert "0.27 B parameters" in models[2]
 
 
 async def test_second_setup_aborts(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
     make_entry(hass, entry_data)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert shown_abort(result) == "already_configured"
 
 
 async def test_options_flow_retunes_the_engine(hass: HomeAssistant, loaded_entry: Any) -> None:
@@ -149,10 +182,30 @@ async def test_reconfigure_changes_models_and_keeps_validation(
     result = await loaded_entry.start_reconfigure_flow(hass)
     assert result["step_id"] == "reconfigure"
     result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(model_dir / "gone.gguf")))
-    assert result["errors"] == {CONF_FAST_MODEL: "file_not_found"}
+    assert shown_errors(result) == {CONF_FAST_MODEL: "file_not_found"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(tiny_qwen3)))
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "reconfigure_successful"
+    assert shown_abort(result) == "reconfigure_successful"
     await hass.async_block_till_done()
     assert loaded_entry.data[CONF_FAST_MODEL] == str(tiny_qwen3)
     assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.path == str(tiny_qwen3)
+
+
+async def test_reconfigured_setup_values_win_over_older_options(hass: HomeAssistant, loaded_entry: Any) -> None:
+    hass.config_entries.async_update_entry(loaded_entry, options={"kv_type": "q8_0", "idle_unload_s": 60})
+    await hass.async_block_till_done()
+    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.kv_type == "q8_0"
+    options: Any = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    suggested = {str(k): k.description for k in options["data_schema"].schema}
+    assert suggested["kv_type"] == {"suggested_value": "q8_0"}
+    await hass.config_entries.options.async_configure(options["flow_id"], {**loaded_entry.options})
+    await hass.async_block_till_done()  # reloaded with the options
+
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    form = {**_form(loaded_entry.data[CONF_FAST_MODEL]), "kv_type": "f16", "n_gpu_layers": 0}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], form)
+    assert shown_abort(result) == "reconfigure_successful"
+    await hass.async_block_till_done()
+    assert "kv_type" not in loaded_entry.options
+    assert loaded_entry.options["idle_unload_s"] == 60  # the other tuning stays
+    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.kv_type == "f16"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, DOMAIN
@@ -63,21 +62,6 @@ async def test_missing_model_file_fails_setup_clearly(
     assert "gone.gguf" in entry.reason
 
 
-async def test_backend_missing_raises_repair_issue(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
-    entry = make_entry(hass, entry_data)
-    with patch("custom_components.sarai_omni.integration.backend_available", return_value=False):
-        assert not await hass.config_entries.async_setup(entry.entry_id)
-    assert entry.state is ConfigEntryState.SETUP_ERROR
-    issue = ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_missing")
-    assert issue is not None
-    assert issue.severity is ir.IssueSeverity.ERROR
-
-    assert await hass.config_entries.async_reload(entry.entry_id)  # installed now: the issue clears
-    await hass.async_block_till_done()
-    assert ir.async_get(hass).async_get_issue(DOMAIN, "llama_cpp_missing") is None
-    assert await hass.config_entries.async_unload(entry.entry_id)
-
-
 def test_engine_imports_without_home_assistant() -> None:
     """Worker processes import the engine; it must not drag Home Assistant in."""
     import subprocess
@@ -86,3 +70,28 @@ def test_engine_imports_without_home_assistant() -> None:
     code = "import custom_components.sarai_omni.engine, sys; assert 'homeassistant' not in sys.modules"
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+async def test_version_1_1_entries_are_migrated(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    entry = make_entry(hass, entry_data)
+    assert (entry.version, entry.minor_version) == (1, 1)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.minor_version == 2
+    assert entry.data == {"backend": "llama_cpp", **entry_data}  # added, nothing else touched
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_entry_from_a_newer_release_is_left_alone(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    entry = MockConfigEntry(domain=DOMAIN, data=entry_data, version=2, unique_id=DOMAIN)
+    entry.add_to_hass(hass)
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.MIGRATION_ERROR
+    assert entry.data == entry_data
+
+
+async def test_unknown_backend_fails_setup_clearly(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    entry = make_entry(hass, {**entry_data, "backend": "openai_remote"})
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.state is ConfigEntryState.SETUP_ERROR
+    assert entry.reason is not None
+    assert "openai_remote" in entry.reason

@@ -9,19 +9,44 @@ import signal
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_RAM_BUDGET_MB, DOMAIN
 from custom_components.sarai_omni.engine import FAST
 from tests.tiny_models import write_text_model
 
-from .conftest import make_entry, wait_loaded
+from .conftest import EN, make_entry, shown_errors, wait_loaded
+from .test_install import fix_flow
 
 
 def issue(hass: HomeAssistant, issue_id: str) -> ir.IssueEntry | None:
     return ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+
+
+async def wait_for_issue(hass: HomeAssistant, issue_id: str, timeout_s: float = 5.0) -> ir.IssueEntry:
+    """Issues raised from engine callbacks (a worker dying, a background load) come a moment later."""
+    raised = asyncio.Event()
+
+    @callback
+    def updated(_: Event[ir.EventIssueRegistryUpdatedData]) -> None:
+        if issue(hass, issue_id) is not None:
+            raised.set()
+
+    unsubscribe = hass.bus.async_listen(ir.EVENT_REPAIRS_ISSUE_REGISTRY_UPDATED, updated)
+    try:
+        if issue(hass, issue_id) is None:
+            async with asyncio.timeout(timeout_s):
+                await raised.wait()
+    finally:
+        unsubscribe()
+    found = issue(hass, issue_id)
+    assert found is not None
+    return found
 
 
 async def test_model_missing_raised_and_cleared_when_the_file_is_back(
@@ -76,3 +101,64 @@ async def test_crash_loop_after_three_crashes(hass: HomeAssistant, loaded_entry:
 
     assert await hass.config_entries.async_reload(loaded_entry.entry_id)  # after fixing the cause
     assert issue(hass, "crash_loop") is None
+
+
+async def test_budget_fix_flow_raises_the_budget(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, entry_data: dict[str, Any]
+) -> None:
+    entry = make_entry(hass, {**entry_data, CONF_RAM_BUDGET_MB: 32})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    found = issue(hass, "budget_too_small")
+    assert found is not None
+    assert found.is_fixable
+    needed = int((found.translation_placeholders or {})["needed_mb"])
+
+    assert await async_setup_component(hass, "repairs", {})
+    client = await hass_client()
+    flow = await fix_flow(client, "", {"handler": DOMAIN, "issue_id": "budget_too_small"})
+    assert flow["step_id"] == "budget"
+    assert flow["description_placeholders"]["needed_mb"] == str(needed)
+    flow = await fix_flow(client, f"/{flow['flow_id']}", {CONF_RAM_BUDGET_MB: 1 << 20})
+    fix_texts = EN["issues"]["budget_too_small"]["fix_flow"]
+    assert shown_errors(flow, fix_texts) == {CONF_RAM_BUDGET_MB: "budget_exceeds_ram"}
+    flow = await fix_flow(client, f"/{flow['flow_id']}", {CONF_RAM_BUDGET_MB: needed - 1})
+    assert shown_errors(flow, fix_texts) == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}
+    flow = await fix_flow(client, f"/{flow['flow_id']}", {CONF_RAM_BUDGET_MB: needed + 64})
+    assert flow["type"] == "create_entry"
+    await hass.async_block_till_done()  # the entry reloads with the new budget
+    assert entry.data[CONF_RAM_BUDGET_MB] == needed + 64
+    assert issue(hass, "budget_too_small") is None
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_worker_killed_by_sigill_means_unusable_backend(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    client = loaded_entry.runtime_data.engine.pool.slot(FAST).client
+    assert client.pid is not None
+    os.kill(client.pid, signal.SIGILL)  # what a wheel built for another CPU does on its first AVX-512 op
+    found = await wait_for_issue(hass, "llama_cpp_unusable")
+    assert "SIGILL" in (found.translation_placeholders or {})["error"]
+
+    await wait_loaded(loaded_entry)  # it loads again (here the CPU is fine): the issue clears itself
+    assert issue(hass, "llama_cpp_unusable") is None
+
+
+async def test_broken_llama_cpp_install_means_unusable_backend(
+    hass: HomeAssistant, entry_data: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "site" / "llama_cpp"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise OSError("libllama.so: cannot open shared object file")\n')
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))  # the workers import this one first
+    entry = make_entry(hass, entry_data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    found = await wait_for_issue(hass, "llama_cpp_unusable")  # the background preload fails in the worker
+    assert "libllama.so" in (found.translation_placeholders or {})["error"]
+
+    monkeypatch.delenv("PYTHONPATH")  # repaired (reinstalled)
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await wait_loaded(entry)
+    assert issue(hass, "llama_cpp_unusable") is None
+    assert await hass.config_entries.async_unload(entry.entry_id)

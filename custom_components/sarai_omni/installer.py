@@ -1,0 +1,102 @@
+"""Install llama-cpp-python into Home Assistant's Python with HA's own package installer.
+
+PyPI ships llama-cpp-python as source only, so installing it compiles llama.cpp: that needs a C++
+compiler, and takes minutes. Everything here blocks: run it in the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import platform
+import shutil
+from typing import Any
+
+from homeassistant.data_entry_flow import FlowHandler, FlowResult
+from homeassistant.requirements import pip_kwargs
+from homeassistant.util.package import install_package
+import voluptuous as vol
+
+_LOGGER = logging.getLogger(__name__)
+REQUIREMENT = "llama-cpp-python==0.3.36"
+INSTALL_TIMEOUT_S = 3600  # a source build on a small ARM box is slow
+_COMPILERS = ("c++", "g++", "clang++")
+
+
+def backend_available() -> bool:
+    """Whether llama-cpp-python is installed for the workers (checked without loading it)."""
+    importlib.invalidate_caches()  # it may have been installed since the last look
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def libc() -> str:
+    """The C library of this Python ("glibc", or "musl" in Alpine-based containers)."""
+    name = platform.libc_ver()[0]
+    return name or "musl"  # libc_ver() only recognises glibc (and a few others); empty means musl here
+
+
+def install_blocker() -> dict[str, str] | None:
+    """Why an install cannot work here (placeholders for the abort message), or None."""
+    if any(shutil.which(c) for c in _COMPILERS):
+        return None
+    return {"libc": libc(), "machine": platform.machine(), "requirement": REQUIREMENT}
+
+
+INSTALLED, FAILED, RESTART = "installed", "failed", "restart"
+
+
+def install_backend(config_dir: str) -> str:
+    """pip-install llama-cpp-python the way HA installs integration requirements.
+
+    Returns INSTALLED, FAILED, or RESTART when it installed into a folder this process only reads
+    at startup (HA's `deps` outside a virtualenv).
+    """
+    kwargs = pip_kwargs(config_dir) | {"timeout": INSTALL_TIMEOUT_S}
+    if not install_package(REQUIREMENT, upgrade=False, **kwargs):
+        _LOGGER.error("Installing %s failed; pip's output is in the log above", REQUIREMENT)
+        return FAILED
+    return INSTALLED if backend_available() else RESTART
+
+
+class InstallSteps[ResultT: FlowResult[Any, Any]](FlowHandler[Any, ResultT, Any]):
+    """Flow steps that install llama-cpp-python, shared by the config flow and the repair flow.
+
+    `install` explains and asks (or aborts with `no_compiler` where a build cannot work),
+    `installing` shows progress while HA's installer runs in the executor, then the flow goes on
+    at `install_next_step`, or aborts with `install_failed` / `restart_required`.
+    """
+
+    install_next_step = "user"
+    _install_task: asyncio.Task[str] | None = None
+
+    async def async_step_install(self, user_input: dict[str, Any] | None = None) -> ResultT:
+        blocker = await self.hass.async_add_executor_job(install_blocker)
+        if blocker is not None:
+            return self.async_abort(reason="no_compiler", description_placeholders=blocker)
+        if user_input is None:
+            return self.async_show_form(
+                step_id="install", data_schema=vol.Schema({}), description_placeholders={"requirement": REQUIREMENT}
+            )
+        return await self.async_step_installing()
+
+    async def async_step_installing(self, user_input: dict[str, Any] | None = None) -> ResultT:
+        if self._install_task is None:
+            self._install_task = self.hass.async_create_task(self._install(), "sarai_omni install llama-cpp-python")
+        if not self._install_task.done():
+            return self.async_show_progress(
+                step_id="installing", progress_action="install", progress_task=self._install_task
+            )
+        outcome, self._install_task = self._install_task.result(), None
+        next_step = {INSTALLED: self.install_next_step, RESTART: "restart_required"}.get(outcome, "install_failed")
+        return self.async_show_progress_done(next_step_id=next_step)
+
+    async def _install(self) -> str:
+        return await self.hass.async_add_executor_job(install_backend, self.hass.config.config_dir)
+
+    async def async_step_install_failed(self, user_input: dict[str, Any] | None = None) -> ResultT:
+        return self.async_abort(reason="install_failed", description_placeholders={"requirement": REQUIREMENT})
+
+    async def async_step_restart_required(self, user_input: dict[str, Any] | None = None) -> ResultT:
+        return self.async_abort(reason="restart_required")

@@ -1,0 +1,185 @@
+"""The config flow's download step, against a fake Hugging Face hub on 127.0.0.1 (HF_ENDPOINT)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+import hashlib
+from pathlib import Path
+import random
+from typing import Any
+
+from homeassistant import config_entries
+from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, FlowResultType
+import pytest
+
+from custom_components.sarai_omni.catalog import SEED_FAST
+from custom_components.sarai_omni.const import (
+    CONF_FAST_MMPROJ,
+    CONF_FAST_MODEL,
+    CONF_N_CTX,
+    CONF_N_THREADS,
+    CONF_QUALITY_MODEL,
+    CONF_RAM_BUDGET_MB,
+    DOMAIN,
+)
+from tests.fake_hub import FakeHub
+
+from .conftest import shown_errors
+
+TWENTY_MB = 20 * 2**20
+FORM = {CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 512}
+
+
+@pytest.fixture
+async def hub(
+    socket_enabled: None, monkeypatch: pytest.MonkeyPatch, hass: HomeAssistant, tmp_path: Path
+) -> AsyncGenerator[FakeHub]:
+    """A fake hub the integration reaches through HF_ENDPOINT; downloads go to <tmp config>/models."""
+    hass.config.config_dir = str(tmp_path)
+    async with FakeHub() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        yield fake
+
+
+async def _read(hass: HomeAssistant, path: Path) -> bytes:
+    return await hass.async_add_executor_job(path.read_bytes)
+
+
+async def _start(hass: HomeAssistant, data: dict[str, Any]) -> dict[str, Any]:
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
+    assert result["step_id"] == "user"
+    return dict(await hass.config_entries.flow.async_configure(result["flow_id"], data))
+
+
+async def _finish_progress(hass: HomeAssistant, result: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the progress task; the flow manager then moves the flow on by itself."""
+    assert result["type"] is FlowResultType.SHOW_PROGRESS
+    await hass.async_block_till_done()
+    return dict(await hass.config_entries.flow.async_configure(result["flow_id"]))
+
+
+async def _hub_download(hass: HomeAssistant, filename: str, target: str = CONF_FAST_MODEL) -> dict[str, Any]:
+    result = await _start(hass, {"download": "hub", **FORM})
+    assert result["step_id"] == "hub"
+    hub_input = {"repo_id": "acme/big-GGUF", "filename": filename, "revision": "main", "target": target}
+    return dict(await hass.config_entries.flow.async_configure(result["flow_id"], hub_input))
+
+
+async def test_seed_download_sets_up_without_typing_a_path(
+    hass: HomeAssistant, hub: FakeHub, tiny_qwen2: Path, tiny_mmproj: Path, tmp_path: Path
+) -> None:
+    (model_key, model), (proj_key, proj) = SEED_FAST
+    hub.add(model.repo_id, model.filename, await _read(hass, tiny_qwen2))
+    hub.add(proj.repo_id, proj.filename, await _read(hass, tiny_mmproj))
+    result = await _finish_progress(hass, await _start(hass, {"download": "seed_fast", **FORM}))
+    assert result["type"] is FlowResultType.CREATE_ENTRY, result
+    data = result["data"]
+    assert data[model_key] == f"models/{model.local_name}"
+    assert data[proj_key] == f"models/{proj.local_name}"
+    assert await _read(hass, tmp_path / "models" / model.local_name) == await _read(hass, tiny_qwen2)
+    assert data["backend"] == "llama_cpp"
+
+
+async def test_twenty_mb_arrives_with_progress_and_resumes_a_broken_connection(
+    hass: HomeAssistant, hub: FakeHub, tmp_path: Path
+) -> None:
+    payload = random.Random(20).randbytes(TWENTY_MB)
+    hub.add("acme/big-GGUF", "big.gguf", payload)
+    hub.break_after = 7 * 2**20  # the first GET dies after 7 MB
+    updates: list[float] = []
+
+    @callback
+    def on_progress(event: Event) -> None:
+        updates.append(event.data["progress"])
+
+    unsub = hass.bus.async_listen(EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, on_progress)
+    result = await _hub_download(hass, "big.gguf")
+    result = await _finish_progress(hass, result)
+    unsub()
+
+    arrived = await _read(hass, tmp_path / "models" / "big-GGUF" / "big.gguf")
+    assert hashlib.sha256(arrived).digest() == hashlib.sha256(payload).digest()
+    assert len(updates) >= 5
+    assert updates == sorted(updates)
+    assert updates[-1] == pytest.approx(1.0)
+    ranges = [r for method, _, r in hub.requests if method == "GET" and r]
+    assert ranges
+    assert int(ranges[0].removeprefix("bytes=").rstrip("-")) > 0  # resumed, not restarted
+    # Random bytes are no GGUF: the form comes back filled in, with the reason on the field.
+    assert result["type"] is FlowResultType.FORM
+    assert shown_errors(result) == {CONF_FAST_MODEL: "not_gguf"}
+
+
+async def test_wrong_sha256_is_refused_and_the_form_keeps_what_was_entered(
+    hass: HomeAssistant, hub: FakeHub, tmp_path: Path, tiny_qwen2: Path
+) -> None:
+    hub.add("acme/big-GGUF", "bad.gguf", await _read(hass, tiny_qwen2), advertised_sha256="0" * 64)
+    result = await _finish_progress(hass, await _hub_download(hass, "bad.gguf"))
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    assert shown_errors(result) == {"base": "checksum_mismatch"}
+    assert result["description_placeholders"]["file"] == "acme/big-GGUF/bad.gguf"
+    assert result["description_placeholders"]["expected"] == "0" * 64
+    assert not list((tmp_path / "models").rglob("bad.gguf*"))  # neither the file nor a part is kept
+    suggested = {str(k): k.description for k in result["data_schema"].schema}
+    assert suggested[CONF_RAM_BUDGET_MB] == {"suggested_value": 1024}
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "filename", "error"),
+    [
+        ("no-slash", "x.gguf", "invalid_repo"),
+        ("acme/big-GGUF", "../x.gguf", "invalid_repo"),
+        ("acme/none", "x.gguf", "hub_not_found"),
+    ],
+)
+async def test_hub_form_errors(hass: HomeAssistant, hub: FakeHub, repo_id: str, filename: str, error: str) -> None:
+    result = await _start(hass, {"download": "hub", **FORM})
+    hub_input = {"repo_id": repo_id, "filename": filename, "revision": "main", "target": CONF_FAST_MODEL}
+    result = dict(await hass.config_entries.flow.async_configure(result["flow_id"], hub_input))
+    assert result["step_id"] == "hub"
+    assert shown_errors(result) == {"base": error}
+
+
+async def test_hub_unreachable(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch, hub: FakeHub) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    result = await _start(hass, {"download": "hub", **FORM})
+    hub_input = {"repo_id": "acme/big-GGUF", "filename": "x.gguf", "revision": "main", "target": CONF_FAST_MODEL}
+    result = dict(await hass.config_entries.flow.async_configure(result["flow_id"], hub_input))
+    assert shown_errors(result) == {"base": "hub_unreachable"}
+
+
+async def test_projector_download_fills_its_own_field(hass: HomeAssistant, hub: FakeHub, tiny_mmproj: Path) -> None:
+    hub.add("acme/big-GGUF", "mmproj.gguf", await _read(hass, tiny_mmproj))
+    result = await _finish_progress(hass, await _hub_download(hass, "mmproj.gguf", CONF_FAST_MMPROJ))
+    assert result["type"] is FlowResultType.FORM  # no fast model yet: the user still gives one
+    assert shown_errors(result) == {}
+    suggested = {str(k): k.description for k in result["data_schema"].schema}
+    assert suggested[CONF_FAST_MMPROJ] == {"suggested_value": "models/big-GGUF/mmproj.gguf"}
+
+
+async def test_unwritable_models_folder_is_a_clear_error(hass: HomeAssistant, hub: FakeHub, tmp_path: Path) -> None:
+    hub.add("acme/big-GGUF", "x.gguf", b"GGUF" + bytes(1000))
+    await hass.async_add_executor_job((tmp_path / "models").write_text, "a file where the folder should be")
+    result = await _finish_progress(hass, await _hub_download(hass, "x.gguf"))
+    assert result["step_id"] == "user"
+    assert shown_errors(result) == {"base": "download_failed"}
+    assert "models" in result["description_placeholders"]["error"]
+
+
+async def test_reconfigure_downloads_a_quality_model(
+    hass: HomeAssistant, hub: FakeHub, loaded_entry: Any, tiny_qwen3: Path
+) -> None:
+    hub.add("acme/quality-GGUF", "q.gguf", await _read(hass, tiny_qwen3))
+    result = await loaded_entry.start_reconfigure_flow(hass)
+    form = {**{k: loaded_entry.data[k] for k in (CONF_FAST_MODEL, *FORM)}, "download": "hub"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], form)
+    hub_input = {"repo_id": "acme/quality-GGUF", "filename": "q.gguf", "revision": "main", "target": CONF_QUALITY_MODEL}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], hub_input)
+    result = await _finish_progress(hass, dict(result))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()  # reloaded with both models
+    assert loaded_entry.data[CONF_QUALITY_MODEL] == "models/quality-GGUF/q.gguf"
+    assert set(loaded_entry.runtime_data.engine.pool.slots) == {"fast", "quality"}
