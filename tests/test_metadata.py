@@ -48,6 +48,19 @@ def test_spanish_has_exactly_the_english_keys() -> None:
     assert keys(ES) == keys(EN)
 
 
+def strings(tree: Any) -> list[str]:
+    return [s for v in tree.values() for s in strings(v)] if isinstance(tree, dict) else [tree]
+
+
+def test_translations_parse_as_the_frontend_reads_them() -> None:
+    """The frontend formats these as ICU messages: `<x>` is a tag (an unclosed one breaks the text)
+    and braces hold placeholders only."""
+    for lang, tree in (("en", EN), ("es", ES)):
+        for text in strings(tree):
+            assert "<" not in text, (lang, text)
+            assert re.fullmatch(r"(?:[^{}]|\{\w+\})*", text), (lang, text)
+
+
 def test_every_translation_key_used_in_code_exists() -> None:
     used: set[str] = set()
     for path in PKG.rglob("*.py"):

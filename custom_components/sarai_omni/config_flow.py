@@ -211,6 +211,8 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         elif self._form_error is not None:  # back from a failed download: say why, keep the form
             errors, placeholders = {"base": self._form_error.key}, placeholders | self._form_error.placeholders
             self._form_error = None
+        elif current:  # reconfigure: show what the configured files are before anything changes
+            _, placeholders = await self.hass.async_add_executor_job(validate_models, self.hass, current)
         return self._show_models_form(errors, placeholders, self._input or current)
 
     def _show_models_form(

@@ -44,9 +44,20 @@ def machine_ram_mb() -> int:
     return total_ram_bytes() // 2**20
 
 
+NOTHING: Final = "—"
+
+
 def no_estimate() -> dict[str, str]:
-    """Description placeholders before any model has been checked."""
-    return {"needed_mb": "-", "budget_mb": "-", "ram_mb": str(machine_ram_mb()), "architecture": "-", "models": "-"}
+    """Description placeholders before the models have been checked."""
+    return {
+        "models": NOTHING,
+        "need": NOTHING,
+        "budget": NOTHING,
+        "ram_mb": str(machine_ram_mb()),
+        "needed_mb": NOTHING,
+        "budget_mb": NOTHING,
+        "architecture": NOTHING,
+    }
 
 
 def is_allowed_model_path(hass: HomeAssistant, full: str) -> bool:
@@ -79,7 +90,8 @@ def estimated_mb(info: GGUFInfo, n_ctx: int, mmproj: GGUFInfo | None = None, kv_
 
 def describe(info: GGUFInfo) -> str:
     """One line of what the header says, shown back to the user in the form."""
-    size = f"{info.file_size / MB:,.0f} MB"
+    size_mb = info.file_size / MB
+    size = f"{size_mb:,.1f} MB" if size_mb < 10 else f"{size_mb:,.0f} MB"
     if info.is_projector:
         kinds = [k for k, on in (("vision", info.has_vision), ("audio", info.has_audio)) if on] or ["-"]
         return f"{info.path.name}: projector ({'+'.join(kinds)}), {size}"
@@ -106,11 +118,13 @@ def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str
         return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
     need, budget, ram = _needed_mb(infos, data), int(data[CONF_RAM_BUDGET_MB]), machine_ram_mb()
     placeholders = {
+        "models": "".join(f"\n- {describe(info)}" for info in infos.values()),  # a markdown list
+        "need": f"{need:,} MB",
+        "budget": f"{budget:,} MB",
+        "ram_mb": str(ram),
         "needed_mb": str(need),
         "budget_mb": str(budget),
-        "ram_mb": str(ram),
         "architecture": infos[CONF_FAST_MODEL].architecture,
-        "models": "\n".join(f"- {describe(info)}" for info in infos.values()),
     }
     if budget > ram > 0:
         errors[CONF_RAM_BUDGET_MB] = "budget_exceeds_ram"

@@ -139,13 +139,17 @@ async def test_form_shows_what_each_file_is_and_counts_both_models(
     both: Any = await hass.config_entries.flow.async_configure(alone["flow_id"], {**form, CONF_RAM_BUDGET_MB: 256})
     assert shown_errors(both) == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}  # gemma at 8k context is over 256 MB
     assert int(both["description_placeholders"]["needed_mb"]) > int(alone["description_placeholders"]["needed_mb"])
-    models = both["description_placeholders"]["models"].splitlines()
-    assert models[0].startswith("- tiny-qwen2.gguf: qwen2,")
-    assert "projector (vision)" in models[1]
-    assert "gemma3" in models[2]
-    assert "Q4_K_M" in models[2]
-    assert "trained context 32768" in models[2]
-    assert "0.27 B parameters" in models[2]
+    placeholders = both["description_placeholders"]
+    models = placeholders["models"].splitlines()
+    assert models[0] == ""  # the list starts on its own line, or markdown runs it into the label
+    assert models[1].startswith("- tiny-qwen2.gguf: qwen2, 108,608 parameters,")
+    assert "projector (vision)" in models[2]
+    assert "gemma3" in models[3]
+    assert "Q4_K_M" in models[3]
+    assert "trained context 32768" in models[3]
+    assert "0.27 B parameters" in models[3]
+    assert placeholders["need"] == f"{int(placeholders['needed_mb']):,} MB"
+    assert placeholders["budget"] == "256 MB"
 
 
 async def test_second_setup_aborts(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
@@ -181,6 +185,7 @@ async def test_reconfigure_changes_models_and_keeps_validation(
 ) -> None:
     result = await loaded_entry.start_reconfigure_flow(hass)
     assert result["step_id"] == "reconfigure"
+    assert "tiny-qwen2.gguf: qwen2" in result["description_placeholders"]["models"]  # what is configured now
     result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(model_dir / "gone.gguf")))
     assert shown_errors(result) == {CONF_FAST_MODEL: "file_not_found"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], _form(str(tiny_qwen3)))

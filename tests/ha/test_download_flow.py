@@ -11,7 +11,9 @@ from typing import Any
 from homeassistant import config_entries
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.data_entry_flow import EVENT_DATA_ENTRY_FLOW_PROGRESS_UPDATE, FlowResultType
+from homeassistant.setup import async_setup_component
 import pytest
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sarai_omni.catalog import SEED_FAST
 from custom_components.sarai_omni.const import (
@@ -183,3 +185,20 @@ async def test_reconfigure_downloads_a_quality_model(
     await hass.async_block_till_done()  # reloaded with both models
     assert loaded_entry.data[CONF_QUALITY_MODEL] == "models/quality-GGUF/q.gguf"
     assert set(loaded_entry.runtime_data.engine.pool.slots) == {"fast", "quality"}
+
+
+async def test_forms_serialize_for_the_frontend(
+    hass: HomeAssistant, hub: FakeHub, hass_client: ClientSessionGenerator
+) -> None:
+    """The UI talks REST: every form of the download path must serialize (selectors, defaults)."""
+    assert await async_setup_component(hass, "config", {})
+    client = await hass_client()
+    response = await client.post("/api/config/config_entries/flow", json={"handler": DOMAIN})
+    form = await response.json()
+    assert response.status == 200
+    assert [f["name"] for f in form["data_schema"]][:2] == ["download", CONF_FAST_MODEL]
+    response = await client.post(f"/api/config/config_entries/flow/{form['flow_id']}", json={"download": "hub", **FORM})
+    hub_form = await response.json()
+    assert response.status == 200
+    assert hub_form["step_id"] == "hub"
+    assert {f["name"] for f in hub_form["data_schema"]} == {"repo_id", "filename", "revision", "target", "token"}
