@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 import hashlib
 from pathlib import Path
 import random
+import shutil
 from typing import Any
 
 from homeassistant import config_entries
@@ -15,6 +16,7 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
+from custom_components.sarai_omni import download
 from custom_components.sarai_omni.catalog import SEED_FAST
 from custom_components.sarai_omni.const import (
     CONF_FAST_MMPROJ,
@@ -202,3 +204,24 @@ async def test_forms_serialize_for_the_frontend(
     assert response.status == 200
     assert hub_form["step_id"] == "hub"
     assert {f["name"] for f in hub_form["data_schema"]} == {"repo_id", "filename", "revision", "target", "token"}
+
+
+async def test_short_file_is_refused_with_its_sizes(hass: HomeAssistant, hub: FakeHub) -> None:
+    hub.add("acme/big-GGUF", "short.gguf", bytes(1000), advertised_size=2000)
+    result = await _finish_progress(hass, await _hub_download(hass, "short.gguf"))
+    assert shown_errors(result) == {"base": "size_mismatch"}
+    assert (result["description_placeholders"]["expected"], result["description_placeholders"]["got"]) == (
+        "2000",
+        "1000",
+    )
+
+
+async def test_full_disk_is_refused_before_downloading(
+    hass: HomeAssistant, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.add("acme/big-GGUF", "big.gguf", bytes(TWENTY_MB))
+    full = shutil._ntuple_diskusage(10**9, 10**9, 2**20)  # 1 MB free
+    monkeypatch.setattr(f"{download.__name__}.shutil.disk_usage", lambda _: full)
+    result = await _finish_progress(hass, await _hub_download(hass, "big.gguf"))
+    assert shown_errors(result) == {"base": "not_enough_disk"}
+    assert not [r for r in hub.requests if r[0] == "GET"]  # nothing was fetched
