@@ -113,6 +113,21 @@ def test_every_form_field_has_a_label_and_a_description() -> None:
         assert set(texts["data_description"]) == fields, step
 
 
+def steps(tree: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Every flow step in the translations (config, options, subentries, repair fix flows)."""
+    if not isinstance(tree, dict):
+        return []
+    found = [(name, body) for name, body in tree.get("step", {}).items()]
+    return found + [s for key, sub in tree.items() if key != "step" for s in steps(sub)]
+
+
+def test_every_translated_field_is_described() -> None:
+    all_steps = steps(EN)
+    assert len(all_steps) >= 9  # user, reconfigure, hub, install, options, 2 subentries, 2 fix flows
+    for name, body in all_steps:
+        assert set(body.get("data_description", {})) == set(body.get("data", {})), name
+
+
 def test_selectors_translate_every_option() -> None:
     from custom_components.sarai_omni import catalog, const
 
