@@ -157,6 +157,7 @@ def test_services_yaml_matches_translations() -> None:
         assert set(spec["fields"]) == set(EN["services"][name]["fields"]), name
     icons = json.loads((PKG / "icons.json").read_text())
     assert set(icons["services"]) == set(services)
+    assert set(icons["entity"]["sensor"]) == set(EN["entity"]["sensor"])  # every sensor has its icon
 
 
 def test_hacs_json_uses_only_allowed_keys() -> None:
