@@ -85,6 +85,7 @@ def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
         _found(r'(?:ModelFileError|DownloadError)\(\s*"(\w+)"', *flow_files)
         | _found(r'errors\[[\w.]+\] = "(\w+)"', *flow_files)
         | _found(r'\{[\w."]+: "(\w+)"\}', "config_flow.py", "validation.py")
+        | _found(r'return "(\w+)"', "validation.py")  # budget_error()
     )
     assert errors == set(EN["config"]["error"])  # every error shown is translated, none is stale
     aborts = _found(r'reason="(\w+)"', "config_flow.py", "installer.py") | {"already_configured"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import logging
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,7 @@ class _Downloads:
 
     files: list[tuple[str, HubFile]]
     token: str | None = None
+    known: dict[HubFile, RemoteInfo] = field(default_factory=dict)  # asked already (the hub form)
     task: asyncio.Task[None] | None = None
     error: DownloadError | None = None
 
@@ -254,11 +255,11 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
             data = _normalized(user_input)
             file = HubFile(data[CONF_REPO_ID], data[CONF_FILENAME], data.get(CONF_REVISION) or "main")
             try:
-                await fetch_info(async_get_clientsession(self.hass), file, token=data.get("token"))
+                info = await fetch_info(async_get_clientsession(self.hass), file, token=data.get("token"))
             except DownloadError as err:
                 errors, placeholders = {"base": err.key}, err.placeholders
             else:
-                self._downloads = _Downloads([(data[CONF_TARGET], file)], data.get("token"))
+                self._downloads = _Downloads([(data[CONF_TARGET], file)], data.get("token"), {file: info})
                 return await self.async_step_download()
         values = {k: v for k, v in (user_input or {}).items() if k != "token"}
         return self.async_show_form(
@@ -293,14 +294,17 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         session = async_get_clientsession(self.hass)
         models = Path(self.hass.config.path(MODELS_DIR))
         try:
-            infos: list[RemoteInfo] = [await fetch_info(session, f, token=job.token) for _, f in job.files]
+            infos: list[RemoteInfo] = [
+                job.known.get(f) or await fetch_info(session, f, token=job.token) for _, f in job.files
+            ]
             total, done_before = max(sum(i.size for i in infos), 1), 0
             for (key, file), info in zip(job.files, infos, strict=True):
 
                 def progress(done: int, _size: int, base: int = done_before) -> None:
                     self.async_update_progress(min((base + done) / total, 1.0))
 
-                await download(session, file, models / file.local_name, progress=progress, token=job.token)
+                dest = models / file.local_name
+                await download(session, file, dest, progress=progress, token=job.token, info=info)
                 self._input[key] = f"{MODELS_DIR}/{file.local_name}"
                 done_before += info.size
         except DownloadError as err:

@@ -384,17 +384,20 @@ async def download(
     progress: Callable[[int, int], None] | None = None,
     endpoint: str | None = None,
     token: str | None = None,
+    info: RemoteInfo | None = None,
     retries: int = 5,
     retry_wait_s: float = 1.0,
 ) -> Path:
     """Download `file` to `dest`, resuming `<dest>.part` if there is one; return `dest`.
 
     `progress(done, total)` is called from the event loop, throttled, and once at the end. A
-    cancelled download keeps its part for the next call.
+    cancelled download keeps its part for the next call. `info` is what `fetch_info` returned,
+    when the caller already asked (saves a HEAD).
     """
     _validate(file)
     endpoint = (endpoint or hub_endpoint()).rstrip("/")
-    info = await _retrying(lambda: _fetch_info(session, file, endpoint, token), retries, retry_wait_s)
+    if info is None:
+        info = await _retrying(lambda: _fetch_info(session, file, endpoint, token), retries, retry_wait_s)
     tracker = _Progress(progress, info.size)
     if await _run(_is_complete, dest, info):
         tracker.update(info.size, force=True)

@@ -19,7 +19,7 @@ import voluptuous as vol
 from .const import CONF_RAM_BUDGET_MB, DOMAIN
 from .installer import InstallSteps
 from .integration import ISSUE_BACKEND_MISSING, ISSUE_BUDGET
-from .validation import machine_ram_mb
+from .validation import budget_error, machine_ram_mb
 
 
 class BackendMissingFlow(InstallSteps[FlowResult], RepairsFlow):
@@ -55,14 +55,12 @@ class BudgetFlow(RepairsFlow):
         errors: dict[str, str] = {}
         if user_input is not None:
             budget = int(user_input[CONF_RAM_BUDGET_MB])
-            if budget > ram > 0:
-                errors[CONF_RAM_BUDGET_MB] = "budget_exceeds_ram"
-            elif budget < self._needed_mb:
-                errors[CONF_RAM_BUDGET_MB] = "does_not_fit_budget"
+            if error := budget_error(budget, self._needed_mb, ram):
+                errors[CONF_RAM_BUDGET_MB] = error
             else:  # the update listener reloads the entry, which clears the issue by itself
                 self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_RAM_BUDGET_MB: budget})
                 return self.async_create_entry(data={})
-        suggested = -(-self._needed_mb // 64) * 64  # rounded up to the form's step
+        suggested = -(-self._needed_mb // 64) * 64  # the need, rounded up to a round number
         schema = vol.Schema(
             {
                 vol.Required(CONF_RAM_BUDGET_MB, default=suggested): NumberSelector(

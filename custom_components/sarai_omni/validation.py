@@ -22,6 +22,7 @@ from .const import (
 from .engine import GGUFInfo, InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
 from .engine.pool import MB
 from .engine.procmem import total_ram_bytes
+from .integration import resolve_path
 
 # Each model field, and whether it takes a projector (mmproj) rather than a model.
 MODEL_KEYS: Final = (
@@ -68,7 +69,7 @@ def is_allowed_model_path(hass: HomeAssistant, full: str) -> bool:
 
 def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False) -> GGUFInfo:
     """Resolve, allow-list and parse a GGUF; raise ModelFileError with the form's error key."""
-    full = path if Path(path).is_absolute() else hass.config.path(path)
+    full = resolve_path(hass, path)
     if not is_allowed_model_path(hass, full):  # before existence: do not probe other dirs
         raise ModelFileError("path_not_allowed", path)
     if not Path(full).is_file():
@@ -126,11 +127,18 @@ def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str
         "budget_mb": str(budget),
         "architecture": infos[CONF_FAST_MODEL].architecture,
     }
-    if budget > ram > 0:
-        errors[CONF_RAM_BUDGET_MB] = "budget_exceeds_ram"
-    elif need > budget:
-        errors[CONF_RAM_BUDGET_MB] = "does_not_fit_budget"
+    if error := budget_error(budget, need, ram):
+        errors[CONF_RAM_BUDGET_MB] = error
     return errors, placeholders
+
+
+def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:
+    """The form error for a budget: above the machine's RAM, or below what the models need."""
+    if budget_mb > ram_mb > 0:
+        return "budget_exceeds_ram"
+    if needed_mb > budget_mb:
+        return "does_not_fit_budget"
+    return None
 
 
 def _needed_mb(infos: dict[str, GGUFInfo], data: dict[str, Any]) -> int:

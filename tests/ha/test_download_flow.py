@@ -107,6 +107,7 @@ async def test_twenty_mb_arrives_with_progress_and_resumes_a_broken_connection(
     assert len(updates) >= 5
     assert updates == sorted(updates)
     assert updates[-1] == pytest.approx(1.0)
+    assert [method for method, _, _ in hub.requests].count("HEAD") == 1  # asked once, on the hub form
     ranges = [r for method, _, r in hub.requests if method == "GET" and r]
     assert ranges
     assert int(ranges[0].removeprefix("bytes=").rstrip("-")) > 0  # resumed, not restarted
