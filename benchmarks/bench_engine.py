@@ -4,7 +4,10 @@ Measures on the same GGUF, threads and load parameters:
 - decode tok/s of raw llama-cpp-python in this process vs through the engine (worker process +
   JSON-lines streaming, timed where the tokens arrive, on the event loop);
 - time to first token for a ~1,500-token system prompt: cold (full prompt), warm (prefix cached in
-  the worker's context) and restored (KV state loaded from disk by a fresh worker).
+  the worker's context) and restored (KV state loaded from disk by a fresh worker);
+- decode tok/s through the engine of each load variant: plain (no weight repacking, the variant the
+  raw/engine ratio uses on both sides) and repacked (llama.cpp's extra buffer types). A variant whose
+  worker dies (SIGILL where AMX traps) is reported by its signal instead of ending the benchmark.
 Each figure is the median of --repeat runs, alternating raw/engine. Writes JSON and a PNG plot to
 benchmarks/results/ and prints the summary JSON as the last line.
 
@@ -27,7 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec  # noqa: E402
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec, WorkerCrashed  # noqa: E402
+from custom_components.sarai_omni.engine.errors import describe_exit  # noqa: E402
 from custom_components.sarai_omni.engine.prompts import Message, render_prompt  # noqa: E402
 from custom_components.sarai_omni.engine.worker import _new_llama  # noqa: E402
 
@@ -111,9 +115,28 @@ async def ttft(engine: Engine, messages: list[Message]) -> dict[str, float]:
     }
 
 
-def make_engine(model: Path, threads: int, kv_dir: str | None = None) -> Engine:
-    spec = ModelSpec("fast", str(model), n_ctx=N_CTX, n_threads=threads, pinned=True, kv_cache_dir=kv_dir)
+def make_engine(model: Path, threads: int, kv_dir: str | None = None, *, repack: bool = False) -> Engine:
+    spec = ModelSpec(
+        "fast", str(model), n_ctx=N_CTX, n_threads=threads, pinned=True, kv_cache_dir=kv_dir, repack=repack
+    )
     return Engine(EngineConfig(models=(spec,), ram_budget_mb=16384))
+
+
+async def load_variants(model: Path, threads: int, tokens: int, repeat: int) -> dict[str, dict[str, Any]]:
+    """Median engine decode tok/s per load variant, each in its own worker; a dying one says why."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, repack in (("plain", False), ("repack", True)):
+        engine = make_engine(model, threads, repack=repack)
+        try:
+            await engine.start()
+            runs = [await engine_decode(engine, tokens) for _ in range(repeat)]
+            rss = engine.snapshot()["models"]["fast"]["rss_mb"]
+            out[name] = {"decode_tps": round(statistics.median(runs), 2), "runs": runs, "rss_mb": rss}
+        except WorkerCrashed as err:
+            out[name] = {"decode_tps": None, "unusable": describe_exit(err.exit_code)}
+        finally:
+            await engine.close()
+    return out
 
 
 async def prompt_cache(model: Path, threads: int, repeat: int) -> dict[str, list[dict[str, float]]]:
@@ -149,6 +172,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         eng.append(await engine_decode(engine, args.tokens))
     await engine.close()
     cache = await prompt_cache(args.model, args.threads, args.repeat)
+    variants = await load_variants(args.model, args.threads, args.tokens, args.repeat)
 
     def med(runs: list[dict[str, float]], key: str = "wall_ms") -> float:
         return statistics.median(r[key] for r in runs)
@@ -167,12 +191,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "ttft_warm_ms": warm,
         "ttft_restored_ms": restored,
         "restore_ms": med(cache["restored"], "restore_ms"),
+        "load_variants": variants,
         "summary": {
             "decode_ratio": round(statistics.median(eng) / statistics.median(raw), 3),
             "ttft_warm_over_cold": round(warm / cold, 4),
             "ttft_restored_over_cold": round(restored / cold, 4),
             "raw_tps": round(statistics.median(raw), 2),
             "engine_tps": round(statistics.median(eng), 2),
+            "plain_tps": variants["plain"]["decode_tps"],
+            "repack_tps": variants["repack"]["decode_tps"],
+            "repack_unusable": variants["repack"].get("unusable"),
         },
     }
 

@@ -136,6 +136,8 @@ class ModelSensor(EngineSensor):
             "evaluated_prompt_tokens",
             "cached_tokens",
             "route_reason",
+            "repack",
+            "unusable_variants",
         )
         return {k: status[k] for k in keys if k in status}
 

@@ -12,6 +12,7 @@ from .const import (
     CONF_FAST_MODEL,
     CONF_KV_TYPE,
     CONF_N_CTX,
+    CONF_N_GPU_LAYERS,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
@@ -83,9 +84,11 @@ def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False)
     return info
 
 
-def estimated_mb(info: GGUFInfo, n_ctx: int, mmproj: GGUFInfo | None = None, kv_type: str = DEFAULT_KV_TYPE) -> int:
+def estimated_mb(
+    info: GGUFInfo, n_ctx: int, mmproj: GGUFInfo | None = None, kv_type: str = DEFAULT_KV_TYPE, n_gpu_layers: int = 0
+) -> int:
     """What the model will take in RAM once loaded (same formula the pool enforces)."""
-    spec = ModelSpec("check", str(info.path), n_ctx=n_ctx, kv_type=kv_type)
+    spec = ModelSpec("check", str(info.path), n_ctx=n_ctx, kv_type=kv_type, n_gpu_layers=n_gpu_layers)
     return round(estimate_bytes(info, spec, mmproj) / MB)
 
 
@@ -144,7 +147,8 @@ def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:
 def _needed_mb(infos: dict[str, GGUFInfo], data: dict[str, Any]) -> int:
     """Fast model (pinned) plus the quality model: both must fit together, or quality never loads."""
     n_ctx, kv_type = int(data[CONF_N_CTX]), str(data.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
-    need = estimated_mb(infos[CONF_FAST_MODEL], n_ctx, infos.get(CONF_FAST_MMPROJ), kv_type)
+    gpu = int(data.get(CONF_N_GPU_LAYERS, 0))  # offloaded layers live in GPU memory, not in RAM
+    need = estimated_mb(infos[CONF_FAST_MODEL], n_ctx, infos.get(CONF_FAST_MMPROJ), kv_type, gpu)
     if quality := infos.get(CONF_QUALITY_MODEL):
-        need += estimated_mb(quality, max(n_ctx, QUALITY_N_CTX), infos.get(CONF_QUALITY_MMPROJ), kv_type)
+        need += estimated_mb(quality, max(n_ctx, QUALITY_N_CTX), infos.get(CONF_QUALITY_MMPROJ), kv_type, gpu)
     return need

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from pathlib import Path
+import signal
+from typing import Any
 
-from custom_components.sarai_omni.engine import Engine, EngineConfig, ModelSpec
-from custom_components.sarai_omni.engine.calibrate import Measurement, choose_repack
+import pytest
+
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec, WorkerCrashed
+from custom_components.sarai_omni.engine.calibrate import (
+    CalibrationStore,
+    Measurement,
+    calibration_key,
+    choose_repack,
+    make_record,
+)
 from custom_components.sarai_omni.engine.pool import MB, estimate_bytes
+from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
+
+from .conftest import HELLO, USER
 
 PLAIN = Measurement(False, 2_900 * MB, 26.0, 8.34)
 
@@ -56,3 +71,91 @@ async def test_repacking_is_not_measured_when_it_cannot_fit(gemma: Path, tmp_pat
     assert record["repack"] is False
     assert tight.pool.measured_rss() <= tight.pool.budget
     await tight.close()
+
+
+def record_of(state_dir: Path) -> dict[str, Any]:
+    [record] = json.loads((state_dir / "calibration.json").read_text()).values()
+    return record  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("sig", ["SIGILL", "SIGSEGV"])
+async def test_a_repacked_trial_that_dies_is_ruled_out_and_the_model_loads_plain(
+    tiny_qwen2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: str
+) -> None:
+    """What AMX CPUs whose AMX traps do to llama.cpp's repacking, injected on any CPU."""
+    monkeypatch.setenv(FAULTS_ENV, f"repack={sig}")
+    first = engine(tiny_qwen2, tmp_path)
+    await first.start()
+    result = await first.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
+    assert result.text == "Hello there, friend."
+    status = first.snapshot()["models"]["fast"]
+    assert status["repack"] is False
+    assert status["unusable_variants"]["repack"].startswith(f"{sig}: ")
+    assert first.pool.backend_problem() is None  # the safe way runs: nothing to repair
+    assert first.pool.slot("fast").client.crashes == 0  # a trial's death is not the model's crash
+    await first.close()
+    record = record_of(tmp_path)
+    assert record["repack"] is False
+    assert set(record["measured"]) == {"False"}
+    assert record["unusable"]["repack"].startswith(f"{sig}: ")
+
+    again = engine(tiny_qwen2, tmp_path)  # after a restart: remembered, not tried again
+    await again.start()
+    assert again.pool.calibrations_run == 0
+    assert again.snapshot()["models"]["fast"]["unusable_variants"] == record["unusable"]
+    await again.close()
+
+
+async def test_when_the_safe_way_dies_too_the_backend_is_unusable(
+    tiny_qwen2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS_ENV, "plain=SIGSEGV")
+    broken = engine(tiny_qwen2, tmp_path)
+    with pytest.raises(WorkerCrashed, match="SIGSEGV: segmentation fault"):
+        await broken.start()
+    assert "without weight repacking" in (broken.pool.backend_problem() or "")
+    assert broken.snapshot()["models"]["fast"]["state"] == "error"
+    assert not (tmp_path / "calibration.json").exists()  # nothing learnt: a fixed install calibrates anew
+    await broken.close()
+
+
+def seed_repack_decision(model: Path, state_dir: Path) -> None:
+    """A calibration that found repacking faster on this machine (as on some AVX-512 CPUs)."""
+    plain, repacked = Measurement(False, 40 * MB, 26.0, 8.3), Measurement(True, 60 * MB, 40.0, 9.5)
+    record = make_record(model.name, plain, repacked, {})
+    CalibrationStore(str(state_dir)).put(calibration_key(str(model), 2), record)
+
+
+async def test_a_repacked_load_that_dies_falls_back_to_the_safe_way(
+    tiny_qwen2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_repack_decision(tiny_qwen2, tmp_path)
+    monkeypatch.setenv(FAULTS_ENV, "repack=SIGILL")
+    eng = engine(tiny_qwen2, tmp_path)
+    await eng.start()
+    assert (await eng.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))).text == "Hello there, friend."
+    assert eng.snapshot()["models"]["fast"]["repack"] is False
+    assert eng.pool.backend_problem() is None
+    await eng.close()
+    record = record_of(tmp_path)
+    assert record["repack"] is False
+    assert record["unusable"]["repack"].startswith("SIGILL: ")
+
+
+async def test_a_repacked_worker_dying_later_rules_repacking_out(tiny_qwen2: Path, tmp_path: Path) -> None:
+    seed_repack_decision(tiny_qwen2, tmp_path)
+    eng = engine(tiny_qwen2, tmp_path)
+    await eng.start()
+    client = eng.pool.slot("fast").client
+    assert eng.snapshot()["models"]["fast"]["repack"] is True
+    assert client.pid is not None
+    crashed = asyncio.Event()
+    eng.add_listener(lambda: crashed.set() if client.crashes else None)
+    os.kill(client.pid, signal.SIGSEGV)
+    async with asyncio.timeout(30):
+        await crashed.wait()
+    assert eng.pool.backend_problem() is None
+    assert (await eng.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))).text == "Hello there, friend."
+    assert eng.snapshot()["models"]["fast"]["repack"] is False  # the reload went the safe way
+    await eng.close()
+    assert record_of(tmp_path)["unusable"]["repack"].startswith("SIGSEGV: ")

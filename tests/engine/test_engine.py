@@ -8,7 +8,6 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -80,18 +79,21 @@ async def test_sigkill_mid_generation_fails_fast_and_recovers(make_engine: Engin
     client = engine.pool.slot("fast").client
     pid = client.pid
     assert pid is not None
-    killed_at = 0.0
+    killed = False
 
     async def generate_and_kill() -> None:
-        nonlocal killed_at
-        async for _ in engine.chat(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000)):
-            if not killed_at:  # mid-generation: the first token has arrived
+        nonlocal killed
+        request = ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000, timeout_s=3600)
+        async for _ in engine.chat(request):
+            if not killed:  # mid-generation: the first token has arrived
                 os.kill(pid, signal.SIGKILL)
-                killed_at = time.monotonic()
+                killed = True
 
-    with pytest.raises(WorkerCrashed, match="died"):
-        await generate_and_kill()
-    assert time.monotonic() - killed_at < 1.0
+    # The crash itself ends the request (its own timeout is an hour): the guard only turns a hang
+    # into a failure instead of a stuck suite.
+    with pytest.raises(WorkerCrashed, match=r"died \(SIGKILL: killed \(out of memory\?\)\)"):
+        async with asyncio.timeout(120):
+            await generate_and_kill()
     assert client.crashes == 1
     assert engine.snapshot()["models"]["fast"]["state"] == "unloaded"
 
@@ -143,12 +145,17 @@ async def test_cancel_stops_generation_and_drops_queued_work(make_engine: Engine
     for task in (running, waiting):
         with pytest.raises(asyncio.CancelledError):
             await task
-    t0 = time.monotonic()
     result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
     assert result.text == "Hello there, friend."
-    assert time.monotonic() - t0 < 3.0  # the worker stopped the cancelled generation at once
     assert queued_output == []  # the cancelled queued request never ran
-    assert engine.pool.slot("fast").client.crashes == 0
+    client = engine.pool.slot("fast").client
+    assert client.crashes == 0
+    # The worker stopped the cancelled generation at once: it ended as cancelled, far from the
+    # ~32k tokens it would have run to, and the queued request in between never started.
+    *_, endless_run, hello_run = (await client.call("stats"))["finished"]
+    assert endless_run["finish_reason"] == "cancelled"
+    assert endless_run["completion_tokens"] < 4096
+    assert hello_run["finish_reason"] == "stop"
 
 
 async def test_request_timeout(make_engine: EngineFactory) -> None:
@@ -233,6 +240,24 @@ async def test_sigill_tells_an_unusable_backend_from_a_crash(make_engine: Engine
     async with asyncio.timeout(5):
         await crashed.wait()
     assert client.last_exit == -signal.SIGILL
-    assert "SIGILL" in (engine.pool.backend_problem() or "")
+    assert "SIGILL: illegal instruction" in (engine.pool.backend_problem() or "")
     await engine.start()  # it runs again (the CPU here is fine): no problem left
     assert engine.pool.backend_problem() is None
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (-signal.SIGILL, "SIGILL: illegal instruction (the CPU refused an instruction of the native library)"),
+        (-signal.SIGSEGV, "SIGSEGV: segmentation fault (invalid memory access in native code)"),
+        (-signal.SIGKILL, "SIGKILL: killed (out of memory?)"),
+        (-signal.SIGUSR1, "SIGUSR1: killed by a signal"),
+        (1, "exit code 1"),
+        (None, "exited"),
+    ],
+)
+def test_exits_are_described_by_signal_name_and_meaning(code: int | None, text: str) -> None:
+    from custom_components.sarai_omni.engine.errors import describe_exit
+
+    assert describe_exit(code) == text
+    assert WorkerCrashed("x", code).native_fault == (code in (-signal.SIGILL, -signal.SIGSEGV))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 import random
 
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine
+from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine, ModelSpec
 from custom_components.sarai_omni.engine.pool import MB
 
 from .conftest import HELLO, USER, EngineFactory
@@ -104,3 +105,18 @@ async def test_idle_unpinned_model_unloads(make_engine: EngineFactory) -> None:
             break
     assert loaded(engine) == {"fast"}  # the pinned model stays
     assert engine.snapshot()["models"]["a"]["state"] == "unloaded"
+
+
+def test_offloaded_layers_leave_the_ram_estimate(tiny_qwen2: Path, tiny_mmproj: Path) -> None:
+    from custom_components.sarai_omni.engine import read_gguf
+    from custom_components.sarai_omni.engine.pool import estimate_bytes
+
+    info, proj = read_gguf(tiny_qwen2), read_gguf(tiny_mmproj)
+    layers = info.block_count
+    assert layers
+    cpu = estimate_bytes(info, ModelSpec("fast", str(tiny_qwen2), n_ctx=4096), proj)
+    half = estimate_bytes(info, ModelSpec("fast", str(tiny_qwen2), n_ctx=4096, n_gpu_layers=layers // 2), proj)
+    full = estimate_bytes(info, ModelSpec("fast", str(tiny_qwen2), n_ctx=4096, n_gpu_layers=-1), proj)
+    assert cpu > half > full
+    kv = 4096 * info.kv_bytes_per_token(2.0)
+    assert cpu - full >= kv + proj.tensor_bytes  # all KV and the projector moved to the GPU

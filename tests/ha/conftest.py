@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import partial
 import json
 from pathlib import Path
+import shutil
 from typing import Any
 
 from homeassistant.components.camera import Camera
@@ -56,10 +58,18 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 
 
 @pytest.fixture(autouse=True)
-async def setup_core(hass: HomeAssistant, model_dir: Path, gemma: Path) -> None:
-    """The `homeassistant` core integration (conversation needs it) and allow-listed model dirs."""
+async def setup_core(hass: HomeAssistant, model_dir: Path, gemma: Path) -> AsyncGenerator[None]:
+    """The `homeassistant` core integration (conversation needs it) and allow-listed model dirs.
+
+    phcc's config dir is shared by every test (it lives in the installed package): the
+    integration's state (calibrations, KV snapshots) starts empty for each test and is removed after.
+    """
+    state_dir = hass.config.path(DOMAIN)
+    await hass.async_add_executor_job(partial(shutil.rmtree, state_dir, ignore_errors=True))
     hass.config.allowlist_external_dirs = {str(model_dir), str(gemma.parent)}
     assert await async_setup_component(hass, "homeassistant", {})
+    yield
+    await hass.async_add_executor_job(partial(shutil.rmtree, state_dir, ignore_errors=True))
 
 
 @pytest.fixture

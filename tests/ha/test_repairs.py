@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 import signal
 from typing import Any
 
+from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import Event, HomeAssistant, callback
-from homeassistant.helpers import issue_registry as ir
+from homeassistant.core import Context, Event, HomeAssistant, callback
+from homeassistant.helpers import entity_registry as er, intent, issue_registry as ir
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_RAM_BUDGET_MB, DOMAIN
 from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
 from tests.tiny_models import write_text_model
 
 from .conftest import EN, make_entry, shown_errors, wait_loaded
+from .test_conversation import agent_id
 from .test_install import fix_flow
 
 
@@ -161,4 +166,63 @@ async def test_broken_llama_cpp_install_means_unusable_backend(
     assert await hass.config_entries.async_reload(entry.entry_id)
     await wait_loaded(entry)
     assert issue(hass, "llama_cpp_unusable") is None
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+def state_attributes(hass: HomeAssistant, entry: MockConfigEntry) -> dict[str, Any]:
+    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    entity_id = next(e.entity_id for e in entities if e.unique_id == f"{entry.entry_id}_{FAST}_state")
+    state = hass.states.get(entity_id)
+    assert state is not None
+    return dict(state.attributes)
+
+
+@pytest.mark.parametrize("sig", ["SIGILL", "SIGSEGV"])
+async def test_repacked_trial_dying_is_ruled_out_without_a_repair(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    entry_data: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    sig: str,
+) -> None:
+    """An AMX CPU whose AMX traps, injected: the model loads without repacking and answers."""
+    monkeypatch.setenv(FAULTS_ENV, f"repack={sig}")
+    entry = make_entry(hass, entry_data)  # no `repack` given: the first load calibrates
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent_id(hass, entry))
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert result.response.speech["plain"]["speech"].strip()
+    assert issue(hass, "llama_cpp_unusable") is None
+    assert issue(hass, "crash_loop") is None
+
+    path = Path(hass.config.path(DOMAIN, "calibration.json"))
+    [record] = json.loads(await hass.async_add_executor_job(path.read_text)).values()
+    assert record["repack"] is False
+    assert record["unusable"]["repack"].startswith(f"{sig}: ")
+    attributes = state_attributes(hass, entry)
+    assert attributes["repack"] is False
+    assert attributes["unusable_variants"] == record["unusable"]
+    assert await async_setup_component(hass, "diagnostics", {})
+    diag = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    assert diag["engine"]["models"][FAST]["unusable_variants"] == record["unusable"]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_safe_way_dying_too_raises_unusable_and_answers_with_a_clear_error(
+    hass: HomeAssistant, entry_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS_ENV, "repack=SIGILL,plain=SIGSEGV")
+    entry = make_entry(hass, entry_data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    found = await wait_for_issue(hass, "llama_cpp_unusable", timeout_s=60)  # the background preload
+    assert "SIGSEGV: segmentation fault" in (found.translation_placeholders or {})["error"]
+    assert entry.state is ConfigEntryState.LOADED  # the entry stays: Assist says what is wrong
+
+    result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent_id(hass, entry))
+    assert result.response.response_type is intent.IntentResponseType.ERROR
+    speech = result.response.speech["plain"]["speech"]
+    assert speech.startswith("The model process stopped unexpectedly")
+    assert "SIGSEGV: segmentation fault" in speech
+    assert "Traceback" not in speech
     assert await hass.config_entries.async_unload(entry.entry_id)

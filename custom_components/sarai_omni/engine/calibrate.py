@@ -6,10 +6,17 @@ no speed gain (shared/notes/perf-anchors.md). On other CPUs (AVX-512, ARM) it ca
 processing. So the first load of a model on a machine measures both ways and keeps repacking only
 when it pays (decode >= 10% or prefill >= 25% faster) and fits the budget; the decision and the
 measured RSS of each way are saved, keyed by the model file, the CPU and the thread count.
+
+Repacking can also kill the process: on Intel CPUs with AMX flags whose AMX instructions trap (some
+VMs), the extra buffer types pick AMX kernels and the first tile load dies with SIGILL. So each way is
+tried in a throwaway worker process, the safe way (no repacking) first. A trial of another way that
+dies (any signal or exit) rules that way out on this machine, with the reason, in the same record;
+only the safe way dying is fatal, and the caller reports it as an unusable backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 import hashlib
 import json
@@ -18,10 +25,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import protocol
+from .client import WorkerClient
+from .errors import WorkerCrashed, describe_exit
 from .procmem import cpu_flags
 
 _LOGGER = logging.getLogger(__name__)
 DECODE_GAIN, PREFILL_GAIN = 1.10, 1.25
+PLAIN, REPACK = "plain", "repack"  # the load variants, as the worker names them (worker.load_variant)
+
+
+def variant(repack: bool) -> str:
+    return REPACK if repack else PLAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +79,69 @@ class CalibrationStore:
     def get(self, key: str) -> dict[str, Any] | None:
         return self._data.get(key)
 
-    def put(self, key: str, model: str, plain: Measurement, repacked: Measurement | None) -> dict[str, Any]:
-        record = {
-            "model": model,
-            "repack": choose_repack(plain, repacked),
-            "measured": {str(m.repack): _as_dict(m) for m in (plain, repacked) if m is not None},
-        }
+    def put(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
         self._data[key] = record
+        self._save()
+        return record
+
+    def rule_out(self, key: str, model: str, way: str, reason: str) -> dict[str, Any]:
+        """`way` died on this machine (e.g. repacking with trapping AMX): never load it that way again."""
+        record = self._data.setdefault(key, {"model": model, "repack": False, "measured": {}})
+        record.setdefault("unusable", {})[way] = reason
+        if way == REPACK:
+            record["repack"] = False
+        self._save()
+        return record
+
+    def _save(self) -> None:
         if self._path:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self._data, indent=1))
             tmp.replace(self._path)
-        return record
+
+
+def make_record(
+    model: str, plain: Measurement | None, repacked: Measurement | None, unusable: dict[str, str]
+) -> dict[str, Any]:
+    """What is remembered for one model x CPU x threads."""
+    return {
+        "model": model,
+        "repack": plain is not None and choose_repack(plain, repacked),
+        "measured": {str(m.repack): _as_dict(m) for m in (plain, repacked) if m is not None},
+        "unusable": unusable,
+    }
+
+
+async def calibrate(
+    model: str,
+    load_params: Callable[[bool], dict[str, Any]],
+    fits: Callable[[bool], bool],
+    new_client: Callable[[str], WorkerClient],
+) -> dict[str, Any]:
+    """Load and bench each way that fits, each in a fresh worker process, the safe way first.
+
+    Raises WorkerCrashed when the safe way itself dies: there is nothing left to fall back to.
+    """
+    measured: dict[bool, Measurement] = {}
+    unusable: dict[str, str] = {}
+    for repack in (False, True):
+        if not fits(repack):
+            continue
+        client = new_client(f"{model} calibration ({variant(repack)})")
+        try:
+            await client.call(protocol.OP_LOAD, load_params(repack))
+            bench = await client.call(protocol.OP_BENCH, {})
+            measured[repack] = Measurement(repack, client.rss_bytes(), bench["prefill_tps"], bench["decode_tps"])
+        except WorkerCrashed as err:
+            if not repack:
+                raise
+            unusable[variant(repack)] = describe_exit(err.exit_code)
+            _LOGGER.warning("Loading %s with weight repacking died (%s): loading it without", model, unusable[REPACK])
+        finally:
+            await client.close()
+    _LOGGER.info("load calibration for %s: %s, unusable: %s", model, measured, unusable)
+    return make_record(model, measured.get(False), measured.get(True), unusable)
 
 
 def _as_dict(m: Measurement) -> dict[str, Any]:

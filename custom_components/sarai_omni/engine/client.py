@@ -26,14 +26,9 @@ _ENGINE_PACKAGE = __package__ or "engine"
 _IMPORT_ROOT = Path(__file__).resolve().parents[len(_ENGINE_PACKAGE.split("."))]
 _STDERR_TAIL = 20
 _ERRORS: dict[str, type[errors.EngineError]] = {
-    cls.__name__: cls for cls in (errors.InvalidInput, errors.LoadFailed, errors.BackendMissing, errors.EngineError)
+    cls.__name__: cls
+    for cls in (errors.InvalidInput, errors.LoadFailed, errors.BackendMissing, errors.Cancelled, errors.EngineError)
 }
-
-
-class Cancelled(errors.EngineError):
-    """The request was cancelled before it produced a result."""
-
-    key = "cancelled"
 
 
 class WorkerClient:
@@ -137,13 +132,15 @@ class WorkerClient:
     def _fail_pending(self, proc: asyncio.subprocess.Process) -> None:
         pending, self._pending = self._pending, {}
         for q in pending.values():
-            q.put_nowait({"event": "crashed", "code": proc.returncode})
+            q.put_nowait({"event": protocol.EV_CRASHED, "code": proc.returncode})
         if self._closing:  # we asked it to exit
             return
         self.crashes += 1  # busy or idle: any exit we did not ask for is a crash
         self.last_exit = proc.returncode
         self.crash_times.append(time.monotonic())
-        _LOGGER.warning("worker %s exited with code %s: %s", self.name, proc.returncode, self.stderr_tail())
+        _LOGGER.warning(
+            "worker %s %s; its last output: %s", self.name, errors.describe_exit(proc.returncode), self.stderr_tail()
+        )
         if self._on_crash is not None:
             self._on_crash()
 
@@ -164,8 +161,12 @@ class WorkerClient:
         return " | ".join(list(self._stderr_tail)[-3:])
 
     def _crash_error(self) -> errors.WorkerCrashed:
+        """The death by its signal's name and meaning; a Python exit also by its last words."""
         code = self._proc.returncode if self._proc else None
-        return errors.WorkerCrashed(f"worker '{self.name}' died (exit code {code}): {self.stderr_tail()}")
+        why = errors.describe_exit(code)
+        if code is not None and code >= 0 and (tail := self.stderr_tail()):
+            why = f"{why}: {tail}"
+        return errors.WorkerCrashed(f"worker '{self.name}' died ({why})", code)
 
     async def stream(
         self, op: str, payload: dict[str, Any], deadline: float | None = None
@@ -188,7 +189,7 @@ class WorkerClient:
             while True:
                 event = await self._next(events, deadline)
                 kind = event.get("event")
-                if kind == "crashed":
+                if kind == protocol.EV_CRASHED:
                     done = True
                     raise self._crash_error()
                 if kind == protocol.EV_ERROR:
@@ -231,8 +232,6 @@ class WorkerClient:
     @staticmethod
     def _error(event: dict[str, Any]) -> errors.EngineError:
         kind = str(event.get("kind"))
-        if kind == "Cancelled":
-            return Cancelled(event.get("message", "cancelled"))
         return _ERRORS.get(kind, errors.EngineError)(event.get("message", kind))
 
     async def close(self, grace_s: float = 5.0) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class EngineError(Exception):
     """Base class of everything the engine raises on purpose."""
@@ -45,6 +47,41 @@ class WorkerCrashed(EngineError):
 
     key = "worker_crashed"
 
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # negative: killed by that signal
+
+    @property
+    def native_fault(self) -> bool:
+        """Killed by the CPU or the C library (SIGILL, SIGSEGV, ...), not by the OOM killer or a user."""
+        return self.exit_code is not None and -self.exit_code in NATIVE_FAULTS
+
+
+# Signals that mean the native code itself failed: an instruction the CPU traps, a bad memory access.
+NATIVE_FAULTS = frozenset({signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT})
+_SIGNAL_MEANINGS = {
+    signal.SIGILL: "illegal instruction (the CPU refused an instruction of the native library)",
+    signal.SIGSEGV: "segmentation fault (invalid memory access in native code)",
+    signal.SIGBUS: "bus error (a memory-mapped file was truncated, or bad alignment)",
+    signal.SIGFPE: "floating-point exception",
+    signal.SIGABRT: "aborted (the native library gave up)",
+    signal.SIGKILL: "killed (out of memory?)",
+    signal.SIGTERM: "terminated",
+}
+
+
+def describe_exit(code: int | None) -> str:
+    """A process exit as a person reads it: `SIGILL: illegal instruction (...)`, `exit code 1`."""
+    if code is None:
+        return "exited"
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    return f"{name}: {_SIGNAL_MEANINGS.get(signal.Signals(-code), 'killed by a signal')}"
+
 
 class RequestTimeout(EngineError):
     """A request did not finish within its timeout."""
@@ -62,3 +99,9 @@ class LoadFailed(EngineError):
     """llama.cpp refused to load the model (corrupt file, unsupported tensor type)."""
 
     key = "load_failed"
+
+
+class Cancelled(EngineError):
+    """The request was cancelled before it produced a result."""
+
+    key = "cancelled"

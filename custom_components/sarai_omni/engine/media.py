@@ -21,12 +21,12 @@ from .errors import InvalidInput, LoadFailed
 class Vision:
     """The mtmd context of one loaded model and its projector."""
 
-    def __init__(self, llm: Any, mmproj_path: str, n_threads: int) -> None:
+    def __init__(self, llm: Any, mmproj_path: str, n_threads: int, use_gpu: bool = False) -> None:
         import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415  (worker-only)
 
         self._mtmd = mtmd
         params = mtmd.mtmd_context_params_default()
-        params.use_gpu = False
+        params.use_gpu = use_gpu  # the projector follows the model's layers onto a GPU
         params.n_threads = n_threads
         params.print_timings = False
         self._ctx = mtmd.mtmd_init_from_file(mmproj_path.encode(), llm.model, params)

@@ -22,9 +22,18 @@ import signal
 import time
 from typing import Any
 
-from .calibrate import CalibrationStore, Measurement, calibration_key
+from . import protocol
+from .calibrate import PLAIN, REPACK, CalibrationStore, calibrate, calibration_key, variant
 from .client import WorkerClient
-from .errors import BackendMissing, DoesNotFitBudget, EngineError, ModelNotFound, RequestTimeout, WorkerCrashed
+from .errors import (
+    BackendMissing,
+    DoesNotFitBudget,
+    EngineError,
+    ModelNotFound,
+    RequestTimeout,
+    WorkerCrashed,
+    describe_exit,
+)
 from .gguf import GGUFInfo, read_gguf
 
 _LOGGER = logging.getLogger(__name__)
@@ -67,14 +76,30 @@ class ModelSpec:
 
 
 def estimate_bytes(info: GGUFInfo, spec: ModelSpec, mmproj: GGUFInfo | None = None) -> int:
-    """Resident memory of a loaded model, from its header and load parameters."""
-    weights = info.tensor_bytes * (2 if spec.repack else 1)  # repack copies beside the mmap'd file
-    kv = spec.n_ctx * info.kv_bytes_per_token(KV_TYPE_BYTES.get(spec.kv_type, 2.0))
-    # CPU compute buffer: activations of one batch plus the logits row of the vocabulary.
+    """Resident (CPU) memory of a loaded model, from its header and load parameters.
+
+    Layers offloaded to a GPU (`n_gpu_layers`) keep their weights and KV cache in GPU memory; the
+    token embeddings stay on the CPU (llama.cpp never offloads them), and so does a projector
+    unless layers are offloaded (it follows the model onto the GPU).
+    """
+    gpu = gpu_fraction(info, spec.n_gpu_layers)
     embd, vocab = info.embedding_length or 0, int(info.metadata.get("tokenizer.ggml.tokens", 0) or 0)
+    embedding_share = min(vocab * embd / info.parameter_count, 1.0) if info.parameter_count else 0.0
+    weights = info.tensor_bytes * (1 - gpu * (1 - embedding_share))
+    weights *= 2 if spec.repack else 1  # repack copies beside the mmap'd file
+    kv = spec.n_ctx * info.kv_bytes_per_token(KV_TYPE_BYTES.get(spec.kv_type, 2.0)) * (1 - gpu)
+    # CPU compute buffer: activations of one batch plus the logits row of the vocabulary.
     compute = 4 * spec.n_batch * embd * 8 + 4 * vocab * 2
-    projector = mmproj.tensor_bytes + 64 * MB if mmproj else 0
+    projector = (0 if gpu else mmproj.tensor_bytes) + 64 * MB if mmproj else 0
     return int(weights + kv + compute + projector + WORKER_RUNTIME_BYTES)
+
+
+def gpu_fraction(info: GGUFInfo, n_gpu_layers: int) -> float:
+    """Share of the repeating layers on the GPU (-1: all of them)."""
+    layers = info.block_count or 0
+    if n_gpu_layers == 0 or layers == 0:
+        return 0.0
+    return 1.0 if n_gpu_layers < 0 else min(n_gpu_layers, layers) / layers
 
 
 @dataclass
@@ -92,6 +117,10 @@ class ModelSlot:
     last: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     error_key: str | None = None  # the EngineError key of the last failed load
+    variant: str = ""  # how the running (or last) load was made: calibrate.PLAIN or calibrate.REPACK
+    unusable: dict[str, str] = field(default_factory=dict)  # load variants that died here, and why
+    fault: str | None = None  # the safe way itself died natively: llama.cpp cannot run on this machine
+    calibration_key: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
 
@@ -127,6 +156,8 @@ class ModelSlot:
             "queue": self.waiting,
             "crashes": self.client.crashes,
             "error": self.error,
+            "repack": self.variant == REPACK,
+            "unusable_variants": dict(self.unusable),
             **self.last,
         }
 
@@ -153,6 +184,8 @@ class ModelPool:
         self._load_lock = asyncio.Lock()
         self._on_change = on_change or (lambda: None)
         self._idle_task: asyncio.Task[None] | None = None
+        self._python = python
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- introspection ------------------------------------------------------------------------
     def slot(self, role: str) -> ModelSlot:
@@ -209,6 +242,8 @@ class ModelPool:
         for slot in self.slots.values():
             await slot.client.close()
             slot.state = STATE_UNLOADED
+        if self._background:  # a ruled-out variant being written to the calibration file
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def _new_slot(self, spec: ModelSpec, python: str | None) -> ModelSlot:
         def crashed() -> None:
@@ -218,9 +253,28 @@ class ModelPool:
         return slot
 
     def _crashed(self, slot: ModelSlot) -> None:
-        """A worker died (busy or idle): its model is no longer loaded; say so at once."""
-        slot.state, slot.error = STATE_UNLOADED, "worker crashed"
+        """A worker died (busy or idle): its model is no longer loaded; say so at once.
+
+        A native fault of a repacked model rules repacking out here (the next load is plain); a
+        SIGILL of the safe way means llama.cpp's build cannot run on this CPU.
+        """
+        code, was = slot.client.last_exit, slot.state
+        slot.state, slot.error = STATE_UNLOADED, f"worker crashed ({describe_exit(code)})"
+        native = WorkerCrashed("", code).native_fault
+        if native and slot.variant == REPACK and was == STATE_LOADED:
+            self._rule_out_repack(slot, describe_exit(code))
+        elif code == -signal.SIGILL and slot.variant != REPACK:
+            slot.fault = f"the {slot.spec.role} model's worker died by {describe_exit(code)}"
         self._on_change()
+
+    def _rule_out_repack(self, slot: ModelSlot, reason: str) -> None:
+        slot.unusable[REPACK] = reason
+        if self._calibration is not None and slot.calibration_key is not None:
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._calibration.rule_out, slot.calibration_key, slot.name, REPACK, reason)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def crashes_within(self, seconds: float) -> int:
         return sum(s.client.crashes_within(seconds) for s in self.slots.values())
@@ -228,14 +282,15 @@ class ModelPool:
     def backend_problem(self) -> str | None:
         """Why llama-cpp-python cannot run here, when a worker showed it; None when it can.
 
-        A worker killed by SIGILL ran an instruction this CPU lacks (a wheel built for another
-        machine); a BackendMissing load means the package is there but does not import.
+        The safe way (no weight repacking) dying natively means the build cannot run on this CPU (a
+        wheel built for another machine); a BackendMissing load means the package does not import.
+        A repacked way that dies is not a problem of the backend: it is ruled out (calibrate.py).
         """
         for slot in self.slots.values():
             if slot.state == STATE_LOADED:
                 continue
-            if slot.client.last_exit == -signal.SIGILL:
-                return f"the {slot.spec.role} model's worker was killed by SIGILL (illegal instruction)"
+            if slot.fault:
+                return slot.fault
             if slot.error_key == BackendMissing.key:
                 return slot.error
         return None
@@ -294,17 +349,32 @@ class ModelPool:
         self._on_change()
         try:
             spec = await self._load_spec(slot)
-            result = await slot.client.call("load", spec.load_params())
+            result = await self._start_worker(slot, spec)
         except EngineError as err:
             slot.state, slot.error, slot.error_key = STATE_ERROR, str(err), err.key
+            if isinstance(err, WorkerCrashed) and err.native_fault:
+                slot.fault = f"the {slot.spec.role} model's worker died loading it without weight repacking: {err}"
             await slot.client.close()
             self._on_change()
             raise
         slot.state, slot.load_ms, slot.last_used = STATE_LOADED, float(result.get("load_ms", 0.0)), time.monotonic()
-        slot.error_key = None
+        slot.error_key = slot.fault = None
         await self._check_measured(slot, slot.client.rss_bytes())
         self._on_change()
         return slot.load_ms
+
+    async def _start_worker(self, slot: ModelSlot, spec: ModelSpec) -> dict[str, Any]:
+        """Load `spec`; a repacked load that dies natively is ruled out and the safe way follows."""
+        slot.variant = variant(bool(spec.repack))
+        try:
+            return await slot.client.call(protocol.OP_LOAD, spec.load_params())
+        except WorkerCrashed as err:
+            if not (spec.repack and err.native_fault):
+                raise
+            _LOGGER.warning("%s died loading with weight repacking (%s): loading it without", slot.name, err)
+            self._rule_out_repack(slot, describe_exit(err.exit_code))
+        slot.variant = PLAIN
+        return await slot.client.call(protocol.OP_LOAD, replace(spec, repack=False).load_params())
 
     async def _load_spec(self, slot: ModelSlot) -> ModelSpec:
         """The spec to load with: repacking decided by this machine's measurement (cached)."""
@@ -316,32 +386,34 @@ class ModelPool:
             key = await asyncio.to_thread(calibration_key, slot.spec.path, slot.spec.n_threads)
         except OSError as err:  # moved or deleted since setup
             raise ModelNotFound(f"model file not found: {slot.spec.path}") from err
+        slot.calibration_key = key
         record = self._calibration.get(key) or await self._calibrate(slot, key)
-        spec = replace(slot.spec, repack=bool(record["repack"]))
+        slot.unusable = dict(record.get("unusable", {}))
+        spec = replace(slot.spec, repack=bool(record["repack"]) and REPACK not in slot.unusable)
         measured = record["measured"].get(str(spec.repack), {}).get("rss", 0)
         slot.estimate = max(estimate_bytes(slot.info, spec, slot.mmproj_info), int(measured * 1.05))
-        slot.last["repack"] = spec.repack
         return spec
 
     async def _calibrate(self, slot: ModelSlot, key: str) -> dict[str, Any]:
-        """Load the model both ways (each only if it fits the budget now), measure, decide, save."""
+        """Measure each way that fits the budget now (calibrate.py), decide, save."""
         assert self._calibration is not None
-        assert slot.info is not None
+        info = slot.info
+        assert info is not None
         self.calibrations_run += 1
-        results: dict[bool, Measurement] = {}
-        for repack in (False, True):
-            spec = replace(slot.spec, repack=repack)
-            if self.used_bytes(exclude=slot) + estimate_bytes(slot.info, spec, slot.mmproj_info) > self.budget:
-                continue
-            await slot.client.call("load", spec.load_params())
-            bench = await slot.client.call("bench", {})
-            results[repack] = Measurement(repack, slot.client.rss_bytes(), bench["prefill_tps"], bench["decode_tps"])
-            await slot.client.call("unload")
-        await slot.client.close()  # the real load starts in a fresh process: no freed-but-resident pages
-        if False not in results:  # not even the plain way fits: the caller's budget check refuses it
-            return {"repack": False, "measured": {}}
-        _LOGGER.info("load calibration for %s: %s", slot.name, results)
-        return await asyncio.to_thread(self._calibration.put, key, slot.name, results[False], results.get(True))
+        fixed = self.used_bytes(exclude=slot)
+
+        def fits(repack: bool) -> bool:
+            return fixed + estimate_bytes(info, replace(slot.spec, repack=repack), slot.mmproj_info) <= self.budget
+
+        record = await calibrate(
+            slot.name,
+            lambda repack: replace(slot.spec, repack=repack).load_params(),
+            fits,
+            lambda name: WorkerClient(name, self._python),  # its deaths are trials, not crashes
+        )
+        if not record["measured"]:  # not even the plain way fits: the caller's budget check refuses it
+            return record
+        return await asyncio.to_thread(self._calibration.put, key, record)
 
     async def _check_measured(self, slot: ModelSlot, rss: int) -> None:
         """Trust measurement over estimate: learn from it, and never stay above the budget."""

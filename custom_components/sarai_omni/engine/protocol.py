@@ -23,6 +23,10 @@ OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats
 OP_UNLOAD, OP_SHUTDOWN, OP_WARM, OP_LOGITS = "unload", "shutdown", "warm", "logits"
 OP_BENCH = "bench"
 EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
+EV_CRASHED = "crashed"  # made by the client itself when the worker process dies: never sent by a worker
+# Tests only: `variant=SIGNAL[,variant=SIGNAL]` makes a load of that variant (`plain` or `repack`) die
+# by that signal in the worker, as llama.cpp's AMX kernels do on CPUs whose AMX traps.
+FAULTS_ENV = "SARAI_OMNI_FAULTS"
 
 
 def encode(message: dict[str, Any]) -> bytes:

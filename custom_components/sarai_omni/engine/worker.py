@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 import codecs
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 import ctypes
 import hashlib
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 import queue
 import re
+import signal
 import sys
 import threading
 import time
@@ -45,6 +47,7 @@ class Runner:
         self._kv: KVStateFiles | None = None
         self._vision: Vision | None = None
         self._load_msg: dict[str, Any] = {}
+        self._finished: deque[dict[str, Any]] = deque(maxlen=8)  # how recent generations ended
 
     # -- requests -------------------------------------------------------------------------------
     def cancel(self, target: int) -> None:
@@ -83,13 +86,15 @@ class Runner:
             self._llm = _new_llama(llama_cpp, msg)
         except (ValueError, RuntimeError) as err:
             raise LoadFailed(f"llama.cpp could not load {msg.get('model_path')}: {err}") from err
+        _injected_fault(msg)
         self.load_ms = (time.perf_counter() - started) * 1000
         self.model_path = msg["model_path"]
         self._kv = KVStateFiles(msg)
         self._load_msg = msg
         if msg.get("mmproj_path"):
             try:
-                self._vision = Vision(self._llm, msg["mmproj_path"], int(msg.get("n_threads", 2)))
+                use_gpu = int(msg.get("n_gpu_layers", 0)) != 0
+                self._vision = Vision(self._llm, msg["mmproj_path"], int(msg.get("n_threads", 2)), use_gpu)
             except LoadFailed:
                 self.unload()
                 raise
@@ -116,6 +121,7 @@ class Runner:
             "model_path": self.model_path,
             "load_ms": self.load_ms,
             "n_tokens": self._llm.n_tokens if self._llm is not None else 0,
+            "finished": list(self._finished),
         }
 
     # -- generate -------------------------------------------------------------------------------
@@ -185,6 +191,7 @@ class Runner:
         if tail:
             self._send({"id": rid, "event": protocol.EV_TOKEN, "text": tail})
         decode_s = last_at - first_at
+        self._finished.append({"id": rid, "finish_reason": reason, "completion_tokens": n_out})
         return {
             "finish_reason": reason,
             "completion_tokens": n_out,
@@ -422,6 +429,21 @@ def schema_grammar(schema: dict[str, Any], *, tool_call: bool = False) -> str:
         gbnf = re.sub(r"^root ::=", "call ::=", gbnf, count=1, flags=re.MULTILINE)
         gbnf += '\nroot ::= "<tool_call>\\n" call "\\n</tool_call>"\n'
     return gbnf
+
+
+def load_variant(msg: dict[str, Any]) -> str:
+    """`repack` (llama.cpp's extra buffer types: repacked or AMX weights) or `plain` (the safe way)."""
+    return "repack" if msg.get("repack") else "plain"
+
+
+def _injected_fault(msg: dict[str, Any]) -> None:
+    """Die as a trapping CPU would, when the tests ask for it (protocol.FAULTS_ENV) for this variant."""
+    faults = dict(f.split("=", 1) for f in os.environ.get(protocol.FAULTS_ENV, "").split(",") if "=" in f)
+    if name := faults.get(load_variant(msg)):
+        sig = signal.Signals[name]
+        signal.signal(sig, signal.SIG_DFL)  # Python's own handlers (SIGINT...) must not catch it
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the signal is delivered at once; never go on loading
 
 
 def _import_llama_cpp() -> Any:
