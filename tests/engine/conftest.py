@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 import pytest
 
 from custom_components.sarai_omni.engine import Engine, EngineConfig, ModelSpec
+from custom_components.sarai_omni.engine.backend import BackendFactory
+from tests.echo_backend import echo_factory
 
 EngineFactory = Callable[..., Engine]
 HELLO = 'root ::= "Hello there, friend."'
@@ -28,6 +31,8 @@ async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
         n_ctx: int = 4096,
         kv_cache_dir: str | None = None,
         idle_unload_s: float = 600.0,
+        backend: BackendFactory | None = None,
+        max_queue: int = 8,
     ) -> Engine:
         specs = tuple(
             ModelSpec(
@@ -41,10 +46,40 @@ async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
             )  # calibration has its own tests
             for role in roles
         )
-        engine = Engine(EngineConfig(models=specs, ram_budget_mb=budget_mb, idle_unload_s=idle_unload_s))
+        config = EngineConfig(
+            models=specs,
+            ram_budget_mb=budget_mb,
+            idle_unload_s=idle_unload_s,
+            backend_factory=backend,
+            max_queue=max_queue,
+        )
+        engine = Engine(config)
         engines.append(engine)
         return engine
 
     yield factory
     for engine in engines:
         await engine.close()
+
+
+@pytest.fixture(params=["llama_cpp", "echo"])
+def any_backend(request: pytest.FixtureRequest) -> BackendFactory | None:
+    """The contract tests run on the real llama.cpp backend and on a second, in-process one: the
+    pool, router and services must not care which (None: the engine's default, llama.cpp)."""
+    return None if request.param == "llama_cpp" else echo_factory
+
+
+async def queue_reaches(engine: Engine, n: int, role: str = "fast") -> None:
+    """Wait until `n` requests wait for `role` (the pool reports every change of its queue)."""
+    reached = asyncio.Event()
+
+    def check() -> None:
+        if engine.snapshot()["models"][role]["queue"] >= n:
+            reached.set()
+
+    remove = engine.add_listener(check)
+    check()
+    try:
+        await reached.wait()
+    finally:
+        remove()

@@ -21,6 +21,7 @@ from custom_components.sarai_omni.engine.calibrate import (
 )
 from custom_components.sarai_omni.engine.pool import MB, estimate_bytes
 from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
+from tests.workers import worker
 
 from .conftest import HELLO, USER
 
@@ -92,7 +93,7 @@ async def test_a_repacked_trial_that_dies_is_ruled_out_and_the_model_loads_plain
     assert status["repack"] is False
     assert status["unusable_variants"]["repack"].startswith(f"{sig}: ")
     assert first.pool.backend_problem() is None  # the safe way runs: nothing to repair
-    assert first.pool.slot("fast").client.crashes == 0  # a trial's death is not the model's crash
+    assert worker(first).crashes == 0  # a trial's death is not the model's crash
     await first.close()
     record = record_of(tmp_path)
     assert record["repack"] is False
@@ -146,7 +147,7 @@ async def test_a_repacked_worker_dying_later_rules_repacking_out(tiny_qwen2: Pat
     seed_repack_decision(tiny_qwen2, tmp_path)
     eng = engine(tiny_qwen2, tmp_path)
     await eng.start()
-    client = eng.pool.slot("fast").client
+    client = worker(eng)
     assert eng.snapshot()["models"]["fast"]["repack"] is True
     assert client.pid is not None
     crashed = asyncio.Event()

@@ -11,9 +11,12 @@ import sys
 
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, RequestTimeout, WorkerCrashed
+from custom_components.sarai_omni.engine import Busy, ChatRequest, RequestTimeout, WorkerCrashed
+from custom_components.sarai_omni.engine.backend import BackendFactory, LoadResult, ModelSpec
+from tests.echo_backend import EchoBackend
+from tests.workers import kill, worker
 
-from .conftest import ENDLESS, HELLO, USER, EngineFactory
+from .conftest import ENDLESS, HELLO, USER, EngineFactory, queue_reaches
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +30,7 @@ def test_engine_imports_without_home_assistant() -> None:
 async def test_streams_deltas_from_a_worker_process(make_engine: EngineFactory) -> None:
     engine = make_engine()
     await engine.start()
-    pid = engine.pool.slot("fast").client.pid
+    pid = worker(engine).pid
     assert pid is not None
     assert pid != os.getpid()
     stream = engine.chat(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
@@ -73,12 +76,11 @@ async def test_restored_kv_state_matches_fresh_evaluation(make_engine: EngineFac
     assert restored["logits"] == pytest.approx(fresh["logits"], abs=1e-3)
 
 
-async def test_sigkill_mid_generation_fails_fast_and_recovers(make_engine: EngineFactory) -> None:
-    engine = make_engine()
+async def test_sigkill_mid_generation_fails_fast_and_recovers(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = make_engine(backend=any_backend)
     await engine.start()
-    client = engine.pool.slot("fast").client
-    pid = client.pid
-    assert pid is not None
     killed = False
 
     async def generate_and_kill() -> None:
@@ -86,7 +88,7 @@ async def test_sigkill_mid_generation_fails_fast_and_recovers(make_engine: Engin
         request = ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000, timeout_s=3600)
         async for _ in engine.chat(request):
             if not killed:  # mid-generation: the first token has arrived
-                os.kill(pid, signal.SIGKILL)
+                kill(engine)
                 killed = True
 
     # The crash itself ends the request (its own timeout is an hour): the guard only turns a hang
@@ -94,17 +96,18 @@ async def test_sigkill_mid_generation_fails_fast_and_recovers(make_engine: Engin
     with pytest.raises(WorkerCrashed, match=r"died \(SIGKILL: killed \(out of memory\?\)\)"):
         async with asyncio.timeout(120):
             await generate_and_kill()
-    assert client.crashes == 1
+    assert engine.snapshot()["models"]["fast"]["crashes"] == 1
     assert engine.snapshot()["models"]["fast"]["state"] == "unloaded"
 
     again = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
     assert again.text == "Hello there, friend."
     assert again.load_ms > 0  # the next request restarted the worker and reloaded the model
-    assert client.pid not in (None, pid)
 
 
-async def test_requests_to_one_model_are_served_fifo(make_engine: EngineFactory) -> None:
-    engine = make_engine()
+async def test_requests_to_one_model_are_served_fifo(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = make_engine(backend=any_backend)
     await engine.start()
     finished: list[str] = []
 
@@ -120,9 +123,11 @@ async def test_requests_to_one_model_are_served_fifo(make_engine: EngineFactory)
     assert finished == ["one", "two", "three", "four"]
 
 
-async def test_cancel_stops_generation_and_drops_queued_work(make_engine: EngineFactory) -> None:
+async def test_cancel_stops_generation_and_drops_queued_work(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
     # 32k context: uncancelled, the endless generation would run ~10 s before the next request.
-    engine = make_engine(n_ctx=32768)
+    engine = make_engine(n_ctx=32768, backend=any_backend)
     await engine.start()
     started = asyncio.Event()
     queued_output: list[str] = []
@@ -138,8 +143,7 @@ async def test_cancel_stops_generation_and_drops_queued_work(make_engine: Engine
     running = asyncio.create_task(endless())
     await started.wait()
     waiting = asyncio.create_task(queued())
-    await asyncio.sleep(0.05)
-    assert engine.snapshot()["models"]["fast"]["queue"] == 1
+    await queue_reaches(engine, 1)
     waiting.cancel()
     running.cancel()
     for task in (running, waiting):
@@ -148,18 +152,19 @@ async def test_cancel_stops_generation_and_drops_queued_work(make_engine: Engine
     result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
     assert result.text == "Hello there, friend."
     assert queued_output == []  # the cancelled queued request never ran
-    client = engine.pool.slot("fast").client
-    assert client.crashes == 0
+    assert engine.snapshot()["models"]["fast"]["crashes"] == 0
     # The worker stopped the cancelled generation at once: it ended as cancelled, far from the
     # ~32k tokens it would have run to, and the queued request in between never started.
-    *_, endless_run, hello_run = (await client.call("stats"))["finished"]
+    stats = await engine.pool.slot("fast").backend.stats()
+    *_, endless_run, hello_run = stats["finished"]
+    assert stats.get("pending_cancels", 0) == 0  # the worker forgot both cancels once they were served
     assert endless_run["finish_reason"] == "cancelled"
     assert endless_run["completion_tokens"] < 4096
     assert hello_run["finish_reason"] == "stop"
 
 
-async def test_request_timeout(make_engine: EngineFactory) -> None:
-    engine = make_engine()
+async def test_request_timeout(make_engine: EngineFactory, any_backend: BackendFactory | None) -> None:
+    engine = make_engine(backend=any_backend)
     await engine.start()
     with pytest.raises(RequestTimeout):
         await engine.complete(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000, timeout_s=0.3))
@@ -170,7 +175,7 @@ async def test_request_timeout(make_engine: EngineFactory) -> None:
 async def test_worker_side_cancel_ends_with_a_result(make_engine: EngineFactory) -> None:
     engine = make_engine()
     await engine.start()
-    client = engine.pool.slot("fast").client
+    client = worker(engine)
     stream = client.stream("generate", {"messages": USER, "grammar": ENDLESS, "max_tokens": 100_000})
     first = await anext(aiter(stream))
     assert first["event"] == "token"
@@ -220,7 +225,7 @@ async def test_closed_worker_exits_cleanly(make_engine: EngineFactory) -> None:
     """After shutdown the worker ends with 0, not SIGABRT on a reader thread holding stdin."""
     engine = make_engine()
     await engine.start()
-    client = engine.pool.slot("fast").client
+    client = worker(engine)
     proc = client._proc
     assert proc is not None
     await client.close()
@@ -231,7 +236,7 @@ async def test_closed_worker_exits_cleanly(make_engine: EngineFactory) -> None:
 async def test_sigill_tells_an_unusable_backend_from_a_crash(make_engine: EngineFactory) -> None:
     engine = make_engine()
     await engine.start()
-    client = engine.pool.slot("fast").client
+    client = worker(engine)
     assert engine.pool.backend_problem() is None
     assert client.pid is not None
     crashed = asyncio.Event()
@@ -261,3 +266,66 @@ def test_exits_are_described_by_signal_name_and_meaning(code: int | None, text: 
 
     assert describe_exit(code) == text
     assert WorkerCrashed("x", code).native_fault == (code in (-signal.SIGILL, -signal.SIGSEGV))
+
+
+async def test_queue_is_bounded_and_refuses_with_busy(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = make_engine(backend=any_backend, max_queue=2)
+    await engine.start()
+    started = asyncio.Event()
+
+    async def endless() -> None:
+        async for _ in engine.chat(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000)):
+            started.set()
+
+    running = asyncio.create_task(endless())
+    await started.wait()
+    waiting = [asyncio.create_task(engine.complete(ChatRequest(messages=USER, grammar=HELLO))) for _ in range(2)]
+    await queue_reaches(engine, 2)
+    with pytest.raises(Busy, match="2 requests already wait for the fast model"):
+        await engine.complete(ChatRequest(messages=USER, grammar=HELLO))
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert [r.text for r in await asyncio.gather(*waiting)] == ["Hello there, friend."] * 2  # the queue still served
+
+
+async def test_engine_cancel_ends_the_running_generation_keeping_its_text(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = make_engine(backend=any_backend)
+    await engine.start()
+    stream = engine.chat(ChatRequest(messages=USER, grammar=ENDLESS, max_tokens=100_000))
+    parts = []
+    async for delta in stream:
+        parts.append(delta)
+        if len(parts) == 1:
+            await engine.cancel("fast")
+    assert stream.result is not None
+    assert stream.result.finish_reason == "cancelled"
+    assert stream.result.text == "".join(parts) != ""
+
+
+class SlowLoadingEcho(EchoBackend):
+    """An echo backend whose load waits until the test lets it finish (a model still loading)."""
+
+    release = asyncio.Event()
+
+    async def load(self, spec: ModelSpec) -> LoadResult:
+        await self.release.wait()
+        return await super().load(spec)
+
+
+async def test_a_deadline_hit_while_loading_leaves_no_slot_loading(make_engine: EngineFactory) -> None:
+    SlowLoadingEcho.release = asyncio.Event()
+    engine = make_engine(backend=SlowLoadingEcho)
+    await engine.prepare()
+    with pytest.raises(RequestTimeout, match="timed out loading the fast model"):
+        await engine.complete(ChatRequest(messages=USER, grammar=HELLO, timeout_s=0.2))
+    status = engine.snapshot()["models"]["fast"]
+    assert status["state"] == "unloaded"  # not stuck in `loading`, charging the budget
+    assert engine.pool.used_bytes() == 0
+    SlowLoadingEcho.release.set()
+    result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO))
+    assert result.text == "Hello there, friend."

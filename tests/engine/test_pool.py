@@ -9,6 +9,7 @@ import random
 import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine, ModelSpec
+from custom_components.sarai_omni.engine.backend import BackendFactory
 from custom_components.sarai_omni.engine.pool import MB
 
 from .conftest import HELLO, USER, EngineFactory
@@ -20,16 +21,18 @@ def loaded(engine: Engine) -> set[str]:
     return {role for role, s in engine.pool.slots.items() if s.loaded}
 
 
-async def room_for(make_engine: EngineFactory, models: int, idle_unload_s: float = 600.0) -> Engine:
+async def room_for(make_engine: EngineFactory, models: int, backend: BackendFactory | None = None) -> Engine:
     """An engine whose budget holds exactly `models` of the tiny models at once."""
     probe = make_engine(roles=("fast",))
-    await probe.pool.prepare()
-    each = probe.pool.slot("fast").estimate // MB + 1
-    return make_engine(roles=ROLES, budget_mb=models * each + each // 2, idle_unload_s=idle_unload_s)
+    await probe.prepare()
+    each = probe.needed_mb("fast") + 1
+    return make_engine(roles=ROLES, budget_mb=models * each + each // 2, backend=backend)
 
 
-async def test_lru_eviction_order_and_pinned_model_kept(make_engine: EngineFactory) -> None:
-    engine = await room_for(make_engine, 3)
+async def test_lru_eviction_order_and_pinned_model_kept(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = await room_for(make_engine, 3, any_backend)
     await engine.start()  # loads the pinned fast model
     await engine.load("a")
     await engine.load("b")
@@ -38,11 +41,13 @@ async def test_lru_eviction_order_and_pinned_model_kept(make_engine: EngineFacto
     assert loaded(engine) == {"fast", "a", "c"}  # b was the least recently used
     await engine.load("b")
     assert loaded(engine) == {"fast", "c", "b"}  # then a
-    assert engine.pool.slot("fast").client.crashes == 0
+    assert engine.snapshot()["models"]["fast"]["crashes"] == 0
 
 
-async def test_refusal_states_needed_free_and_budget(make_engine: EngineFactory) -> None:
-    engine = await room_for(make_engine, 1)
+async def test_refusal_states_needed_free_and_budget(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = await room_for(make_engine, 1, any_backend)
     await engine.start()
     with pytest.raises(DoesNotFitBudget) as info:
         await engine.load("a")  # only the pinned model fits, and it is never evicted
@@ -58,8 +63,10 @@ async def test_refusal_states_needed_free_and_budget(make_engine: EngineFactory)
     assert loaded(engine) == {"fast"}
 
 
-async def test_random_sequence_never_exceeds_budget(make_engine: EngineFactory) -> None:
-    engine = await room_for(make_engine, 2)
+async def test_random_sequence_never_exceeds_budget(
+    make_engine: EngineFactory, any_backend: BackendFactory | None
+) -> None:
+    engine = await room_for(make_engine, 2, any_backend)
     await engine.start()
     budget, peak, refused = engine.pool.budget, 0, 0
     stop = asyncio.Event()
@@ -94,16 +101,17 @@ async def test_random_sequence_never_exceeds_budget(make_engine: EngineFactory) 
     assert "fast" in loaded(engine)
 
 
-async def test_idle_unpinned_model_unloads(make_engine: EngineFactory) -> None:
-    engine = make_engine(roles=("fast", "a"), idle_unload_s=0.3)
+async def test_idle_unpinned_model_unloads(make_engine: EngineFactory, any_backend: BackendFactory | None) -> None:
+    engine = make_engine(roles=("fast", "a"), idle_unload_s=0.3, backend=any_backend)
+    unloaded = asyncio.Event()
+    engine.add_listener(lambda: unloaded.set() if engine.snapshot()["models"]["a"]["state"] == "unloaded" else None)
     await engine.start()
     await engine.load("a")
     assert loaded(engine) == {"fast", "a"}
-    for _ in range(40):
-        await asyncio.sleep(0.05)
-        if loaded(engine) == {"fast"}:
-            break
-    assert loaded(engine) == {"fast"}  # the pinned model stays
+    unloaded.clear()
+    async with asyncio.timeout(60):  # a guard against a hang, not a timing claim
+        await unloaded.wait()
+    assert loaded(engine) == {"fast"}  # the pinned model stays, past its idle time too
     assert engine.snapshot()["models"]["a"]["state"] == "unloaded"
 
 

@@ -61,3 +61,39 @@ def test_vision_falls_back_to_fast_projector() -> None:
 def test_thresholds_are_configurable() -> None:
     strict = RouterConfig(short_chars=5, soft_threshold=0.8)
     assert "default" in route("hola, ¿qué tal?", config=strict).reason
+
+
+LONG_ANALYSIS = "Explain step by step why my heating uses more energy at night than during the day. " * 3
+LONG_CHAT = "hola, gracias por todo, " * 12
+
+
+@pytest.mark.parametrize(
+    ("text", "config", "avail", "role", "reason"),
+    [
+        # A long analytical turn goes to the 7B when it can run ...
+        (LONG_ANALYSIS, RouterConfig(), BOTH, QUALITY, "long analytical turn"),
+        # ... and stays on the 4B, with the reason, when the 7B cannot fit.
+        (
+            LONG_ANALYSIS,
+            RouterConfig(),
+            Availability(quality_why_not="does not fit the RAM budget"),
+            FAST,
+            "quality model does not fit the RAM budget: fast model",
+        ),
+        # short_chars decides what is long: raised above the turn's length, the same turn is fast.
+        (LONG_ANALYSIS, RouterConfig(short_chars=len(LONG_ANALYSIS) + 1), BOTH, FAST, "default"),
+        # soft_threshold decides what is analytical: at 0.0 nothing is, at 1.0 a chatty turn is.
+        (LONG_ANALYSIS, RouterConfig(soft_threshold=0.0), BOTH, FAST, "default"),
+        (LONG_CHAT, RouterConfig(), BOTH, FAST, "default"),
+        (LONG_CHAT, RouterConfig(soft_threshold=1.0), BOTH, QUALITY, "long analytical turn"),
+        # A short turn is never sent to the 7B by length alone.
+        ("Explain why", RouterConfig(), BOTH, FAST, "default"),
+        ("Explain why", RouterConfig(short_chars=5), BOTH, QUALITY, "long analytical turn (11 chars"),
+    ],
+)
+def test_thresholds_change_the_chosen_model(
+    text: str, config: RouterConfig, avail: Availability, role: str, reason: str
+) -> None:
+    decision = route(text, availability=avail, config=config)
+    assert decision.role == role
+    assert reason in decision.reason

@@ -4,9 +4,11 @@ Nothing in this package imports Home Assistant; worker processes import it witho
 run on their own.
 """
 
-from .core import ChatRequest, ChatResult, ChatStream, Engine, EngineConfig
+from .backend import Backend, ChatRequest, Generated, ModelSpec
+from .core import ChatResult, ChatStream, Engine, EngineConfig
 from .errors import (
     BackendMissing,
+    Busy,
     DoesNotFitBudget,
     EngineError,
     InvalidInput,
@@ -17,13 +19,16 @@ from .errors import (
     WorkerCrashed,
 )
 from .gguf import GGUFInfo, read_gguf
-from .pool import ModelSpec, estimate_bytes
+from .pool import MB, estimate_bytes
 from .router import FAST, QUALITY, RouteDecision, RouterConfig, route
 
 __all__ = [
     "FAST",
+    "MB",
     "QUALITY",
+    "Backend",
     "BackendMissing",
+    "Busy",
     "ChatRequest",
     "ChatResult",
     "ChatStream",
@@ -32,6 +37,7 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "GGUFInfo",
+    "Generated",
     "InvalidInput",
     "InvalidModelFile",
     "LoadFailed",

@@ -25,8 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import protocol
-from .client import WorkerClient
+from .backend import Backend, ModelSpec
 from .errors import WorkerCrashed, describe_exit
 from .procmem import cpu_flags
 
@@ -115,11 +114,11 @@ def make_record(
 
 async def calibrate(
     model: str,
-    load_params: Callable[[bool], dict[str, Any]],
+    spec_for: Callable[[bool], ModelSpec],
     fits: Callable[[bool], bool],
-    new_client: Callable[[str], WorkerClient],
+    new_backend: Callable[[str], Backend],
 ) -> dict[str, Any]:
-    """Load and bench each way that fits, each in a fresh worker process, the safe way first.
+    """Load and bench each way that fits, each in a fresh backend (worker process), the safe way first.
 
     Raises WorkerCrashed when the safe way itself dies: there is nothing left to fall back to.
     """
@@ -128,18 +127,18 @@ async def calibrate(
     for repack in (False, True):
         if not fits(repack):
             continue
-        client = new_client(f"{model} calibration ({variant(repack)})")
+        trial = new_backend(f"{model} calibration ({variant(repack)})")
         try:
-            await client.call(protocol.OP_LOAD, load_params(repack))
-            bench = await client.call(protocol.OP_BENCH, {})
-            measured[repack] = Measurement(repack, client.rss_bytes(), bench["prefill_tps"], bench["decode_tps"])
+            await trial.load(spec_for(repack))
+            bench = await trial.bench()
+            measured[repack] = Measurement(repack, trial.resident_bytes(), bench.prefill_tps, bench.decode_tps)
         except WorkerCrashed as err:
             if not repack:
                 raise
             unusable[variant(repack)] = describe_exit(err.exit_code)
             _LOGGER.warning("Loading %s with weight repacking died (%s): loading it without", model, unusable[REPACK])
         finally:
-            await client.close()
+            await trial.close()
     _LOGGER.info("load calibration for %s: %s, unusable: %s", model, measured, unusable)
     return make_record(model, measured.get(False), measured.get(True), unusable)
 

@@ -224,6 +224,11 @@ class WorkerClient:
             result = event.get("data", {})
         return result
 
+    def cancel_all(self) -> None:
+        """Ask the worker to stop every request in flight (each ends as cancelled)."""
+        for rid in [r for r in self._pending if r]:
+            self._send_nowait({"id": 0, "op": protocol.OP_CANCEL, "target": rid})
+
     def _send_nowait(self, message: dict[str, Any]) -> None:
         if self.running and self._proc and self._proc.stdin:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):

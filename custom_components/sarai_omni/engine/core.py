@@ -1,4 +1,9 @@
-"""The Engine facade: routing, the model pool and streaming chat, with no Home Assistant imports."""
+"""The Engine facade: routing, the model pool and streaming chat, with no Home Assistant imports.
+
+The HA layer talks to the engine only through `Engine`: it never reaches into the pool, its slots
+or a backend. Who calls whom: Engine → ModelPool (what is loaded, budget, queue) → Backend
+(backend.py: llama.cpp worker by default) for every model operation.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,11 @@ from dataclasses import asdict, dataclass, field
 import logging
 from typing import Any
 
-from .pool import MB, ModelPool, ModelSpec
+from . import defaults
+from .backend import BackendFactory, ChatRequest, Generated, ModelSpec
+from .gguf import GGUFInfo
+from .llamacpp import llama_cpp_factory
+from .pool import MB, ModelPool
 from .prompts import Message
 from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
 
@@ -21,42 +30,13 @@ class EngineConfig:
 
     models: tuple[ModelSpec, ...]
     ram_budget_mb: int
-    idle_unload_s: float = 600.0
-    request_timeout_s: float = 300.0
+    idle_unload_s: float = defaults.IDLE_UNLOAD_S
+    request_timeout_s: float = defaults.REQUEST_TIMEOUT_S
+    max_queue: int = defaults.MAX_QUEUE
     router: RouterConfig = field(default_factory=RouterConfig)
-    python: str | None = None  # the worker's interpreter (default: this one)
+    python: str | None = None  # the llama.cpp worker's interpreter (default: this one)
     state_dir: str | None = None  # where load calibrations are remembered (None: in memory only)
-
-
-@dataclass(slots=True)
-class ChatRequest:
-    """One generation request."""
-
-    messages: list[Message]
-    role: str = FAST
-    tools: list[dict[str, Any]] | None = None
-    max_tokens: int = 256
-    temperature: float = 0.7
-    grammar: str | None = None
-    stop: list[str] = field(default_factory=list)
-    timeout_s: float | None = None
-    route_reason: str = ""  # why the router chose `role`; shown in the model's state attributes
-    ignore_eos: bool = False  # benchmarks: always generate max_tokens
-    json_schema: dict[str, Any] | None = None  # constrain the output to JSON of this schema
-    schema_as_tool_call: bool = False  # ... inside <tool_call> tags (tool-call repair)
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "messages": self.messages,
-            "tools": self.tools,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "grammar": self.grammar,
-            "stop": self.stop,
-            "ignore_eos": self.ignore_eos,
-            "json_schema": self.json_schema,
-            "schema_as_tool_call": self.schema_as_tool_call,
-        }
+    backend_factory: BackendFactory | None = None  # who runs each role (default: llama.cpp workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,35 +75,35 @@ class ChatStream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (req.timeout_s or self._engine.config.request_timeout_s)
         parts: list[str] = []
-        data: dict[str, Any] = {}
+        done = Generated()
         async with pool.use(req.role, deadline) as (slot, load_ms):
-            async for event in slot.client.stream("generate", req.payload(), deadline):
-                if event.get("event") == "token":
-                    parts.append(event["text"])
-                    yield event["text"]
+            async for item in slot.backend.generate(req, deadline):
+                if isinstance(item, str):
+                    parts.append(item)
+                    yield item
                 else:
-                    data = event.get("data", {})
+                    done = item
             self.result = ChatResult(
                 text="".join(parts),
                 role=req.role,
                 model=slot.name,
                 load_ms=load_ms,
-                ttft_ms=float(data.get("ttft_ms", 0.0)),
-                tokens_per_second=float(data.get("tokens_per_second", 0.0)),
-                prompt_tokens=int(data.get("prompt_tokens", 0)),
-                cached_tokens=int(data.get("cached_tokens", 0)),
-                evaluated_prompt_tokens=int(data.get("evaluated_prompt_tokens", 0)),
-                completion_tokens=int(data.get("completion_tokens", 0)),
-                finish_reason=str(data.get("finish_reason", "")),
-                dropped_messages=int(data.get("dropped_messages", 0)),
+                ttft_ms=done.ttft_ms,
+                tokens_per_second=done.tokens_per_second,
+                prompt_tokens=done.prompt_tokens,
+                cached_tokens=done.cached_tokens,
+                evaluated_prompt_tokens=done.evaluated_prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                finish_reason=done.finish_reason,
+                dropped_messages=done.dropped_messages,
             )
-            slot.last = {
-                "ttft_ms": round(self.result.ttft_ms, 1),
-                "tokens_per_second": round(self.result.tokens_per_second, 2),
-                "evaluated_prompt_tokens": self.result.evaluated_prompt_tokens,
-                "cached_tokens": self.result.cached_tokens,
-                "route_reason": req.route_reason,
-            }
+            slot.last.update(  # the last request's figures, beside what the pool keeps of the load
+                ttft_ms=round(done.ttft_ms, 1),
+                tokens_per_second=round(done.tokens_per_second, 2),
+                evaluated_prompt_tokens=done.evaluated_prompt_tokens,
+                cached_tokens=done.cached_tokens,
+                route_reason=req.route_reason,
+            )
 
 
 class Engine:
@@ -135,8 +115,9 @@ class Engine:
         self.pool = ModelPool(
             list(config.models),
             config.ram_budget_mb * MB,
+            backend_factory=config.backend_factory or llama_cpp_factory(config.python),
             idle_unload_s=config.idle_unload_s,
-            python=config.python,
+            max_queue=config.max_queue,
             state_dir=config.state_dir,
             on_change=self._changed,
         )
@@ -150,9 +131,14 @@ class Engine:
         for listener in list(self._listeners):
             listener()
 
+    async def prepare(self) -> None:
+        """Read every model's header (file I/O in a thread) and estimate its memory; once."""
+        if not self.pool.prepared:
+            await self.pool.prepare()
+
     async def start(self, warm_messages: list[Message] | None = None) -> None:
-        """Read model headers, load pinned models and evaluate the standing prompt on them."""
-        await self.pool.prepare()
+        """Load pinned models (after `prepare`) and evaluate the standing prompt on them."""
+        await self.prepare()
         for slot in self.pool.slots.values():
             if slot.spec.pinned:
                 await self.pool.ensure_loaded(slot)
@@ -165,22 +151,21 @@ class Engine:
         Later turns that start with the same messages evaluate only their new tokens.
         """
         async with self.pool.use(role) as (slot, _):
-            return await slot.client.call("warm", {"messages": messages})
+            return await slot.backend.warm(messages)
 
     async def logits(self, role: str, messages: list[Message], top: int = 20) -> dict[str, Any]:
         """Next-token logits after `messages` (top ids and values), reusing the cached prefix."""
         async with self.pool.use(role) as (slot, _):
-            return await slot.client.call("logits", {"messages": messages, "top": top})
+            return await slot.backend.logits(messages, top)
 
     def availability(self) -> Availability:
         slots = self.pool.slots
         quality = slots.get(QUALITY)
         why = "not configured" if quality is None else "does not fit the RAM budget"
-        fast = slots.get(FAST)
         return Availability(
             quality=quality is not None and self.pool.fits(QUALITY),
             quality_why_not=why,
-            fast_vision=bool(fast and fast.mmproj_info and fast.mmproj_info.has_vision),
+            fast_vision=self.sees(FAST),
             quality_audio=bool(quality and quality.mmproj_info and quality.mmproj_info.has_audio),
         )
 
@@ -201,17 +186,53 @@ class Engine:
         return stream.result
 
     async def load(self, role: str) -> dict[str, Any]:
-        slot = self.pool.slot(role)
-        async with slot.lock:
-            await self.pool.ensure_loaded(slot)
-        return slot.status()
+        return await self.pool.load(role)
 
     async def unload(self, role: str) -> dict[str, Any]:
         await self.pool.unload(role)
         return self.pool.slot(role).status()
 
+    async def cancel(self, role: str) -> None:
+        """Stop the generation `role` is running now (it ends as `cancelled`, its text kept)."""
+        await self.pool.slot(role).backend.cancel()
+
     def snapshot(self) -> dict[str, Any]:
         return self.pool.snapshot()
+
+    # -- what the HA layer asks (it never reaches into the pool) -----------------------------------
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.pool.slots)
+
+    @property
+    def budget_mb(self) -> int:
+        return self.pool.budget // MB
+
+    def status(self, role: str) -> dict[str, Any]:
+        """One model's state and last figures (raises ModelNotFound for a role not configured)."""
+        return self.pool.slot(role).status()
+
+    def model_info(self, role: str) -> GGUFInfo | None:
+        """The model file's header, once `prepare` has read it."""
+        return self.pool.slot(role).info
+
+    def sees(self, role: str) -> bool:
+        """Whether `role` is configured with a projector that has a vision encoder."""
+        slot = self.pool.slots.get(role)
+        return bool(slot and slot.mmproj_info and slot.mmproj_info.has_vision)
+
+    def needed_mb(self, role: str) -> int:
+        """The estimated memory of `role` loaded, rounded up."""
+        return -(-self.pool.slot(role).estimate // MB)
+
+    def any_loaded(self) -> bool:
+        return any(s.loaded for s in self.pool.slots.values())
+
+    def crashes_within(self, seconds: float) -> int:
+        return self.pool.crashes_within(seconds)
+
+    def backend_problem(self) -> str | None:
+        return self.pool.backend_problem()
 
     async def close(self) -> None:
         await self.pool.close()

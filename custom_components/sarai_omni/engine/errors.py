@@ -83,6 +83,12 @@ def describe_exit(code: int | None) -> str:
     return f"{name}: {_SIGNAL_MEANINGS.get(signal.Signals(-code), 'killed by a signal')}"
 
 
+class Busy(EngineError):
+    """Too many requests already wait for this model: refused at once instead of queued forever."""
+
+    key = "busy"
+
+
 class RequestTimeout(EngineError):
     """A request did not finish within its timeout."""
 

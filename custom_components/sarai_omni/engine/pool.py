@@ -6,8 +6,16 @@
   does not fit it is refused with the numbers. After a load the real RSS is measured: a model that
   came out larger than the budget allows is unloaded again, so measured RSS never stays above it.
 - One generation at a time per model: an asyncio.Lock, whose waiters are served first in, first out;
-  a cancelled waiter simply leaves the queue. Different models run in parallel.
-- Idle models that are not pinned unload after `idle_unload_s`.
+  a cancelled waiter simply leaves the queue. Different models run in parallel. At most `max_queue`
+  requests wait for one model; more are refused at once (Busy), as Ollama's scheduler does.
+- Idle models that are not pinned unload `idle_unload_s` after their last use: one timer per model,
+  set when it goes idle and cancelled when it is used again.
+- The pool talks to models only through backend.Backend; which backend runs a role is the
+  factory's business (llama.cpp worker processes by default).
+
+Lock order (always taken in this order, never the reverse): a slot's `lock` (its turn to generate),
+then the pool's `_load_lock` (one load or unload at a time, so budget checks see a settled pool),
+then inside the llama.cpp backend the WorkerClient's `_start_lock` (one spawn per process).
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import signal
 import time
 from typing import Any
 
-from . import protocol
+from . import defaults
+from .backend import Backend, BackendFactory, LoadResult, ModelSpec
 from .calibrate import PLAIN, REPACK, CalibrationStore, calibrate, calibration_key, variant
-from .client import WorkerClient
 from .errors import (
     BackendMissing,
+    Busy,
     DoesNotFitBudget,
     EngineError,
     ModelNotFound,
@@ -43,36 +52,6 @@ WORKER_RUNTIME_BYTES = 96 * MB
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}  # q8_0: 32 values in 34 bytes
 
 STATE_UNLOADED, STATE_LOADING, STATE_LOADED, STATE_ERROR = "unloaded", "loading", "loaded", "error"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """How to run one model role."""
-
-    role: str
-    path: str
-    mmproj: str | None = None
-    n_ctx: int = 2048
-    n_threads: int = 2
-    n_batch: int = 512
-    kv_type: str = "f16"
-    n_gpu_layers: int = 0
-    pinned: bool = False
-    repack: bool | None = None  # CPU weight repacking (a second copy of the weights); None: measure
-    kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
-
-    def load_params(self) -> dict[str, Any]:
-        return {
-            "model_path": self.path,
-            "mmproj_path": self.mmproj,
-            "n_ctx": self.n_ctx,
-            "n_threads": self.n_threads,
-            "n_batch": self.n_batch,
-            "kv_type": self.kv_type,
-            "n_gpu_layers": self.n_gpu_layers,
-            "repack": bool(self.repack),
-            "kv_cache_dir": self.kv_cache_dir,
-        }
 
 
 def estimate_bytes(info: GGUFInfo, spec: ModelSpec, mmproj: GGUFInfo | None = None) -> int:
@@ -107,7 +86,7 @@ class ModelSlot:
     """One model role: its spec, its worker, and what was measured."""
 
     spec: ModelSpec
-    client: WorkerClient
+    backend: Backend
     info: GGUFInfo | None = None
     mmproj_info: GGUFInfo | None = None
     state: str = STATE_UNLOADED
@@ -123,6 +102,7 @@ class ModelSlot:
     calibration_key: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
+    idle_timer: asyncio.TimerHandle | None = None
 
     @property
     def name(self) -> str:
@@ -134,16 +114,16 @@ class ModelSlot:
 
     @property
     def loaded(self) -> bool:
-        return self.state == STATE_LOADED and self.client.running
+        return self.state == STATE_LOADED and self.backend.running
 
     def charged(self) -> int:
         """Bytes this slot counts against the budget."""
         if self.state not in (STATE_LOADED, STATE_LOADING):
             return 0
-        return max(self.estimate, self.client.rss_bytes() if self.state == STATE_LOADED else 0)
+        return max(self.estimate, self.backend.resident_bytes() if self.state == STATE_LOADED else 0)
 
     def status(self) -> dict[str, Any]:
-        rss = self.client.rss_bytes() if self.loaded else 0
+        rss = self.backend.resident_bytes() if self.loaded else 0
         return {
             "role": self.spec.role,
             "model": self.name,
@@ -154,7 +134,7 @@ class ModelSlot:
             "load_ms": round(self.load_ms, 1),
             "last_used": self.last_used,
             "queue": self.waiting,
-            "crashes": self.client.crashes,
+            "crashes": self.backend.crashes,
             "error": self.error,
             "repack": self.variant == REPACK,
             "unusable_variants": dict(self.unusable),
@@ -170,21 +150,23 @@ class ModelPool:
         specs: list[ModelSpec],
         budget_bytes: int,
         *,
-        idle_unload_s: float = 600.0,
-        python: str | None = None,
+        backend_factory: BackendFactory,
+        idle_unload_s: float = defaults.IDLE_UNLOAD_S,
+        max_queue: int = defaults.MAX_QUEUE,
         on_change: Callable[[], None] | None = None,
         state_dir: str | None = None,
     ) -> None:
         self.budget = budget_bytes
         self.state_dir = state_dir
         self.calibrations_run = 0
+        self.prepared = False
         self._calibration: CalibrationStore | None = None
         self.idle_unload_s = idle_unload_s
-        self.slots = {s.role: self._new_slot(s, python) for s in specs}
+        self.max_queue = max_queue
+        self._factory = backend_factory
+        self.slots = {s.role: self._new_slot(s) for s in specs}
         self._load_lock = asyncio.Lock()
         self._on_change = on_change or (lambda: None)
-        self._idle_task: asyncio.Task[None] | None = None
-        self._python = python
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- introspection ------------------------------------------------------------------------
@@ -198,7 +180,7 @@ class ModelPool:
 
     def measured_rss(self) -> int:
         """Resident memory of every worker process alive now (loading ones included)."""
-        return sum(s.client.rss_bytes() for s in self.slots.values())
+        return sum(s.backend.resident_bytes() for s in self.slots.values())
 
     def fits(self, role: str) -> bool:
         """Whether `role` is loaded or could be loaded by evicting idle unpinned models."""
@@ -230,26 +212,21 @@ class ModelPool:
             if slot.spec.mmproj:
                 slot.mmproj_info = await asyncio.to_thread(_read_model, slot.spec.mmproj)
             slot.estimate = estimate_bytes(slot.info, slot.spec, slot.mmproj_info)
-        if self.idle_unload_s > 0 and self._idle_task is None:
-            self._idle_task = asyncio.create_task(self._idle_loop(), name="sarai_omni idle unload")
+        self.prepared = True
 
     async def close(self) -> None:
-        if self._idle_task is not None:
-            self._idle_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._idle_task
-            self._idle_task = None
         for slot in self.slots.values():
-            await slot.client.close()
+            self._cancel_idle_timer(slot)
+            await slot.backend.close()
             slot.state = STATE_UNLOADED
         if self._background:  # a ruled-out variant being written to the calibration file
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    def _new_slot(self, spec: ModelSpec, python: str | None) -> ModelSlot:
+    def _new_slot(self, spec: ModelSpec) -> ModelSlot:
         def crashed() -> None:
             self._crashed(slot)
 
-        slot = ModelSlot(spec, WorkerClient(spec.role, python, on_crash=crashed))
+        slot = ModelSlot(spec, self._factory(spec, crashed))
         return slot
 
     def _crashed(self, slot: ModelSlot) -> None:
@@ -258,7 +235,8 @@ class ModelPool:
         A native fault of a repacked model rules repacking out here (the next load is plain); a
         SIGILL of the safe way means llama.cpp's build cannot run on this CPU.
         """
-        code, was = slot.client.last_exit, slot.state
+        code, was = slot.backend.last_exit, slot.state
+        self._cancel_idle_timer(slot)
         slot.state, slot.error = STATE_UNLOADED, f"worker crashed ({describe_exit(code)})"
         native = WorkerCrashed("", code).native_fault
         if native and slot.variant == REPACK and was == STATE_LOADED:
@@ -277,7 +255,7 @@ class ModelPool:
             task.add_done_callback(self._background.discard)
 
     def crashes_within(self, seconds: float) -> int:
-        return sum(s.client.crashes_within(seconds) for s in self.slots.values())
+        return sum(s.backend.crashes_within(seconds) for s in self.slots.values())
 
     def backend_problem(self) -> str | None:
         """Why llama-cpp-python cannot run here, when a worker showed it; None when it can.
@@ -303,12 +281,15 @@ class ModelPool:
         Yields the slot and the milliseconds spent loading for this request (0 when resident).
         """
         slot = self.slot(role)
+        if slot.waiting >= self.max_queue:
+            raise Busy(f"{slot.waiting} requests already wait for the {role} model")
         slot.waiting += 1
         self._on_change()
         try:
             await _within(slot.lock.acquire(), deadline, f"waiting for the {role} model")
         finally:
             slot.waiting -= 1
+        self._cancel_idle_timer(slot)
         try:
             load_ms = await _within(self.ensure_loaded(slot), deadline, f"loading the {role} model")
             yield slot, load_ms
@@ -318,6 +299,7 @@ class ModelPool:
         finally:
             slot.last_used = time.monotonic()
             slot.lock.release()
+            self._arm_idle_timer(slot)
             self._on_change()
 
     async def ensure_loaded(self, slot: ModelSlot) -> float:
@@ -325,7 +307,7 @@ class ModelPool:
         async with self._load_lock:
             if slot.loaded:
                 return 0.0
-            if slot.info is None:
+            if not self.prepared:
                 await self.prepare()
             await self._make_room(slot)
             return await self._load(slot)
@@ -349,36 +331,42 @@ class ModelPool:
         self._on_change()
         try:
             spec = await self._load_spec(slot)
-            result = await self._start_worker(slot, spec)
+            result = await self._start_backend(slot, spec)
         except EngineError as err:
             slot.state, slot.error, slot.error_key = STATE_ERROR, str(err), err.key
             if isinstance(err, WorkerCrashed) and err.native_fault:
                 slot.fault = f"the {slot.spec.role} model's worker died loading it without weight repacking: {err}"
-            await slot.client.close()
+            await slot.backend.close()
             self._on_change()
             raise
-        slot.state, slot.load_ms, slot.last_used = STATE_LOADED, float(result.get("load_ms", 0.0)), time.monotonic()
+        except asyncio.CancelledError:  # the request's deadline (or its caller) gave up mid-load
+            slot.state, slot.error = STATE_UNLOADED, "load cancelled before it finished"
+            await slot.backend.close()
+            self._on_change()
+            raise
+        slot.state, slot.load_ms, slot.last_used = STATE_LOADED, result.load_ms, time.monotonic()
         slot.error_key = slot.fault = None
-        await self._check_measured(slot, slot.client.rss_bytes())
+        await self._check_measured(slot, slot.backend.resident_bytes())
+        self._arm_idle_timer(slot)
         self._on_change()
         return slot.load_ms
 
-    async def _start_worker(self, slot: ModelSlot, spec: ModelSpec) -> dict[str, Any]:
+    async def _start_backend(self, slot: ModelSlot, spec: ModelSpec) -> LoadResult:
         """Load `spec`; a repacked load that dies natively is ruled out and the safe way follows."""
         slot.variant = variant(bool(spec.repack))
         try:
-            return await slot.client.call(protocol.OP_LOAD, spec.load_params())
+            return await slot.backend.load(spec)
         except WorkerCrashed as err:
             if not (spec.repack and err.native_fault):
                 raise
             _LOGGER.warning("%s died loading with weight repacking (%s): loading it without", slot.name, err)
             self._rule_out_repack(slot, describe_exit(err.exit_code))
         slot.variant = PLAIN
-        return await slot.client.call(protocol.OP_LOAD, replace(spec, repack=False).load_params())
+        return await slot.backend.load(replace(spec, repack=False))
 
     async def _load_spec(self, slot: ModelSlot) -> ModelSpec:
         """The spec to load with: repacking decided by this machine's measurement (cached)."""
-        if slot.spec.repack is not None:
+        if slot.spec.repack is not None or not slot.backend.calibrates:
             return slot.spec
         assert self._calibration is not None
         assert slot.info is not None
@@ -407,9 +395,9 @@ class ModelPool:
 
         record = await calibrate(
             slot.name,
-            lambda repack: replace(slot.spec, repack=repack).load_params(),
+            lambda repack: replace(slot.spec, repack=repack),
             fits,
-            lambda name: WorkerClient(name, self._python),  # its deaths are trials, not crashes
+            lambda name: self._factory(replace(slot.spec, role=name), None),  # its deaths are trials, not crashes
         )
         if not record["measured"]:  # not even the plain way fits: the caller's budget check refuses it
             return record
@@ -427,32 +415,50 @@ class ModelPool:
                 slot.name, round(rss / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
             )
 
+    async def load(self, role: str) -> dict[str, Any]:
+        """Load `role` now (in its turn), as a request would; return its status."""
+        slot = self.slot(role)
+        async with slot.lock:
+            await self.ensure_loaded(slot)
+            slot.last_used = time.monotonic()
+        self._arm_idle_timer(slot)
+        return slot.status()
+
     async def unload(self, role: str) -> None:
         slot = self.slot(role)
         async with slot.lock, self._load_lock:
             await self._unload(slot)
 
     async def _unload(self, slot: ModelSlot) -> None:
-        await slot.client.close()
+        self._cancel_idle_timer(slot)
+        await slot.backend.close()
         slot.state = STATE_UNLOADED
         self._on_change()
 
-    async def _idle_loop(self) -> None:
-        period = max(min(self.idle_unload_s / 4, 30.0), 0.05)
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            for slot in self.slots.values():
-                if (
-                    slot.loaded
-                    and not slot.spec.pinned
-                    and not slot.busy
-                    and now - slot.last_used >= self.idle_unload_s
-                ):
-                    _LOGGER.info("unloading idle %s model", slot.spec.role)
-                    async with self._load_lock:
-                        if not slot.busy:
-                            await self._unload(slot)
+    # -- idle unload: one timer per model -----------------------------------------------------
+    def _arm_idle_timer(self, slot: ModelSlot) -> None:
+        self._cancel_idle_timer(slot)
+        if self.idle_unload_s > 0 and not slot.spec.pinned and slot.loaded and not slot.busy:
+            loop = asyncio.get_running_loop()
+            slot.idle_timer = loop.call_later(self.idle_unload_s, self._idle_expired, slot)
+
+    @staticmethod
+    def _cancel_idle_timer(slot: ModelSlot) -> None:
+        if slot.idle_timer is not None:
+            slot.idle_timer.cancel()
+            slot.idle_timer = None
+
+    def _idle_expired(self, slot: ModelSlot) -> None:
+        slot.idle_timer = None
+        task = asyncio.get_running_loop().create_task(self._unload_if_idle(slot), name="sarai_omni idle unload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _unload_if_idle(self, slot: ModelSlot) -> None:
+        async with self._load_lock:
+            if slot.loaded and not slot.busy and slot.idle_timer is None:
+                _LOGGER.info("unloading idle %s model", slot.spec.role)
+                await self._unload(slot)
 
 
 def _read_model(path: str) -> GGUFInfo:

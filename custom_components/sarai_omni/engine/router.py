@@ -5,7 +5,10 @@ Order of rules (first match wins):
 2. image, audio or video attached -> quality;
 3. text that names images/cameras/video (es + en) -> quality;
 4. short (< `short_chars`) and conversational (soft score > `soft_threshold`) -> fast;
-5. default -> fast.
+5. long (>= `short_chars`) and analytical (soft score < `soft_threshold`) -> quality (the seed: "7B for
+   long creative generation and deep reasoning"), when it is resident or can be loaded within the
+   budget; otherwise fast, and the reasons say why;
+6. default -> fast.
 When the quality model is not configured or cannot fit the RAM budget, vision goes to the fast model
 if it has a vision projector, and the reasons say so.
 
@@ -21,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import re
 import unicodedata
+
+from . import defaults
 
 FAST, QUALITY = "fast", "quality"
 ROLES = (FAST, QUALITY)
@@ -151,8 +156,8 @@ def soft_score(text: str) -> float:
 class RouterConfig:
     """Tunable thresholds (exposed in the integration's options)."""
 
-    short_chars: int = 200
-    soft_threshold: float = 0.8
+    short_chars: int = defaults.ROUTER_SHORT_CHARS
+    soft_threshold: float = defaults.ROUTER_SOFT_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,11 @@ def route(
         return _to_quality(f"the text mentions {', '.join(words)}", set(), availability, soft)
     if len(text) < config.short_chars and soft > config.soft_threshold:
         return RouteDecision(FAST, (f"short conversational turn (soft score {soft:.2f})",), soft)
+    if len(text) >= config.short_chars and soft < config.soft_threshold:
+        why = f"long analytical turn ({len(text)} chars, soft score {soft:.2f})"
+        if availability.quality:
+            return RouteDecision(QUALITY, (why, "quality model"), soft)
+        return RouteDecision(FAST, (why, f"quality model {availability.quality_why_not}: fast model"), soft)
     return RouteDecision(FAST, (f"default (soft score {soft:.2f})",), soft)
 
 

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-from . import protocol
+from . import defaults, protocol
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache
 from .prompts import Message, StopMatcher, has_media, media_parts, render_prompt
@@ -41,6 +41,7 @@ class Runner:
         self._llm: Any = None
         self._template: str | None = None
         self._cancelled: set[int] = set()
+        self._served = 0  # the highest request id finished: requests are served in id order
         self._lock = threading.Lock()
         self.load_ms = 0.0
         self.model_path: str | None = None
@@ -52,7 +53,18 @@ class Runner:
     # -- requests -------------------------------------------------------------------------------
     def cancel(self, target: int) -> None:
         with self._lock:
-            self._cancelled.add(target)
+            if target > self._served:  # a cancel for a finished request would stay forever
+                self._cancelled.add(target)
+
+    def finished(self, rid: int) -> None:
+        """`rid` got its answer: forget its cancel (the set holds only requests still to come)."""
+        with self._lock:
+            self._served = max(self._served, rid)
+            self._cancelled.discard(rid)
+
+    def pending_cancels(self) -> int:
+        with self._lock:
+            return len(self._cancelled)
 
     def is_cancelled(self, rid: int) -> bool:
         with self._lock:
@@ -122,6 +134,7 @@ class Runner:
             "load_ms": self.load_ms,
             "n_tokens": self._llm.n_tokens if self._llm is not None else 0,
             "finished": list(self._finished),
+            "pending_cancels": self.pending_cancels(),
         }
 
     # -- generate -------------------------------------------------------------------------------
@@ -131,7 +144,7 @@ class Runner:
         started = time.perf_counter()
         if has_media(msg["messages"]):
             return self._generate_media(msg, started)
-        messages, tokens, stops, fmt = self._prompt(msg, int(msg.get("max_tokens", 256)))
+        messages, tokens, stops, fmt = self._prompt(msg, int(msg.get("max_tokens", defaults.MAX_TOKENS)))
         cached = self._reuse_prefix(tokens)
         stats = {
             "prompt_tokens": len(tokens),
@@ -150,7 +163,9 @@ class Runner:
         rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
         images = [_read_image(p) for p in paths]
         with parked_text_cache(llm, self._kv.dir if self._kv else None):
-            n_prompt = self._vision.evaluate(llm, rendered.text, images, int(self._load_msg.get("n_batch", 512)))
+            n_prompt = self._vision.evaluate(
+                llm, rendered.text, images, int(self._load_msg.get("n_batch", defaults.N_BATCH))
+            )
             result = self._stream(msg, [], rendered.stops, started)
         return result | {
             "prompt_tokens": n_prompt,
@@ -165,7 +180,7 @@ class Runner:
         self, msg: dict[str, Any], new_tokens: list[int], stops: tuple[str, ...], started: float
     ) -> dict[str, Any]:
         """Sample after `new_tokens` are evaluated, sending text as it forms; stop at EOG/stop/limit/cancel."""
-        llm, rid, max_tokens = self._llm, int(msg["id"]), int(msg.get("max_tokens", 256))
+        llm, rid, max_tokens = self._llm, int(msg["id"]), int(msg.get("max_tokens", defaults.MAX_TOKENS))
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
@@ -300,14 +315,14 @@ class Runner:
         return llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore") if llm.token_eos() >= 0 else ""
 
     def _sample(self, tokens: list[int], msg: dict[str, Any], grammar: Any) -> Iterator[int]:
-        temperature = float(msg.get("temperature", 0.7))
+        temperature = float(msg.get("temperature", defaults.TEMPERATURE))
         return self._llm.generate(  # type: ignore[no-any-return]
             tokens,
             temp=temperature,
-            top_k=int(msg.get("top_k", 40)),
-            top_p=float(msg.get("top_p", 0.95)),
-            min_p=float(msg.get("min_p", 0.05)),
-            repeat_penalty=float(msg.get("repeat_penalty", 1.0)),
+            top_k=int(msg.get("top_k", defaults.TOP_K)),
+            top_p=float(msg.get("top_p", defaults.TOP_P)),
+            min_p=float(msg.get("min_p", defaults.MIN_P)),
+            repeat_penalty=float(msg.get("repeat_penalty", defaults.REPEAT_PENALTY)),
             grammar=grammar,
             reset=False,  # _reuse_prefix already positioned the context after the cached prefix
         )
@@ -458,10 +473,10 @@ def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
     """Create the Llama object. `repack: false` keeps weights only in the mmap'd file."""
     kv_type = {"f16": 1, "q8_0": 8}.get(str(msg.get("kv_type", "f16")), 1)
     low = llama_cpp.llama_cpp  # Llama() reads its defaults from the low-level module
-    defaults = low.llama_model_default_params
+    default_params = low.llama_model_default_params
 
     def model_params() -> Any:
-        params = defaults()
+        params = default_params()
         params.use_extra_bufts = bool(msg.get("repack", False))
         return params
 
@@ -469,9 +484,9 @@ def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
     try:
         return llama_cpp.Llama(
             model_path=msg["model_path"],
-            n_ctx=int(msg.get("n_ctx", 2048)),
+            n_ctx=int(msg.get("n_ctx", defaults.N_CTX)),
             n_threads=int(msg.get("n_threads", os.cpu_count() or 1)),
-            n_batch=int(msg.get("n_batch", 512)),
+            n_batch=int(msg.get("n_batch", defaults.N_BATCH)),
             n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
             seed=int(msg.get("seed", 0xC0FFEE)),
             type_k=kv_type,
@@ -482,7 +497,7 @@ def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
             verbose=False,
         )
     finally:
-        low.llama_model_default_params = defaults
+        low.llama_model_default_params = default_params
 
 
 def _serve(runner: Runner, requests: queue.Queue[dict[str, Any] | None], send: Send) -> None:
@@ -493,13 +508,19 @@ def _serve(runner: Runner, requests: queue.Queue[dict[str, Any] | None], send: S
         rid = msg.get("id", 0)
         if runner.is_cancelled(rid):  # cancelled while it waited: never start it
             send({"id": rid, "event": protocol.EV_ERROR, "kind": "Cancelled", "message": "cancelled"})
-            continue
-        try:
-            send({"id": rid, "event": protocol.EV_RESULT, "data": runner.handle(msg)})
-        except EngineError as err:
-            send({"id": rid, "event": protocol.EV_ERROR, "kind": type(err).__name__, "message": str(err)})
-        except Exception as err:  # noqa: BLE001  (the client must always get an answer)
-            send({"id": rid, "event": protocol.EV_ERROR, "kind": "EngineError", "message": repr(err)})
+        else:
+            _answer(runner, msg, send)
+        runner.finished(rid)
+
+
+def _answer(runner: Runner, msg: dict[str, Any], send: Send) -> None:
+    rid = msg.get("id", 0)
+    try:
+        send({"id": rid, "event": protocol.EV_RESULT, "data": runner.handle(msg)})
+    except EngineError as err:
+        send({"id": rid, "event": protocol.EV_ERROR, "kind": type(err).__name__, "message": str(err)})
+    except Exception as err:  # noqa: BLE001  (the client must always get an answer)
+        send({"id": rid, "event": protocol.EV_ERROR, "kind": "EngineError", "message": repr(err)})
 
 
 def _read(stdin: BinaryIO, runner: Runner, requests: queue.Queue[dict[str, Any] | None]) -> None:

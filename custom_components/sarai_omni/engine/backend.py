@@ -1,0 +1,176 @@
+"""The backend seam: what the pool and the chat stream need from whatever runs a model.
+
+Every backend (the llama.cpp worker process today; a remote OpenAI-compatible server and a
+transformers worker next) implements `Backend`. The pool, the router, the HA services and entities
+never know which one they talk to: they pass a `ModelSpec` to load and a `ChatRequest` to generate,
+and get typed results back. Errors are the engine's typed errors (errors.py), whichever backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, runtime_checkable
+
+from . import defaults
+from .prompts import Message
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How to run one model role."""
+
+    role: str
+    path: str
+    mmproj: str | None = None
+    n_ctx: int = defaults.N_CTX
+    n_threads: int = defaults.N_THREADS
+    n_batch: int = defaults.N_BATCH
+    kv_type: str = defaults.KV_TYPE
+    n_gpu_layers: int = 0
+    pinned: bool = False
+    repack: bool | None = None  # CPU weight repacking (a second copy of the weights); None: measure
+    kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
+
+    def load_params(self) -> dict[str, Any]:
+        return {
+            "model_path": self.path,
+            "mmproj_path": self.mmproj,
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "n_batch": self.n_batch,
+            "kv_type": self.kv_type,
+            "n_gpu_layers": self.n_gpu_layers,
+            "repack": bool(self.repack),
+            "kv_cache_dir": self.kv_cache_dir,
+        }
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """One generation request."""
+
+    messages: list[Message]
+    role: str = "fast"
+    tools: list[dict[str, Any]] | None = None
+    max_tokens: int = defaults.MAX_TOKENS
+    temperature: float = defaults.TEMPERATURE
+    grammar: str | None = None
+    stop: list[str] = field(default_factory=list)
+    timeout_s: float | None = None
+    route_reason: str = ""  # why the router chose `role`; shown in the model's state attributes
+    ignore_eos: bool = False  # benchmarks: always generate max_tokens
+    json_schema: dict[str, Any] | None = None  # constrain the output to JSON of this schema
+    schema_as_tool_call: bool = False  # ... inside <tool_call> tags (tool-call repair)
+
+    def payload(self) -> dict[str, Any]:
+        """What a backend needs of the request (routing and timing stay with the engine)."""
+        return {
+            "messages": self.messages,
+            "tools": self.tools,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "grammar": self.grammar,
+            "stop": self.stop,
+            "ignore_eos": self.ignore_eos,
+            "json_schema": self.json_schema,
+            "schema_as_tool_call": self.schema_as_tool_call,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """A model that is ready."""
+
+    load_ms: float
+    n_ctx: int = 0
+    chat_template: bool = False
+    vision: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """Prefill and decode speed on synthetic tokens (load-variant calibration)."""
+
+    prefill_tps: float
+    decode_tps: float
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """How a generation ended and what it cost: the last item a `generate` stream yields."""
+
+    finish_reason: str = ""
+    completion_tokens: int = 0
+    ttft_ms: float = 0.0
+    tokens_per_second: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    evaluated_prompt_tokens: int = 0
+    dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
+    images: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Generated:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One model role's runner. `generate` yields text deltas (str), then exactly one `Generated`."""
+
+    name: str
+
+    @property
+    def crashes(self) -> int:
+        """Deaths we did not ask for (busy or idle)."""
+
+    @property
+    def last_exit(self) -> int | None:
+        """How the last death ended (negative: the signal), or None."""
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether load variants (llama.cpp's weight repacking) are measured on this machine."""
+
+    @property
+    def running(self) -> bool:
+        """Whether a model process/connection is up (a loaded model needs it)."""
+
+    def resident_bytes(self) -> int:
+        """Local memory this backend holds now (0 for a remote server)."""
+
+    def crashes_within(self, seconds: float) -> int:
+        """Crashes in the last `seconds` (crash-loop detection)."""
+
+    async def load(self, spec: ModelSpec) -> LoadResult:
+        """Load the model `spec` describes, replacing any loaded one."""
+
+    def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
+        """Stream a reply; abandoning the iterator stops the work. `deadline` is event-loop time."""
+
+    async def warm(self, messages: list[Message]) -> dict[str, Any]:
+        """Put a standing prompt in the cache (from disk when saved before)."""
+
+    async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
+        """Next-token logits after `messages` (tests and benchmarks)."""
+
+    async def bench(self) -> BenchResult:
+        """Measure prefill and decode speed of the loaded model."""
+
+    async def stats(self) -> dict[str, Any]:
+        """What the runner knows about itself (loaded model, recent generations)."""
+
+    async def cancel(self) -> None:
+        """Stop the running generation at its next token (it ends with finish_reason `cancelled`)."""
+
+    async def unload(self) -> None:
+        """Free the model, keep the runner."""
+
+    async def close(self) -> None:
+        """Stop the runner and free everything (a later request starts it again)."""
+
+
+# Makes the backend for a spec; the callback is called when the backend dies on its own.
+BackendFactory = Callable[[ModelSpec, Callable[[], None] | None], Backend]

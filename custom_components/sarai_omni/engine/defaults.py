@@ -1,0 +1,35 @@
+"""The one table of defaults (the seed's values). Read by the config flow, the HA entities, the
+engine's request and model types and the worker, so a default is changed in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Generation.
+TEMPERATURE: Final = 0.7
+MAX_TOKENS: Final = 256
+TOP_K: Final = 40
+TOP_P: Final = 0.95
+MIN_P: Final = 0.05
+REPEAT_PENALTY: Final = 1.0
+# AI Task and the analysis services: factual, longer structured answers.
+TASK_TEMPERATURE: Final = 0.2
+TASK_MAX_TOKENS: Final = 512
+
+# Models.
+N_CTX: Final = 2048
+QUALITY_N_CTX: Final = 8192  # the contract's context of the quality model (images take tokens)
+N_BATCH: Final = 512
+N_THREADS: Final = 2  # only where no thread count is given at all; HA uses the physical cores
+KV_TYPE: Final = "f16"
+KV_TYPES: Final = ("f16", "q8_0")
+
+# Pool.
+RAM_BUDGET_MB: Final = 7680  # the seed's 7.5 GB for both models
+IDLE_UNLOAD_S: Final = 600
+REQUEST_TIMEOUT_S: Final = 300
+MAX_QUEUE: Final = 8  # requests waiting for one model; more are refused as busy (like Ollama)
+
+# Router.
+ROUTER_SHORT_CHARS: Final = 200
+ROUTER_SOFT_THRESHOLD: Final = 0.8

@@ -1,0 +1,96 @@
+"""The llama.cpp backend: a worker process (worker.py) driven over the JSON-lines protocol."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from . import protocol
+from .backend import BenchResult, ChatRequest, Generated, LoadResult, ModelSpec
+from .client import WorkerClient
+from .prompts import Message
+
+
+class LlamaCppBackend:
+    """Implements backend.Backend on one llama.cpp worker process (spawned on demand)."""
+
+    calibrates = True  # weight repacking is measured per machine (calibrate.py)
+
+    def __init__(
+        self,
+        name: str,
+        python: str | None = None,
+        on_crash: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.client = WorkerClient(name, python, env=env, on_crash=on_crash)
+
+    @property
+    def crashes(self) -> int:
+        return self.client.crashes
+
+    @property
+    def last_exit(self) -> int | None:
+        return self.client.last_exit
+
+    @property
+    def running(self) -> bool:
+        return self.client.running
+
+    @property
+    def pid(self) -> int | None:
+        return self.client.pid
+
+    def resident_bytes(self) -> int:
+        return self.client.rss_bytes()
+
+    def crashes_within(self, seconds: float) -> int:
+        return self.client.crashes_within(seconds)
+
+    async def load(self, spec: ModelSpec) -> LoadResult:
+        data = await self.client.call(protocol.OP_LOAD, spec.load_params())
+        return LoadResult(
+            load_ms=float(data.get("load_ms", 0.0)),
+            n_ctx=int(data.get("n_ctx", 0)),
+            chat_template=bool(data.get("chat_template")),
+            vision=bool(data.get("vision")),
+        )
+
+    async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
+        async for event in self.client.stream(protocol.OP_GENERATE, request.payload(), deadline):
+            if event.get("event") == protocol.EV_TOKEN:
+                yield str(event["text"])
+            else:
+                yield Generated.from_dict(event.get("data", {}))
+
+    async def warm(self, messages: list[Message]) -> dict[str, Any]:
+        return await self.client.call(protocol.OP_WARM, {"messages": messages})
+
+    async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
+        return await self.client.call(protocol.OP_LOGITS, {"messages": messages, "top": top})
+
+    async def bench(self) -> BenchResult:
+        data = await self.client.call(protocol.OP_BENCH, {})
+        return BenchResult(float(data["prefill_tps"]), float(data["decode_tps"]))
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.client.call(protocol.OP_STATS)
+
+    async def cancel(self) -> None:
+        self.client.cancel_all()
+
+    async def unload(self) -> None:
+        await self.client.call(protocol.OP_UNLOAD)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def llama_cpp_factory(python: str | None = None) -> Callable[[ModelSpec, Callable[[], None] | None], LlamaCppBackend]:
+    """backend.BackendFactory for llama.cpp workers running under `python` (default: this one)."""
+
+    def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> LlamaCppBackend:
+        return LlamaCppBackend(spec.role, python, on_crash)
+
+    return make
