@@ -129,6 +129,10 @@ async def load_variants(model: Path, threads: int, tokens: int, repeat: int) -> 
         engine = make_engine(model, threads, repack=repack)
         try:
             await engine.start()
+            status = engine.snapshot()["models"]["fast"]
+            if status["repack"] != repack:  # its load died and the engine fell back to the safe way
+                out[name] = {"decode_tps": None, "unusable": status["unusable_variants"].get(name)}
+                continue
             runs = [await engine_decode(engine, tokens) for _ in range(repeat)]
             rss = engine.snapshot()["models"]["fast"]["rss_mb"]
             out[name] = {"decode_tps": round(statistics.median(runs), 2), "runs": runs, "rss_mb": rss}

@@ -14,14 +14,13 @@ from homeassistant.util.json import json_loads
 import voluptuous as vol
 from voluptuous_openapi import convert
 
-from .const import CONF_MAX_TOKENS, CONF_TEMPERATURE, DOMAIN, SUBENTRY_AI_TASK
-from .engine import ChatRequest, EngineError
-from .entity import SaraiEntity, chat_messages
-from .integration import SaraiConfigEntry
+from .const import DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN, SUBENTRY_AI_TASK
+from .engine import EngineError
+from .entity import SaraiEntity
+from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 PARALLEL_UPDATES = 0
-DEFAULT_TASK_MAX_TOKENS = 512
 
 
 async def async_setup_entry(
@@ -39,32 +38,26 @@ class SaraiAITaskEntity(ai_task.AITaskEntity, SaraiEntity):
         ai_task.AITaskEntityFeature.GENERATE_DATA | ai_task.AITaskEntityFeature.SUPPORT_ATTACHMENTS
     )
 
+    default_max_tokens = DEFAULT_TASK_MAX_TOKENS
+    default_temperature = DEFAULT_TASK_TEMPERATURE
+
     async def _async_generate_data(
         self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog
     ) -> ai_task.GenDataTaskResult:
+        """The same chat-log path as Assist (entity.py), with the structure as a JSON schema."""
         schema = convert(task.structure, custom_serializer=llm.selector_serializer) if task.structure else None
-        decision = self._route(chat_log)
-        request = ChatRequest(
-            messages=chat_messages(chat_log),
-            role=decision.role,
-            max_tokens=int(self.options.get(CONF_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS)),
-            temperature=float(self.options.get(CONF_TEMPERATURE, 0.2)),
-            json_schema=schema,
-            route_reason=decision.reason,
-        )
         try:
-            result = await self.entry.runtime_data.engine.complete(request)
+            await self._async_handle_chat_log(chat_log, structure=schema)
         except EngineError as err:
             raise HomeAssistantError(
                 translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
             ) from err
-        chat_log.async_add_assistant_content_without_tools(
-            conversation.AssistantContent(agent_id=self.entity_id, content=result.text)
-        )
+        last = chat_log.content[-1]
+        text = last.content or "" if isinstance(last, conversation.AssistantContent) else ""
         if task.structure is None:
-            return ai_task.GenDataTaskResult(conversation_id=chat_log.conversation_id, data=result.text)
+            return ai_task.GenDataTaskResult(conversation_id=chat_log.conversation_id, data=text)
         return ai_task.GenDataTaskResult(
-            conversation_id=chat_log.conversation_id, data=_structured(task.structure, result.text)
+            conversation_id=chat_log.conversation_id, data=_structured(task.structure, text)
         )
 
 

@@ -71,6 +71,10 @@ from .const import (
     DEFAULT_N_CTX,
     DEFAULT_RAM_BUDGET_MB,
     DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_ROUTER_SHORT_CHARS,
+    DEFAULT_ROUTER_SOFT_THRESHOLD,
+    DEFAULT_TASK_MAX_TOKENS,
+    DEFAULT_TASK_TEMPERATURE,
     DEFAULT_TEMPERATURE,
     DOMAIN,
     DOWNLOAD_HUB,
@@ -349,7 +353,11 @@ def default_ai_task() -> ConfigSubentryData:
 
 
 def ai_task_defaults() -> dict[str, Any]:
-    return {CONF_MODEL_PREFERENCE: "auto", CONF_MAX_TOKENS: 512, CONF_TEMPERATURE: 0.2}
+    return {
+        CONF_MODEL_PREFERENCE: "auto",
+        CONF_MAX_TOKENS: DEFAULT_TASK_MAX_TOKENS,
+        CONF_TEMPERATURE: DEFAULT_TASK_TEMPERATURE,
+    }
 
 
 def conversation_defaults() -> dict[str, Any]:
@@ -368,8 +376,8 @@ def options_schema() -> vol.Schema:
             vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
             vol.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
             vol.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
-            vol.Required(CONF_ROUTER_SHORT_CHARS, default=200): _int(10, 4000),
-            vol.Required(CONF_ROUTER_SOFT_THRESHOLD, default=0.8): NumberSelector(
+            vol.Required(CONF_ROUTER_SHORT_CHARS, default=DEFAULT_ROUTER_SHORT_CHARS): _int(10, 4000),
+            vol.Required(CONF_ROUTER_SOFT_THRESHOLD, default=DEFAULT_ROUTER_SOFT_THRESHOLD): NumberSelector(
                 NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
             ),
         }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from .engine import defaults
+
 DOMAIN: Final = "sarai_omni"
 TITLE: Final = "Sarai Omni"
 
@@ -25,7 +27,7 @@ CONF_REQUEST_TIMEOUT_S: Final = "request_timeout_s"
 CONF_N_GPU_LAYERS: Final = "n_gpu_layers"
 CONF_ROUTER_SHORT_CHARS: Final = "router_short_chars"
 CONF_ROUTER_SOFT_THRESHOLD: Final = "router_soft_threshold"
-KV_TYPES: Final = ("f16", "q8_0")
+KV_TYPES: Final = defaults.KV_TYPES
 
 # Conversation subentry.
 CONF_PROMPT: Final = "prompt"
@@ -33,14 +35,19 @@ CONF_MODEL_PREFERENCE: Final = "model"
 CONF_MAX_TOKENS: Final = "max_tokens"
 CONF_TEMPERATURE: Final = "temperature"
 
-DEFAULT_RAM_BUDGET_MB: Final = 7680  # the seed's 7.5 GB for both models
-DEFAULT_N_CTX: Final = 2048
-QUALITY_N_CTX: Final = 8192  # the contract's default context of the quality model (images take tokens)
-DEFAULT_KV_TYPE: Final = "f16"
-DEFAULT_IDLE_UNLOAD_S: Final = 600
-DEFAULT_REQUEST_TIMEOUT_S: Final = 300
-DEFAULT_MAX_TOKENS: Final = 256
-DEFAULT_TEMPERATURE: Final = 0.7
+# The seed's defaults, from the engine's one table (engine/defaults.py).
+DEFAULT_RAM_BUDGET_MB: Final = defaults.RAM_BUDGET_MB
+DEFAULT_N_CTX: Final = defaults.N_CTX
+QUALITY_N_CTX: Final = defaults.QUALITY_N_CTX
+DEFAULT_KV_TYPE: Final = defaults.KV_TYPE
+DEFAULT_IDLE_UNLOAD_S: Final = defaults.IDLE_UNLOAD_S
+DEFAULT_REQUEST_TIMEOUT_S: Final = defaults.REQUEST_TIMEOUT_S
+DEFAULT_MAX_TOKENS: Final = defaults.MAX_TOKENS
+DEFAULT_TEMPERATURE: Final = defaults.TEMPERATURE
+DEFAULT_TASK_MAX_TOKENS: Final = defaults.TASK_MAX_TOKENS
+DEFAULT_TASK_TEMPERATURE: Final = defaults.TASK_TEMPERATURE
+DEFAULT_ROUTER_SHORT_CHARS: Final = defaults.ROUTER_SHORT_CHARS
+DEFAULT_ROUTER_SOFT_THRESHOLD: Final = defaults.ROUTER_SOFT_THRESHOLD
 MODEL_PREFERENCES: Final = ("auto", "fast", "quality")
 
 DEFAULT_CONVERSATION_NAME: Final = "Sarai Omni"
@@ -56,6 +63,13 @@ CONF_REVISION: Final = "revision"
 CONF_TARGET: Final = "target"
 DOWNLOAD_NONE: Final = "none"
 DOWNLOAD_HUB: Final = "hub"
+
+# Repair issues (translations: issues.<id>).
+ISSUE_BACKEND_MISSING: Final = "llama_cpp_missing"
+ISSUE_BACKEND_UNUSABLE: Final = "llama_cpp_unusable"
+ISSUE_MODEL_MISSING: Final = "model_missing"
+ISSUE_BUDGET: Final = "budget_too_small"
+ISSUE_CRASH_LOOP: Final = "crash_loop"
 
 # Where users put GGUF files, relative to the HA config directory.
 MODELS_DIR: Final = "models"

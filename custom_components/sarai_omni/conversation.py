@@ -17,7 +17,7 @@ from .const import CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
 from .engine import FAST, EngineError
 from .engine.prompts import Message
 from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, chat_messages
-from .integration import SaraiConfigEntry
+from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 PARALLEL_UPDATES = 0

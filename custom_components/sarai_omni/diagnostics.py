@@ -12,7 +12,7 @@ from homeassistant.core import HomeAssistant
 
 from .const import CONF_FAST_MMPROJ, CONF_FAST_MODEL, CONF_PROMPT, CONF_QUALITY_MMPROJ, CONF_QUALITY_MODEL
 from .engine.procmem import cpu_flags, physical_cores, total_ram_bytes
-from .integration import SaraiConfigEntry
+from .models import SaraiConfigEntry
 
 # Paths tell where the user keeps files; prompts can hold personal details.
 TO_REDACT = {CONF_FAST_MODEL, CONF_FAST_MMPROJ, CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, CONF_PROMPT, "model_path"}
@@ -32,7 +32,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: SaraiCo
             "subentries": {sid: sub.as_dict() for sid, sub in entry.subentries.items()},
         },
         "engine": snapshot,
-        "models": {role: slot.info.summary() if slot.info else None for role, slot in engine.pool.slots.items()},
+        "models": {role: info.summary() if (info := engine.model_info(role)) else None for role in engine.roles},
         "system": await hass.async_add_executor_job(_system),
     }
     return async_redact_data(data, TO_REDACT)

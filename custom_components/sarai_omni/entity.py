@@ -28,7 +28,7 @@ from .const import (
 from .engine import ChatRequest, ChatStream, RouteDecision
 from .engine.prompts import Message
 from .engine.toolcalls import BadToolCall, TextPart, ToolCall, ToolCallParser, tool_call_schema
-from .integration import SaraiConfigEntry
+from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 MAX_TOOL_ITERATIONS = 10
@@ -185,6 +185,9 @@ class SaraiEntity(Entity):
 
     _attr_has_entity_name = True
     _attr_name = None
+    # Where the subentry does not say (AI Task entities override these).
+    default_max_tokens = DEFAULT_MAX_TOKENS
+    default_temperature = DEFAULT_TEMPERATURE
 
     def __init__(self, entry: SaraiConfigEntry, subentry: ConfigSubentry) -> None:
         self.entry = entry
@@ -216,25 +219,29 @@ class SaraiEntity(Entity):
         """A GBNF grammar for the next reply, when one applies (none for free conversation)."""
         return None
 
-    async def _async_handle_chat_log(self, chat_log: conversation.ChatLog) -> bool:
+    async def _async_handle_chat_log(
+        self, chat_log: conversation.ChatLog, structure: dict[str, Any] | None = None
+    ) -> bool:
         """Generate into the chat log until no tool result awaits an answer.
 
+        `structure` (a JSON schema) constrains the answer to JSON of that shape (AI Task data).
         Returns False when the tool loop hit MAX_TOOL_ITERATIONS (the caller says so to the user).
         """
         decision = self._route(chat_log)
         tools = tool_definitions(chat_log)
         engine = self.entry.runtime_data.engine
         for _ in range(MAX_TOOL_ITERATIONS):
+            repair = repair_schema(chat_log, tools)
             request = ChatRequest(
                 messages=chat_messages(chat_log),
                 role=decision.role,
                 tools=tools,
-                max_tokens=int(self.options.get(CONF_MAX_TOKENS, DEFAULT_MAX_TOKENS)),
-                temperature=float(self.options.get(CONF_TEMPERATURE, DEFAULT_TEMPERATURE)),
+                max_tokens=int(self.options.get(CONF_MAX_TOKENS, self.default_max_tokens)),
+                temperature=float(self.options.get(CONF_TEMPERATURE, self.default_temperature)),
                 grammar=self._grammar(chat_log),
                 route_reason=decision.reason,
-                json_schema=repair_schema(chat_log, tools),
-                schema_as_tool_call=True,
+                json_schema=repair or structure,
+                schema_as_tool_call=repair is not None,
             )
             stream = engine.chat(request)
             async for _ in chat_log.async_add_delta_content_stream(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import logging
 from pathlib import Path
 from typing import Any
@@ -37,38 +36,26 @@ from .const import (
     DEFAULT_RAM_BUDGET_MB,
     DEFAULT_REQUEST_TIMEOUT_S,
     DOMAIN,
+    ISSUE_BACKEND_MISSING,
+    ISSUE_BACKEND_UNUSABLE,
+    ISSUE_BUDGET,
+    ISSUE_CRASH_LOOP,
+    ISSUE_MODEL_MISSING,
     QUALITY_N_CTX,
     SIGNAL_ENGINE_UPDATED,
 )
-from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec, RouterConfig
+from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec, RouterConfig, defaults
 from .engine.procmem import physical_cores
 from .installer import backend_available
+from .models import SaraiConfigEntry, SaraiRuntimeData
+from .services import async_setup_services
+from .validation import resolve_path
 
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
-ISSUE_BACKEND_MISSING = "llama_cpp_missing"
-ISSUE_MODEL_MISSING = "model_missing"
-ISSUE_BUDGET = "budget_too_small"
-ISSUE_CRASH_LOOP = "crash_loop"
-ISSUE_BACKEND_UNUSABLE = "llama_cpp_unusable"
 CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW_S = 3, 600
-
-
-@dataclass(slots=True)
-class SaraiRuntimeData:
-    """What a loaded entry keeps: the engine that owns the worker processes."""
-
-    engine: Engine
-
-
-type SaraiConfigEntry = ConfigEntry[SaraiRuntimeData]
-
-
-def resolve_path(hass: HomeAssistant, path: str) -> str:
-    """Absolute path of a user-entered model path (relative ones are under the config dir)."""
-    return path if Path(path).is_absolute() else hass.config.path(path)
 
 
 def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
@@ -117,16 +104,14 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
         request_timeout_s=float(conf.get(CONF_REQUEST_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S)),
         state_dir=state_dir,
         router=RouterConfig(
-            short_chars=int(conf.get(CONF_ROUTER_SHORT_CHARS, 200)),
-            soft_threshold=float(conf.get(CONF_ROUTER_SOFT_THRESHOLD, 0.8)),
+            short_chars=int(conf.get(CONF_ROUTER_SHORT_CHARS, defaults.ROUTER_SHORT_CHARS)),
+            soft_threshold=float(conf.get(CONF_ROUTER_SOFT_THRESHOLD, defaults.ROUTER_SOFT_THRESHOLD)),
         ),
     )
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the integration's services (they find the loaded entry when called)."""
-    from .services import async_setup_services  # noqa: PLC0415  (services imports this module)
-
     async_setup_services(hass)
     return True
 
@@ -160,16 +145,19 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
     ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_MISSING)
     ir.async_delete_issue(hass, DOMAIN, ISSUE_CRASH_LOOP)  # a (re)load starts with fresh workers
 
+    unavailable: set[str] = set()  # roles whose failure was logged: once when lost, once when back
+
     @callback
     def changed() -> None:
         async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}")
-        if (crashes := engine.pool.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
+        _log_availability(engine, unavailable)
+        if (crashes := engine.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
             _issue(hass, ISSUE_CRASH_LOOP, count=str(crashes), minutes=str(CRASH_LOOP_WINDOW_S // 60))
         _check_backend(hass, engine)
 
     engine = Engine(engine_config(hass, entry), on_change=changed)
     try:
-        await engine.pool.prepare()
+        await engine.prepare()  # once: the background start below finds it done
     except ModelNotFound as err:
         _issue(hass, ISSUE_MODEL_MISSING, error=str(err))
         raise ConfigEntryError(
@@ -195,11 +183,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
 
 def _check_budget(hass: HomeAssistant, entry: ConfigEntry, engine: Engine) -> None:
     """The budget must at least hold the fast model, or Assist can never answer."""
-    fast, budget = engine.pool.slot(FAST), engine.pool.budget
-    if fast.estimate > budget:
-        needed_mb = -(-fast.estimate // 2**20)
+    if (needed_mb := engine.needed_mb(FAST)) > engine.budget_mb:
         data = {"entry_id": entry.entry_id, "needed_mb": needed_mb}
-        _issue(hass, ISSUE_BUDGET, data, needed_mb=str(needed_mb), budget_mb=str(budget // 2**20))
+        _issue(hass, ISSUE_BUDGET, data, needed_mb=str(needed_mb), budget_mb=str(engine.budget_mb))
     else:
         ir.async_delete_issue(hass, DOMAIN, ISSUE_BUDGET)
 
@@ -207,10 +193,22 @@ def _check_budget(hass: HomeAssistant, entry: ConfigEntry, engine: Engine) -> No
 @callback
 def _check_backend(hass: HomeAssistant, engine: Engine) -> None:
     """llama-cpp-python installed but unusable (bad CPU instructions, broken native library)."""
-    if (problem := engine.pool.backend_problem()) is not None:
+    if (problem := engine.backend_problem()) is not None:
         _issue(hass, ISSUE_BACKEND_UNUSABLE, error=problem)
-    elif any(s.loaded for s in engine.pool.slots.values()):  # it ran: whatever it was is fixed
+    elif engine.any_loaded():  # it ran: whatever it was is fixed
         ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_UNUSABLE)
+
+
+def _log_availability(engine: Engine, unavailable: set[str]) -> None:
+    """Quality rule log-when-unavailable: a model that fails is logged once, and once when it is back."""
+    for role in engine.roles:
+        status = engine.status(role)
+        if status["state"] == "error" and role not in unavailable:
+            unavailable.add(role)
+            _LOGGER.warning("The %s model is unavailable: %s", role, status["error"])
+        elif status["state"] == "loaded" and role in unavailable:
+            unavailable.discard(role)
+            _LOGGER.info("The %s model is available again", role)
 
 
 async def _preload(engine: Engine) -> None:

@@ -16,9 +16,8 @@ from homeassistant.data_entry_flow import FlowResult
 from homeassistant.helpers.selector import NumberSelector, NumberSelectorConfig, NumberSelectorMode
 import voluptuous as vol
 
-from .const import CONF_RAM_BUDGET_MB, DOMAIN
+from .const import CONF_RAM_BUDGET_MB, DOMAIN, ISSUE_BACKEND_MISSING, ISSUE_BUDGET
 from .installer import InstallSteps
-from .integration import ISSUE_BACKEND_MISSING, ISSUE_BUDGET
 from .validation import budget_error, machine_ram_mb
 
 

@@ -21,7 +21,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from .const import DOMAIN, SIGNAL_ENGINE_UPDATED, TITLE
-from .integration import SaraiConfigEntry
+from .models import SaraiConfigEntry
 
 PARALLEL_UPDATES = 0
 SCAN_INTERVAL = timedelta(seconds=30)  # RSS drifts while a model works: re-read it now and then
@@ -53,6 +53,7 @@ MODEL_SENSORS = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=1,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,  # per-request figures: the state's attributes carry them too
         value_fn=lambda s: s.get("tokens_per_second"),
     ),
     ModelSensorDescription(
@@ -62,6 +63,7 @@ MODEL_SENSORS = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda s: s.get("ttft_ms"),
     ),
 )
@@ -70,7 +72,7 @@ MODEL_SENSORS = (
 async def async_setup_entry(
     hass: HomeAssistant, entry: SaraiConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
-    roles = list(entry.runtime_data.engine.pool.slots)
+    roles = entry.runtime_data.engine.roles
     entities: list[SensorEntity] = [ModelSensor(entry, role, d) for role in roles for d in MODEL_SENSORS]
     entities.append(BudgetSensor(entry))
     async_add_entities(entities)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 import logging
-import tempfile
 import time
 from typing import Any
 
@@ -16,11 +15,20 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
-from .const import DOMAIN
+from .const import DEFAULT_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
 from .engine import FAST, QUALITY, ChatRequest, EngineError, RouteDecision
 from .engine.prompts import Message
-from .integration import SaraiConfigEntry
-from .vision import Frame, camera_frame, invalid, read_image_file, select_frames, video_file_frames, write_frames
+from .models import SaraiConfigEntry
+from .vision import (
+    Frame,
+    camera_frame,
+    invalid,
+    read_image_file,
+    select_frames,
+    temp_dir,
+    video_file_frames,
+    write_frames,
+)
 
 _LOGGER = logging.getLogger(__name__)
 EVENT_ANALYSIS = f"{DOMAIN}_analysis"
@@ -31,7 +39,7 @@ MODEL_CHOICES = ("auto", FAST, QUALITY)
 _COMMON = {
     vol.Optional("prompt"): cv.string,
     vol.Optional("model", default="auto"): vol.In(MODEL_CHOICES),
-    vol.Optional("max_tokens", default=256): vol.All(vol.Coerce(int), vol.Range(min=1, max=4096)),
+    vol.Optional("max_tokens", default=DEFAULT_MAX_TOKENS): vol.All(vol.Coerce(int), vol.Range(min=1, max=4096)),
 }
 IMAGE_SCHEMA = vol.Schema(
     {
@@ -116,10 +124,9 @@ async def _camera_clip(hass: HomeAssistant, entity_id: str, duration: float, cou
 def _route(entry: SaraiConfigEntry, prompt: str, modality: str, model: str) -> RouteDecision:
     engine = entry.runtime_data.engine
     decision = engine.route(prompt, frozenset({modality}), None if model == "auto" else model)
-    if decision.role not in engine.pool.slots:
+    if decision.role not in engine.roles:
         raise invalid("model_not_configured", model=decision.role)
-    slot = engine.pool.slot(decision.role)
-    if not (slot.mmproj_info and slot.mmproj_info.has_vision):
+    if not engine.sees(decision.role):
         raise invalid("no_vision_model", model=decision.role)
     return decision
 
@@ -146,13 +153,13 @@ async def _analyze(
     video: bool,
 ) -> ServiceResponse:
     decision = _route(entry, prompt, modality, call.data["model"])
-    with tempfile.TemporaryDirectory(prefix="sarai_analysis_") as folder:
+    async with temp_dir(hass, "sarai_analysis_") as folder:
         paths = await hass.async_add_executor_job(write_frames, frames, folder)
         request = ChatRequest(
             messages=_messages(prompt, paths, frames, video),
             role=decision.role,
             max_tokens=call.data["max_tokens"],
-            temperature=0.2,
+            temperature=DEFAULT_TASK_TEMPERATURE,
             route_reason=decision.reason,
         )
         result = await _engine_call(entry.runtime_data.engine.complete(request))

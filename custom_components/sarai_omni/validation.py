@@ -20,10 +20,8 @@ from .const import (
     MODELS_DIR,
     QUALITY_N_CTX,
 )
-from .engine import GGUFInfo, InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
-from .engine.pool import MB
+from .engine import MB, GGUFInfo, InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
 from .engine.procmem import total_ram_bytes
-from .integration import resolve_path
 
 # Each model field, and whether it takes a projector (mmproj) rather than a model.
 MODEL_KEYS: Final = (
@@ -40,6 +38,11 @@ class ModelFileError(Exception):
     def __init__(self, key: str, path: str) -> None:
         super().__init__(f"{key}: {path}")
         self.key, self.path = key, path
+
+
+def resolve_path(hass: HomeAssistant, path: str) -> str:
+    """Absolute path of a user-entered model path (relative ones are under the config dir)."""
+    return path if Path(path).is_absolute() else hass.config.path(path)
 
 
 def machine_ram_mb() -> int:

@@ -6,7 +6,10 @@ Blocking work (files, Pillow, temp dirs) runs in the executor; ffmpeg runs as a 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+import contextlib
 from dataclasses import dataclass
+from functools import partial
 import io
 import itertools
 from pathlib import Path
@@ -81,12 +84,22 @@ def checked_file(hass: HomeAssistant, path: str) -> Path:
     return full
 
 
+@contextlib.asynccontextmanager
+async def temp_dir(hass: HomeAssistant, prefix: str) -> AsyncIterator[str]:
+    """A private temporary folder, made and removed in the executor (never on the event loop)."""
+    folder = await hass.async_add_executor_job(partial(tempfile.mkdtemp, prefix=prefix))
+    try:
+        yield folder
+    finally:
+        await hass.async_add_executor_job(partial(shutil.rmtree, folder, ignore_errors=True))
+
+
 async def video_file_frames(hass: HomeAssistant, ffmpeg: str, path: str, width: int) -> list[Frame]:
     """Sample a video file at CANDIDATE_FPS with ffmpeg, scaled to `width`."""
     full = await hass.async_add_executor_job(checked_file, hass, path)
     if not await hass.async_add_executor_job(shutil.which, ffmpeg):
         raise invalid("ffmpeg_missing", binary=ffmpeg)
-    with tempfile.TemporaryDirectory(prefix="sarai_frames_") as out:
+    async with temp_dir(hass, "sarai_frames_") as out:
         proc = await asyncio.create_subprocess_exec(
             ffmpeg,
             "-nostdin",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Callable
 from functools import partial
 import json
 from pathlib import Path
@@ -26,7 +27,7 @@ from custom_components.sarai_omni.const import (
     CONF_TEMPERATURE,
     DOMAIN,
 )
-from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.engine import FAST, Engine
 
 PKG = Path(__file__).resolve().parents[2] / "custom_components" / "sarai_omni"
 EN = json.loads((PKG / "translations" / "en.json").read_text())
@@ -90,9 +91,25 @@ def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0
 
 async def wait_loaded(entry: MockConfigEntry, role: str = FAST) -> None:
     """Wait for the background preload (a real worker process loading a real GGUF)."""
-    slot = entry.runtime_data.engine.pool.slot(role)
-    async with slot.lock:
-        await entry.runtime_data.engine.pool.ensure_loaded(slot)
+    await entry.runtime_data.engine.load(role)
+
+
+async def engine_reaches(engine: Engine, done: Callable[[], bool], guard_s: float = 60) -> None:
+    """Wait until `done()` holds, checked at each change the engine reports (the guard only turns a
+    hang into a failure; it is no timing claim)."""
+    reached = asyncio.Event()
+
+    def check() -> None:
+        if done():
+            reached.set()
+
+    remove = engine.add_listener(check)
+    check()
+    try:
+        async with asyncio.timeout(guard_s):
+            await reached.wait()
+    finally:
+        remove()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, DOMAIN
 from custom_components.sarai_omni.engine import FAST
 from custom_components.sarai_omni.engine.procmem import rss_bytes
+from tests.workers import worker
 
 from .conftest import make_entry
 
@@ -21,7 +22,7 @@ async def test_setup_preloads_fast_model_and_unload_stops_worker(
     hass: HomeAssistant, loaded_entry: MockConfigEntry
 ) -> None:
     engine = loaded_entry.runtime_data.engine
-    client = engine.pool.slot(FAST).client
+    client = worker(engine, FAST)
     pid = client.pid
     assert pid is not None
     assert client.rss_bytes() > 0
@@ -95,3 +96,28 @@ async def test_unknown_backend_fails_setup_clearly(hass: HomeAssistant, entry_da
     assert entry.state is ConfigEntryState.SETUP_ERROR
     assert entry.reason is not None
     assert "openai_remote" in entry.reason
+
+
+async def test_per_request_figure_sensors_are_disabled_by_default(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    registry = er.async_get(hass)
+    entries = {e.unique_id: e for e in er.async_entries_for_config_entry(registry, loaded_entry.entry_id)}
+    prefix = f"{loaded_entry.entry_id}_fast"
+    for key in ("tokens_per_second", "ttft"):
+        assert entries[f"{prefix}_{key}"].disabled_by is er.RegistryEntryDisabler.INTEGRATION
+    for key in ("state", "rss"):
+        assert entries[f"{prefix}_{key}"].disabled_by is None
+
+
+async def test_clock_pattern_matches_what_home_assistant_renders(hass: HomeAssistant) -> None:
+    """entity.CLOCK moves HA's time line out of the system prompt (or the prompt cache is lost every
+    turn): a rewording of llm.DATE_TIME_PROMPT in HA must fail here, loudly."""
+    from homeassistant.helpers import llm, template
+    from homeassistant.util import dt as dt_util
+
+    from custom_components.sarai_omni.entity import CLOCK, clock_line
+
+    rendered = template.Template(llm.DATE_TIME_PROMPT, hass).async_render(parse_result=False)
+    assert CLOCK.fullmatch(rendered)
+    assert CLOCK.fullmatch(clock_line(dt_util.utcnow()) + "\n")  # and the line each user turn carries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import json
 import os
 from pathlib import Path
@@ -21,10 +22,12 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_RAM_BUDGET_MB, DOMAIN
 from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.engine.client import WorkerClient
 from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
 from tests.tiny_models import write_text_model
+from tests.workers import worker
 
-from .conftest import EN, make_entry, shown_errors, wait_loaded
+from .conftest import EN, engine_reaches, make_entry, shown_errors, wait_loaded
 from .test_conversation import agent_id
 from .test_install import fix_flow
 
@@ -86,18 +89,19 @@ async def test_budget_smaller_than_the_fast_model(hass: HomeAssistant, entry_dat
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
+def crashed(client: WorkerClient, times: int) -> Callable[[], bool]:
+    return lambda: client.crashes >= times
+
+
 async def test_crash_loop_after_three_crashes(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
     engine = loaded_entry.runtime_data.engine
-    client = engine.pool.slot(FAST).client
+    client = worker(engine, FAST)
     for crash in range(3):
         assert issue(hass, "crash_loop") is None
         pid = client.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # an idle worker dying is a crash too
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if client.crashes == crash + 1:
-                break
+        await engine_reaches(engine, crashed(client, crash + 1))
         assert engine.snapshot()["models"][FAST]["state"] == "unloaded"  # reported at once, not at next use
         await wait_loaded(loaded_entry)  # restarts the worker
     found = issue(hass, "crash_loop")
@@ -138,16 +142,25 @@ async def test_budget_fix_flow_raises_the_budget(
 
 
 async def test_worker_killed_by_sigill_means_unusable_backend(
-    hass: HomeAssistant, loaded_entry: MockConfigEntry
+    hass: HomeAssistant, entry_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = loaded_entry.runtime_data.engine.pool.slot(FAST).client
+    # The model must run the safe way (calibration may pick repacking on a fast CPU, and a repacked
+    # worker dying by SIGILL only rules repacking out): a repacked trial that dies ensures it.
+    monkeypatch.setenv(FAULTS_ENV, "repack=SIGILL")
+    entry = make_entry(hass, entry_data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    engine = entry.runtime_data.engine
+    assert engine.status(FAST)["repack"] is False
+    client = worker(engine, FAST)
     assert client.pid is not None
     os.kill(client.pid, signal.SIGILL)  # what a wheel built for another CPU does on its first AVX-512 op
     found = await wait_for_issue(hass, "llama_cpp_unusable")
     assert "SIGILL" in (found.translation_placeholders or {})["error"]
 
-    await wait_loaded(loaded_entry)  # it loads again (here the CPU is fine): the issue clears itself
+    await wait_loaded(entry)  # it loads again (here the CPU is fine): the issue clears itself
     assert issue(hass, "llama_cpp_unusable") is None
+    assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 async def test_broken_llama_cpp_install_means_unusable_backend(
@@ -210,7 +223,7 @@ async def test_repacked_trial_dying_is_ruled_out_without_a_repair(
 
 
 async def test_safe_way_dying_too_raises_unusable_and_answers_with_a_clear_error(
-    hass: HomeAssistant, entry_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    hass: HomeAssistant, entry_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv(FAULTS_ENV, "repack=SIGILL,plain=SIGSEGV")
     entry = make_entry(hass, entry_data)
@@ -225,4 +238,6 @@ async def test_safe_way_dying_too_raises_unusable_and_answers_with_a_clear_error
     assert speech.startswith("The model process stopped unexpectedly")
     assert "SIGSEGV: segmentation fault" in speech
     assert "Traceback" not in speech
+    unavailable = [r for r in caplog.records if r.getMessage().startswith("The fast model is unavailable")]
+    assert len(unavailable) == 1  # logged once, not at every failed load (log-when-unavailable)
     assert await hass.config_entries.async_unload(entry.entry_id)

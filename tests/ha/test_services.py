@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from pathlib import Path
 import subprocess
@@ -18,7 +17,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, DOMAIN
 from custom_components.sarai_omni.vision import Frame, select_frames
 
-from .conftest import GardenCamera, make_entry, wait_loaded
+from .conftest import GardenCamera, engine_reaches, make_entry, wait_loaded
 
 
 async def call(hass: HomeAssistant, service: str, **data: Any) -> dict[str, Any]:
@@ -234,9 +233,7 @@ async def test_image_loads_quality_on_demand_then_it_idles_out(
     assert response["model"] == "quality"
     assert response["timings"]["load_ms"] > 0  # loaded for this request
     assert pool.measured_rss() <= pool.budget
-    for _ in range(60):  # idle_unload_s = 1
-        await asyncio.sleep(0.1)
-        if not pool.slot("quality").loaded:
-            break
+    engine = entry.runtime_data.engine
+    await engine_reaches(engine, lambda: engine.status("quality")["state"] == "unloaded")  # idle_unload_s = 1
     assert not pool.slot("quality").loaded
     assert pool.slot("fast").loaded

@@ -1,0 +1,20 @@
+"""The typed config entry and what a loaded entry keeps. Imports nothing else of this package but
+the engine, so every platform can import it without an import cycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+
+from .engine import Engine
+
+
+@dataclass(slots=True)
+class SaraiRuntimeData:
+    """What a loaded entry keeps: the engine that owns the worker processes."""
+
+    engine: Engine
+
+
+type SaraiConfigEntry = ConfigEntry[SaraiRuntimeData]

@@ -1,0 +1,100 @@
+"""The HA layer's contract, on the real llama.cpp backend and on a second, in-process one.
+
+Assist, the analysis and model services, the router's choices and the sensors must not know which
+backend runs a role: the same assertions hold on both (the echo backend never replaces the real one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import entity_registry as er, intent
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.sarai_omni import integration
+from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, DOMAIN
+from custom_components.sarai_omni.engine import EngineConfig, Generated
+from tests.echo_backend import echo_factory
+
+from .conftest import GardenCamera, make_entry, wait_loaded
+from .test_conversation import agent_id
+
+
+@pytest.fixture(params=["llama_cpp", "echo"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Entries set up in this test run their roles on this backend."""
+    if request.param == "echo":
+        build = integration.engine_config
+
+        def with_echo(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
+            return replace(build(hass, entry), backend_factory=echo_factory)
+
+        monkeypatch.setattr(integration, "engine_config", with_echo)
+    return str(request.param)
+
+
+@pytest.fixture
+async def entry(
+    hass: HomeAssistant, backend: str, entry_data: dict[str, Any], tiny_mmproj: Path, jpeg: Path
+) -> MockConfigEntry:
+    hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
+    assert await async_setup_component(hass, "ffmpeg", {})
+    made = make_entry(hass, {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj)})
+    assert await hass.config_entries.async_setup(made.entry_id)
+    await wait_loaded(made)
+    return made
+
+
+async def call(hass: HomeAssistant, service: str, **data: Any) -> dict[str, Any]:
+    response = await hass.services.async_call(DOMAIN, service, data, blocking=True, return_response=True)
+    assert isinstance(response, dict)
+    return response
+
+
+async def test_assist_turn_is_answered(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent_id(hass, entry))
+    assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
+    assert result.response.speech["plain"]["speech"].strip()
+    assert entry.runtime_data.engine.status("fast")["route_reason"].startswith("short conversational turn")
+
+
+async def test_camera_analysis_is_routed_and_answered(
+    hass: HomeAssistant, entry: MockConfigEntry, garden_camera: GardenCamera
+) -> None:
+    response = await call(hass, "analyze_image", camera_entity_id="camera.garden", prompt="What do you see?")
+    assert response["model"] == "fast"
+    assert "the fast model has a vision projector" in response["route_reason"]
+    assert response["text"]
+    assert response["prompt_tokens"] > 0
+
+
+async def test_model_services_and_sensors(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    loaded = await call(hass, "load_model", model="fast")
+    assert loaded["state"] == "loaded"
+    assert loaded["rss_mb"] > 0
+    registry = er.async_get(hass)
+    ids = {e.unique_id: e.entity_id for e in er.async_entries_for_config_entry(registry, entry.entry_id)}
+    await hass.async_block_till_done()
+    state = hass.states.get(ids[f"{entry.entry_id}_fast_state"])
+    assert state is not None
+    assert state.state == "loaded"
+    unloaded = await call(hass, "unload_model", model="fast")
+    assert unloaded["state"] == "unloaded"
+    with pytest.raises(HomeAssistantError):
+        await call(hass, "load_model", model="quality")  # not configured, on either backend
+    with pytest.raises(ServiceValidationError):
+        await call(hass, "analyze_image", model="quality", image_path=[])
+
+
+def test_generation_results_are_typed_whichever_backend() -> None:
+    assert Generated.from_dict({"finish_reason": "stop", "completion_tokens": 3, "unknown": 1}) == Generated(
+        finish_reason="stop", completion_tokens=3
+    )
