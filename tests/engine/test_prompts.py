@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from custom_components.sarai_omni.engine.errors import InvalidInput
-from custom_components.sarai_omni.engine.prompts import COMPLETION_STOPS, StopMatcher, render_prompt
-from custom_components.sarai_omni.engine.worker import drop_oldest_turn
+from custom_components.sarai_omni.engine.prompts import COMPLETION_STOPS, StopMatcher, drop_oldest_turn, render_prompt
 from tests.tiny_models import CHATML_TEMPLATE
 
 CHAT = [

@@ -55,6 +55,7 @@ class WorkerClient:
         self._reader: asyncio.Task[None] | None = None
         self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+        # Last in the lock order (pool.py): slot lock, then pool load lock, then this one.
         self._start_lock = asyncio.Lock()
 
     @property

@@ -183,3 +183,14 @@ def has_media(messages: Sequence[Message]) -> bool:
         and any(isinstance(p, dict) and p.get("type") == "image" for p in m["content"])
         for m in messages
     )
+
+
+def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:
+    """Drop the oldest non-system message (and tool results that depended on it); keep the last."""
+    first = 1 if messages and messages[0].get("role") == "system" else 0
+    if len(messages) - first <= 1:
+        raise InvalidInput("the prompt does not fit the model's context (n_ctx)")
+    rest = list(messages[first + 1 :])
+    while len(rest) > 1 and rest[0].get("role") in ("tool", "assistant"):
+        rest.pop(0)  # a reply or tool result without its question is noise
+    return [*messages[:first], *rest]

@@ -28,7 +28,8 @@ from typing import Any, BinaryIO
 from . import defaults, protocol
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache
-from .prompts import Message, StopMatcher, has_media, media_parts, render_prompt
+from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
+from .toolcalls import CLOSE, OPEN
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -396,17 +397,6 @@ def _read_image(path: str) -> bytes:
         raise InvalidInput(f"cannot read image {path}: {err.strerror}") from err
 
 
-def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:
-    """Drop the oldest non-system message (and tool results that depended on it); keep the last."""
-    first = 1 if messages and messages[0].get("role") == "system" else 0
-    if len(messages) - first <= 1:
-        raise InvalidInput("the prompt does not fit the model's context (n_ctx)")
-    rest = list(messages[first + 1 :])
-    while len(rest) > 1 and rest[0].get("role") in ("tool", "assistant"):
-        rest.pop(0)  # a reply or tool result without its question is noise
-    return [*messages[:first], *rest]
-
-
 def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
     """Tokens llama_cpp will reuse: it always re-evaluates at least the last prompt token."""
     n = 0
@@ -442,7 +432,7 @@ def schema_grammar(schema: dict[str, Any], *, tool_call: bool = False) -> str:
         raise InvalidInput(f"unsupported JSON schema: {err}") from err
     if tool_call:
         gbnf = re.sub(r"^root ::=", "call ::=", gbnf, count=1, flags=re.MULTILINE)
-        gbnf += '\nroot ::= "<tool_call>\\n" call "\\n</tool_call>"\n'
+        gbnf += f"\nroot ::= {json.dumps(OPEN + chr(10))} call {json.dumps(chr(10) + CLOSE)}\n"
     return gbnf
 
 
