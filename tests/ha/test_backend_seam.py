@@ -7,7 +7,6 @@ backend runs a role: the same assertions hold on both (the echo backend never re
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from homeassistant.components import conversation
@@ -15,16 +14,15 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import entity_registry as er, intent
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni import integration
-from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, DOMAIN
+from custom_components.sarai_omni.const import DOMAIN
 from custom_components.sarai_omni.engine import EngineConfig, Generated
 from tests.echo_backend import echo_factory
 
-from .conftest import GardenCamera, make_entry, wait_loaded
+from .conftest import GardenCamera
 from .test_conversation import agent_id
 
 
@@ -42,15 +40,9 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.fixture
-async def entry(
-    hass: HomeAssistant, backend: str, entry_data: dict[str, Any], tiny_mmproj: Path, jpeg: Path
-) -> MockConfigEntry:
-    hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
-    assert await async_setup_component(hass, "ffmpeg", {})
-    made = make_entry(hass, {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj)})
-    assert await hass.config_entries.async_setup(made.entry_id)
-    await wait_loaded(made)
-    return made
+def entry(backend: str, vision_entry: MockConfigEntry) -> MockConfigEntry:
+    """The vision entry (tiny VL model + projector), set up after `backend` chose the backend."""
+    return vision_entry
 
 
 async def call(hass: HomeAssistant, service: str, **data: Any) -> dict[str, Any]:
