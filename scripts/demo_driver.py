@@ -218,18 +218,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 reply = answer["response"]["speech"]["plain"]["speech"]
                 if answer["response"]["response_type"] == "error":
                     raise RuntimeError(f"the agent answered with an error: {reply}")
-                states = await ha.states()
-                state = await ha.find("sensor.", "fast_model_state")
-
-                def value(suffix: str) -> float:
-                    return next(float(s["state"]) for e, s in states.items() if e.endswith(suffix))
-
+                # The speed and TTFT sensors are disabled by default: the state sensor carries both.
+                attributes = (await ha.find("sensor.", "fast_model_state"))["attributes"]
                 return {
                     "reply": reply.strip(),
-                    "model": state["attributes"]["model"],
-                    "load_ms": round(float(state["attributes"]["load_ms"]), 1),
-                    "ttft_ms": round(value("fast_model_time_to_first_token"), 1),
-                    "tokens_per_second": round(value("fast_model_speed"), 2),
+                    "model": attributes["model"],
+                    "load_ms": round(float(attributes["load_ms"]), 1),
+                    "ttft_ms": round(float(attributes["ttft_ms"]), 1),
+                    "tokens_per_second": round(float(attributes["tokens_per_second"]), 2),
                 }
         finally:
             say("stopping Home Assistant")

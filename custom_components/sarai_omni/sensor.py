@@ -137,6 +137,8 @@ class ModelSensor(EngineSensor):
             "error",
             "evaluated_prompt_tokens",
             "cached_tokens",
+            "ttft_ms",
+            "tokens_per_second",
             "route_reason",
             "repack",
             "unusable_variants",

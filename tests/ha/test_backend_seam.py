@@ -56,6 +56,18 @@ async def test_assist_turn_is_answered(hass: HomeAssistant, entry: MockConfigEnt
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
     assert result.response.speech["plain"]["speech"].strip()
     assert entry.runtime_data.engine.status("fast")["route_reason"].startswith("short conversational turn")
+    # The per-request figures are on the state sensor too (their own sensors are disabled by default;
+    # scripts/demo reads them here).
+    await hass.async_block_till_done()
+    entity_id = next(
+        e.entity_id
+        for e in er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+        if e.unique_id == f"{entry.entry_id}_fast_state"
+    )
+    state = hass.states.get(entity_id)
+    assert state is not None
+    assert state.attributes["tokens_per_second"] > 0
+    assert state.attributes["ttft_ms"] > 0
 
 
 async def test_camera_analysis_is_routed_and_answered(
