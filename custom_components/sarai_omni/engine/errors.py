@@ -53,8 +53,7 @@ class WorkerCrashed(EngineError):
 
     @property
     def native_fault(self) -> bool:
-        """Killed by the CPU or the C library (SIGILL, SIGSEGV, ...), not by the OOM killer or a user."""
-        return self.exit_code is not None and -self.exit_code in NATIVE_FAULTS
+        return is_native_fault(self.exit_code)
 
 
 # Signals that mean the native code itself failed: an instruction the CPU traps, a bad memory access.
@@ -68,6 +67,11 @@ _SIGNAL_MEANINGS = {
     signal.SIGKILL: "killed (out of memory?)",
     signal.SIGTERM: "terminated",
 }
+
+
+def is_native_fault(code: int | None) -> bool:
+    """Killed by the CPU or the C library (SIGILL, SIGSEGV, ...), not by the OOM killer or a user."""
+    return code is not None and -code in NATIVE_FAULTS
 
 
 def describe_exit(code: int | None) -> str:

@@ -42,6 +42,7 @@ from .errors import (
     RequestTimeout,
     WorkerCrashed,
     describe_exit,
+    is_native_fault,
 )
 from .gguf import GGUFInfo, read_gguf
 
@@ -238,8 +239,7 @@ class ModelPool:
         code, was = slot.backend.last_exit, slot.state
         self._cancel_idle_timer(slot)
         slot.state, slot.error = STATE_UNLOADED, f"worker crashed ({describe_exit(code)})"
-        native = WorkerCrashed("", code).native_fault
-        if native and slot.variant == REPACK and was == STATE_LOADED:
+        if is_native_fault(code) and slot.variant == REPACK and was == STATE_LOADED:
             self._rule_out_repack(slot, describe_exit(code))
         elif code == -signal.SIGILL and slot.variant != REPACK:
             slot.fault = f"the {slot.spec.role} model's worker died by {describe_exit(code)}"
@@ -293,8 +293,8 @@ class ModelPool:
         try:
             load_ms = await _within(self.ensure_loaded(slot), deadline, f"loading the {role} model")
             yield slot, load_ms
-        except WorkerCrashed:
-            slot.state, slot.error = STATE_UNLOADED, "worker crashed"
+        except WorkerCrashed:  # _crashed() has said how it died; a backend that did not tell still unloads
+            slot.state, slot.error = STATE_UNLOADED, slot.error or "worker crashed"
             raise
         finally:
             slot.last_used = time.monotonic()
