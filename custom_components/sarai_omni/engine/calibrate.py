@@ -31,7 +31,7 @@ from .procmem import cpu_flags
 
 _LOGGER = logging.getLogger(__name__)
 DECODE_GAIN, PREFILL_GAIN = 1.10, 1.25
-PLAIN, REPACK = "plain", "repack"  # the load variants, as the worker names them (worker.load_variant)
+PLAIN, REPACK = "plain", "repack"  # the load variants (also the names of protocol.FAULTS_ENV)
 
 
 def variant(repack: bool) -> str:

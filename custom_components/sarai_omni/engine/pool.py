@@ -21,7 +21,7 @@ then inside the llama.cpp backend the WorkerClient's `_start_lock` (one spawn pe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 import contextlib
 from dataclasses import dataclass, field, replace
 import logging
@@ -220,7 +220,7 @@ class ModelPool:
             self._cancel_idle_timer(slot)
             await slot.backend.close()
             slot.state = STATE_UNLOADED
-        if self._background:  # a ruled-out variant being written to the calibration file
+        if self._background:  # a ruled-out variant being saved, an idle unload under way
             await asyncio.gather(*self._background, return_exceptions=True)
 
     def _new_slot(self, spec: ModelSpec) -> ModelSlot:
@@ -237,22 +237,26 @@ class ModelPool:
         SIGILL of the safe way means llama.cpp's build cannot run on this CPU.
         """
         code, was = slot.backend.last_exit, slot.state
+        how = describe_exit(code)
         self._cancel_idle_timer(slot)
-        slot.state, slot.error = STATE_UNLOADED, f"worker crashed ({describe_exit(code)})"
+        slot.state, slot.error = STATE_UNLOADED, f"worker crashed ({how})"
         if is_native_fault(code) and slot.variant == REPACK and was == STATE_LOADED:
-            self._rule_out_repack(slot, describe_exit(code))
+            self._rule_out_repack(slot, how)
         elif code == -signal.SIGILL and slot.variant != REPACK:
-            slot.fault = f"the {slot.spec.role} model's worker died by {describe_exit(code)}"
+            slot.fault = f"the {slot.spec.role} model's worker died by {how}"
         self._on_change()
 
     def _rule_out_repack(self, slot: ModelSlot, reason: str) -> None:
         slot.unusable[REPACK] = reason
         if self._calibration is not None and slot.calibration_key is not None:
-            task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(self._calibration.rule_out, slot.calibration_key, slot.name, REPACK, reason)
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            store, key = self._calibration, slot.calibration_key
+            self._spawn(asyncio.to_thread(store.rule_out, key, slot.name, REPACK, reason), "sarai_omni calibration")
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run `work` in the background from a callback; close() waits for what is still running."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def crashes_within(self, seconds: float) -> int:
         return sum(s.backend.crashes_within(seconds) for s in self.slots.values())
@@ -450,9 +454,7 @@ class ModelPool:
 
     def _idle_expired(self, slot: ModelSlot) -> None:
         slot.idle_timer = None
-        task = asyncio.get_running_loop().create_task(self._unload_if_idle(slot), name="sarai_omni idle unload")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._unload_if_idle(slot), "sarai_omni idle unload")
 
     async def _unload_if_idle(self, slot: ModelSlot) -> None:
         async with self._load_lock:

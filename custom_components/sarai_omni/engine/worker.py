@@ -26,6 +26,7 @@ import time
 from typing import Any, BinaryIO
 
 from . import defaults, protocol
+from .calibrate import variant
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache
 from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
@@ -106,8 +107,8 @@ class Runner:
         self._load_msg = msg
         if msg.get("mmproj_path"):
             try:
-                use_gpu = int(msg.get("n_gpu_layers", 0)) != 0
-                self._vision = Vision(self._llm, msg["mmproj_path"], int(msg.get("n_threads", 2)), use_gpu)
+                threads, use_gpu = int(msg.get("n_threads", defaults.N_THREADS)), int(msg.get("n_gpu_layers", 0)) != 0
+                self._vision = Vision(self._llm, msg["mmproj_path"], threads, use_gpu)
             except LoadFailed:
                 self.unload()
                 raise
@@ -436,15 +437,10 @@ def schema_grammar(schema: dict[str, Any], *, tool_call: bool = False) -> str:
     return gbnf
 
 
-def load_variant(msg: dict[str, Any]) -> str:
-    """`repack` (llama.cpp's extra buffer types: repacked or AMX weights) or `plain` (the safe way)."""
-    return "repack" if msg.get("repack") else "plain"
-
-
 def _injected_fault(msg: dict[str, Any]) -> None:
     """Die as a trapping CPU would, when the tests ask for it (protocol.FAULTS_ENV) for this variant."""
     faults = dict(f.split("=", 1) for f in os.environ.get(protocol.FAULTS_ENV, "").split(",") if "=" in f)
-    if name := faults.get(load_variant(msg)):
+    if name := faults.get(variant(bool(msg.get("repack")))):
         sig = signal.Signals[name]
         signal.signal(sig, signal.SIG_DFL)  # Python's own handlers (SIGINT...) must not catch it
         os.kill(os.getpid(), sig)
