@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
-from tests.tiny_models import write_mmproj, write_text_model
+from tests.openai_server import OpenAIServer, sockets_open, tiny_models
+from tests.tiny_models import VL_TEMPLATE, write_mmproj, write_text_model
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -21,6 +24,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_text_model(folder / "tiny-qwen3.gguf", "qwen3", seed=1)
     write_text_model(folder / "tiny-base.gguf", "qwen2", chat_template=None, seed=2)
     write_mmproj(folder / "tiny-mmproj.gguf")
+    write_text_model(folder / "tiny-vl.gguf", "qwen2", chat_template=VL_TEMPLATE, seed=3)
     (folder / "not-a-model.gguf").write_bytes(b"PK\x03\x04 this is a zip, not a GGUF")
     return folder
 
@@ -46,6 +50,19 @@ def jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images") / "garden.jpg"
     image.save(path, "JPEG", quality=85)
     return path
+
+
+def server_models(model_dir: Path) -> list[dict[str, Any]]:
+    return tiny_models(model_dir / "tiny-qwen2.gguf", model_dir / "tiny-vl.gguf", model_dir / "tiny-mmproj.gguf")
+
+
+@pytest.fixture(scope="session")
+def openai_server(model_dir: Path) -> Iterator[OpenAIServer]:
+    """A real OpenAI-compatible server (llama_cpp.server) on 127.0.0.1 serving `tiny` and `tiny-vision`."""
+    with sockets_open():
+        server = OpenAIServer(model_dir, server_models(model_dir)).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

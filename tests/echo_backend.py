@@ -34,6 +34,8 @@ class EchoBackend:
     """backend.Backend without a model; resident while loaded: a fixed 8 MB."""
 
     calibrates = False
+    available = True
+    failures = 0
 
     def __init__(self, spec: ModelSpec, on_crash: Callable[[], None] | None = None) -> None:
         self.name = spec.role

@@ -45,6 +45,16 @@ CHATML_TEMPLATE = (
     "{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
 )
 
+# A Qwen2-VL-style ChatML whose contents may be lists of parts: what servers that put media markers
+# into text parts (llama-cpp-python's mtmd chat handler) render. No tools section.
+VL_TEMPLATE = (
+    "{%- for message in messages %}<|im_start|>{{ message.role }}\n"
+    "{%- if message.content is string %}{{ message.content }}"
+    "{%- else %}{%- for part in message.content %}{%- if part.type == 'text' %}{{ part.text }}{%- endif %}"
+    "{%- endfor %}{%- endif %}<|im_end|>\n{% endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 USER_TOKENS = ("<tool_call>", "</tool_call>")
 MERGES = (("Ġ", "t"), ("h", "e"), ("i", "n"), ("e", "r"), ("Ġ", "a"), ("o", "n"), ("Ġt", "he"))

@@ -15,6 +15,8 @@ from .errors import (
     InvalidModelFile,
     LoadFailed,
     ModelNotFound,
+    RemoteAuthFailed,
+    RemoteError,
     RequestTimeout,
     WorkerCrashed,
 )
@@ -43,6 +45,8 @@ __all__ = [
     "LoadFailed",
     "ModelNotFound",
     "ModelSpec",
+    "RemoteAuthFailed",
+    "RemoteError",
     "RequestTimeout",
     "RouteDecision",
     "RouterConfig",

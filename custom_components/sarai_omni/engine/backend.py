@@ -10,15 +10,35 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from . import defaults
 from .prompts import Message
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteModel:
+    """A model served by an OpenAI-compatible server (llama.cpp server, vLLM, Ollama)."""
+
+    base_url: str  # http://host:port/v1
+    model: str  # the id the server lists at /v1/models
+    api_key: str | None = field(default=None, repr=False)  # never printed
+    vision: bool = False  # the server takes images for this model
+    audio: bool = False  # ... and audio (input_audio)
+
+
+def server_label(base_url: str) -> str:
+    """scheme://host:port/path of a server URL, without credentials (for logs, sensors, errors)."""
+    parts = urlsplit(base_url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}".rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """How to run one model role."""
+    """How to run one model role: a local GGUF file (`path`), or a `remote` model."""
 
     role: str
     path: str
@@ -31,6 +51,12 @@ class ModelSpec:
     pinned: bool = False
     repack: bool | None = None  # CPU weight repacking (a second copy of the weights); None: measure
     kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
+    remote: RemoteModel | None = None  # served by a server: no local file, no local memory
+
+    @property
+    def name(self) -> str:
+        """What the user calls this model: the file name, or the server's model id."""
+        return self.remote.model if self.remote else Path(self.path).name
 
     def load_params(self) -> dict[str, Any]:
         return {
@@ -137,6 +163,14 @@ class Backend(Protocol):
     @property
     def running(self) -> bool:
         """Whether a model process/connection is up (a loaded model needs it)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether requests should be sent now (False for a while after a server did not answer)."""
+
+    @property
+    def failures(self) -> int:
+        """Requests in a row that could not reach the runner (0 once one gets through)."""
 
     def resident_bytes(self) -> int:
         """Local memory this backend holds now (0 for a remote server)."""

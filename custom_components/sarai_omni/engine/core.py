@@ -11,15 +11,18 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import defaults
-from .backend import BackendFactory, ChatRequest, Generated, ModelSpec
+from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec
 from .gguf import GGUFInfo
 from .llamacpp import llama_cpp_factory
 from .pool import MB, ModelPool
 from .prompts import Message
 from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
+
+if TYPE_CHECKING:
+    import aiohttp
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +39,22 @@ class EngineConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     python: str | None = None  # the llama.cpp worker's interpreter (default: this one)
     state_dir: str | None = None  # where load calibrations are remembered (None: in memory only)
-    backend_factory: BackendFactory | None = None  # who runs each role (default: llama.cpp workers)
+    backend_factory: BackendFactory | None = None  # who runs each role (default: default_factory)
+    http_session: aiohttp.ClientSession | None = None  # remote roles' connections (HA's shared session)
+
+
+def default_factory(python: str | None = None, session: aiohttp.ClientSession | None = None) -> BackendFactory:
+    """Remote specs on an OpenAI-compatible server; local ones in llama.cpp worker processes."""
+    local = llama_cpp_factory(python)
+
+    def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> Backend:
+        if spec.remote is not None:
+            from .remote import RemoteBackend  # noqa: PLC0415  (aiohttp stays out of worker processes)
+
+            return RemoteBackend(spec, session)
+        return local(spec, on_crash)
+
+    return make
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +133,7 @@ class Engine:
         self.pool = ModelPool(
             list(config.models),
             config.ram_budget_mb * MB,
-            backend_factory=config.backend_factory or llama_cpp_factory(config.python),
+            backend_factory=config.backend_factory or default_factory(config.python, config.http_session),
             idle_unload_s=config.idle_unload_s,
             max_queue=config.max_queue,
             state_dir=config.state_dir,
@@ -159,14 +177,18 @@ class Engine:
             return await slot.backend.logits(messages, top)
 
     def availability(self) -> Availability:
-        slots = self.pool.slots
-        quality = slots.get(QUALITY)
-        why = "not configured" if quality is None else "does not fit the RAM budget"
+        quality = self.pool.slots.get(QUALITY)
+        if quality is None:
+            why = "not configured"
+        elif not quality.backend.available:
+            why = f"its server ({self.pool.slot(QUALITY).status()['server']}) did not answer"
+        else:
+            why = "does not fit the RAM budget"
         return Availability(
             quality=quality is not None and self.pool.fits(QUALITY),
             quality_why_not=why,
             fast_vision=self.sees(FAST),
-            quality_audio=bool(quality and quality.mmproj_info and quality.mmproj_info.has_audio),
+            quality_audio=bool(quality and quality.hears),
         )
 
     def route(self, text: str, modalities: frozenset[str] = frozenset(), requested: str | None = None) -> RouteDecision:
@@ -217,9 +239,9 @@ class Engine:
         return self.pool.slot(role).info
 
     def sees(self, role: str) -> bool:
-        """Whether `role` is configured with a projector that has a vision encoder."""
+        """Whether `role` takes images (a projector with a vision encoder, or a remote model that sees)."""
         slot = self.pool.slots.get(role)
-        return bool(slot and slot.mmproj_info and slot.mmproj_info.has_vision)
+        return bool(slot and slot.sees)
 
     def needed_mb(self, role: str) -> int:
         """The estimated memory of `role` loaded, rounded up."""

@@ -115,3 +115,33 @@ class Cancelled(EngineError):
     """The request was cancelled before it produced a result."""
 
     key = "cancelled"
+
+
+class RemoteError(EngineError):
+    """An OpenAI-compatible server answered with an error (HTTP status or an error in the stream)."""
+
+    key = "remote_error"
+
+
+class RemoteUnreachable(RemoteError):
+    """The server could not be reached (connection refused, DNS, timeout) after the retries."""
+
+    key = "remote_unreachable"
+
+
+class RemoteAuthFailed(RemoteError):
+    """The server refused the API key (HTTP 401/403)."""
+
+    key = "remote_auth_failed"
+
+
+class RemoteModelMissing(RemoteError):
+    """The server does not list the configured model id."""
+
+    key = "remote_model_missing"
+
+
+class RemoteStreamBroken(RemoteError):
+    """The server stopped in the middle of an answer (it died, or the connection dropped)."""
+
+    key = "remote_stream_broken"

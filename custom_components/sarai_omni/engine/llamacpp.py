@@ -15,6 +15,8 @@ class LlamaCppBackend:
     """Implements backend.Backend on one llama.cpp worker process (spawned on demand)."""
 
     calibrates = True  # weight repacking is measured per machine (calibrate.py)
+    available = True  # a local process: it is started on demand
+    failures = 0  # a worker that cannot start fails its request (crashes are counted apart)
 
     def __init__(
         self,

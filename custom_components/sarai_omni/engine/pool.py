@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from . import defaults
-from .backend import Backend, BackendFactory, LoadResult, ModelSpec
+from .backend import Backend, BackendFactory, LoadResult, ModelSpec, server_label
 from .calibrate import PLAIN, REPACK, CalibrationStore, calibrate, calibration_key, variant
 from .errors import (
     BackendMissing,
@@ -53,6 +53,7 @@ WORKER_RUNTIME_BYTES = 96 * MB
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}  # q8_0: 32 values in 34 bytes
 
 STATE_UNLOADED, STATE_LOADING, STATE_LOADED, STATE_ERROR = "unloaded", "loading", "loaded", "error"
+STATE_REMOTE = "remote"  # what status() says of a loaded role that a server runs (the contract's word)
 
 
 def estimate_bytes(info: GGUFInfo, spec: ModelSpec, mmproj: GGUFInfo | None = None) -> int:
@@ -107,7 +108,20 @@ class ModelSlot:
 
     @property
     def name(self) -> str:
-        return Path(self.spec.path).name
+        return self.spec.name
+
+    @property
+    def sees(self) -> bool:
+        """Configured to take images: a projector with a vision encoder, or a remote model that sees."""
+        if self.spec.remote is not None:
+            return self.spec.remote.vision
+        return bool(self.mmproj_info and self.mmproj_info.has_vision)
+
+    @property
+    def hears(self) -> bool:
+        if self.spec.remote is not None:
+            return self.spec.remote.audio
+        return bool(self.mmproj_info and self.mmproj_info.has_audio)
 
     @property
     def busy(self) -> bool:
@@ -128,7 +142,7 @@ class ModelSlot:
         return {
             "role": self.spec.role,
             "model": self.name,
-            "state": self.state,
+            "state": STATE_REMOTE if self.spec.remote and self.state == STATE_LOADED else self.state,
             "pinned": self.spec.pinned,
             "estimate_mb": round(self.estimate / MB),
             "rss_mb": round(rss / MB),
@@ -139,6 +153,9 @@ class ModelSlot:
             "error": self.error,
             "repack": self.variant == REPACK,
             "unusable_variants": dict(self.unusable),
+            "remote": self.spec.remote is not None,
+            "server": server_label(self.spec.remote.base_url) if self.spec.remote else None,
+            "failures": self.backend.failures,
             **self.last,
         }
 
@@ -186,7 +203,7 @@ class ModelPool:
     def fits(self, role: str) -> bool:
         """Whether `role` is loaded or could be loaded by evicting idle unpinned models."""
         slot = self.slots.get(role)
-        if slot is None:
+        if slot is None or not slot.backend.available:  # a server that did not answer is routed around
             return False
         if slot.loaded:
             return True
@@ -209,6 +226,8 @@ class ModelPool:
         if self._calibration is None:
             self._calibration = await asyncio.to_thread(CalibrationStore, self.state_dir)
         for slot in self.slots.values():
+            if slot.spec.remote is not None:  # no file here, no local memory
+                continue
             slot.info = await asyncio.to_thread(_read_model, slot.spec.path)
             if slot.spec.mmproj:
                 slot.mmproj_info = await asyncio.to_thread(_read_model, slot.spec.mmproj)
