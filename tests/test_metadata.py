@@ -105,6 +105,8 @@ def test_every_form_field_has_a_label_and_a_description() -> None:
         ("config", "user"): config_flow.user_schema(),
         ("config", "reconfigure"): config_flow.user_schema(),
         ("config", "hub"): config_flow.hub_schema(),
+        ("config", "remote"): config_flow.remote_schema(),
+        ("config", "remote_model"): config_flow.remote_model_schema(["m"]),
         ("options", "init"): config_flow.options_schema(),
     }
     for (section, step), schema in forms.items():
@@ -137,6 +139,7 @@ def test_selectors_translate_every_option() -> None:
         "target": {"fast_model", "fast_mmproj", "quality_model", "quality_mmproj"},
         "kv_type": set(const.KV_TYPES),
         "model": set(const.MODEL_PREFERENCES),
+        "remote_roles": {"fast", "quality"},
     }
     assert {name: set(sel["options"]) for name, sel in EN["selector"].items()} == expected
 

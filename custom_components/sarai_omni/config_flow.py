@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from homeassistant.config_entries import (
     ConfigEntry,
@@ -23,6 +24,7 @@ from homeassistant.core import callback
 from homeassistant.helpers import llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -40,6 +42,8 @@ import voluptuous as vol
 from .catalog import SEEDS
 from .const import (
     BACKEND_LLAMA_CPP,
+    CONF_API_KEY,
+    CONF_AUDIO,
     CONF_BACKEND,
     CONF_DOWNLOAD,
     CONF_FAST_MMPROJ,
@@ -56,6 +60,9 @@ from .const import (
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_REMOTE,
+    CONF_REMOTE_MODEL,
+    CONF_REMOTE_ROLES,
     CONF_REPO_ID,
     CONF_REQUEST_TIMEOUT_S,
     CONF_REVISION,
@@ -63,6 +70,8 @@ from .const import (
     CONF_ROUTER_SOFT_THRESHOLD,
     CONF_TARGET,
     CONF_TEMPERATURE,
+    CONF_URL,
+    CONF_VISION,
     DEFAULT_AI_TASK_NAME,
     DEFAULT_CONVERSATION_NAME,
     DEFAULT_IDLE_UNLOAD_S,
@@ -87,7 +96,9 @@ from .const import (
     TITLE,
 )
 from .download import DownloadError, HubFile, RemoteInfo, download, fetch_info
+from .engine import FAST, QUALITY, RemoteAuthFailed, RemoteError
 from .engine.procmem import physical_cores
+from .engine.remote import list_models, probe_modalities
 from .installer import InstallSteps, backend_available
 from .validation import MODEL_KEYS, machine_ram_mb, no_estimate, validate_models
 
@@ -128,6 +139,14 @@ def user_schema() -> vol.Schema:
             vol.Optional(CONF_FAST_MMPROJ): TextSelector(),
             vol.Optional(CONF_QUALITY_MODEL): TextSelector(),
             vol.Optional(CONF_QUALITY_MMPROJ): TextSelector(),
+            vol.Optional(CONF_REMOTE_ROLES, default=[]): SelectSelector(
+                SelectSelectorConfig(
+                    options=[FAST, QUALITY],
+                    multiple=True,
+                    mode=SelectSelectorMode.LIST,
+                    translation_key=CONF_REMOTE_ROLES,
+                )
+            ),
             vol.Required(CONF_RAM_BUDGET_MB, default=default_budget_mb()): _int(256, 1 << 20, 64, "MB"),
             vol.Required(CONF_N_THREADS, default=physical_cores()): _int(1, 256),
             vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): _int(256, 262144, 256),
@@ -149,6 +168,32 @@ def hub_schema() -> vol.Schema:
     )
 
 
+def remote_schema() -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+            vol.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+        }
+    )
+
+
+def remote_model_schema(models: list[str]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_REMOTE_MODEL): SelectSelector(
+                SelectSelectorConfig(options=models, custom_value=True, mode=SelectSelectorMode.DROPDOWN)
+            ),
+            vol.Required(CONF_VISION, default=False): BooleanSelector(),
+            vol.Required(CONF_AUDIO, default=False): BooleanSelector(),
+        }
+    )
+
+
+def valid_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 def _normalized(data: dict[str, Any]) -> dict[str, Any]:
     """Trimmed strings, integer numbers, empty fields dropped."""
     out = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
@@ -156,6 +201,16 @@ def _normalized(data: dict[str, Any]) -> dict[str, Any]:
         if key in out:
             out[key] = int(out[key])
     return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+@dataclass(slots=True)
+class _Servers:
+    """The roles the form sends to a server: what is settled, what is still to ask."""
+
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> url, api_key, model, ...
+    todo: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # what the server being asked about lists
+    pending: dict[str, Any] = field(default_factory=dict)  # its url and key, until a model is chosen
 
 
 @dataclass(slots=True)
@@ -181,6 +236,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         self._downloads: _Downloads | None = None
         self._form_error: DownloadError | None = None
         self._backend_checked = False
+        self._servers = _Servers()
 
     # -- the models form (user and reconfigure share it) -----------------------------------------
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -204,12 +260,15 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         placeholders = no_estimate()
         if user_input is not None:
             self._input = _normalized(user_input)
+            self._plan_servers(self._input.pop(CONF_REMOTE_ROLES, []), current)
             choice = self._input.pop(CONF_DOWNLOAD, DOWNLOAD_NONE)
             if choice == DOWNLOAD_HUB:
                 return await self.async_step_hub()
             if choice in SEEDS:
                 self._downloads = _Downloads(list(SEEDS[choice]))
                 return await self.async_step_download()
+            if self._servers.todo:
+                return await self.async_step_remote()
             errors, placeholders = await self._check(self._input)
             if not errors:
                 return self._finish(self._input)
@@ -220,9 +279,18 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
             _, placeholders = await self.hass.async_add_executor_job(validate_models, self.hass, current)
         return self._show_models_form(errors, placeholders, self._input or current)
 
+    def _plan_servers(self, roles: list[str], current: dict[str, Any]) -> None:
+        """Ask for each role sent to a server; a reconfigure keeps what was set, as suggestions."""
+        settled = {r: v for r, v in self._servers.settings.items() if r in roles}  # asked in this flow
+        known = {**(current.get(CONF_REMOTE) or {}), **settled}
+        self._servers = _Servers(settled, todo=[r for r in (FAST, QUALITY) if r in roles and r not in settled])
+        self._servers.pending = {r: dict(known[r]) for r in roles if r in known}  # suggestions for the steps
+
     def _show_models_form(
         self, errors: dict[str, str], placeholders: dict[str, str], values: dict[str, Any]
     ) -> ConfigFlowResult:
+        remote = values.get(CONF_REMOTE) or self._servers.settings
+        values = {**values, CONF_REMOTE_ROLES: [r for r in (FAST, QUALITY) if r in remote]}
         return self.async_show_form(
             step_id=self._form_step,
             data_schema=self.add_suggested_values_to_schema(user_schema(), values),
@@ -232,14 +300,86 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
 
     async def _check(self, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         """Validate a submitted form (in the executor). Returns (errors, description placeholders)."""
-        if not data.get(CONF_FAST_MODEL):
+        remote = self._servers.settings
+        if not data.get(CONF_FAST_MODEL) and FAST not in remote:
             return {CONF_FAST_MODEL: "fast_model_required"}, no_estimate()
-        if not await self.hass.async_add_executor_job(backend_available):
+        local = FAST not in remote or (data.get(CONF_QUALITY_MODEL) and QUALITY not in remote)
+        if local and not await self.hass.async_add_executor_job(backend_available):
             return {"base": "llama_cpp_missing"}, no_estimate()
-        return await self.hass.async_add_executor_job(validate_models, self.hass, data)
+        return await self.hass.async_add_executor_job(validate_models, self.hass, data, remote)
+
+    # -- roles on an OpenAI-compatible server ------------------------------------------------------
+    async def async_step_remote(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The server of the next remote role: its URL (and API key); its models are listed."""
+        servers, errors = self._servers, {}
+        role = servers.todo[0]
+        if user_input is not None:
+            data = _normalized(user_input)
+            url = str(data[CONF_URL]).rstrip("/")
+            if not valid_url(url):
+                errors[CONF_URL] = "invalid_url"
+            else:
+                try:
+                    servers.models = await list_models(async_get_clientsession(self.hass), url, data.get(CONF_API_KEY))
+                except RemoteAuthFailed:
+                    errors = {"base": "invalid_auth"}
+                except RemoteError as err:
+                    _LOGGER.debug("Server check failed: %s", err)
+                    errors = {"base": "cannot_connect"}
+                else:
+                    servers.pending[role] = {**servers.pending.get(role, {}), **data, CONF_URL: url}
+                    return await self.async_step_remote_model()
+        values = user_input or servers.pending.get(role) or next(iter(servers.settings.values()), {})
+        return self.async_show_form(
+            step_id="remote",
+            data_schema=self.add_suggested_values_to_schema(remote_schema(), values),
+            errors=errors,
+            description_placeholders={"role": role},
+        )
+
+    async def async_step_remote_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Which of the server's models plays the role, and whether it takes images or audio."""
+        servers, errors = self._servers, {}
+        role = servers.todo[0]
+        server = servers.pending[role]
+        if user_input is not None:
+            if user_input[CONF_REMOTE_MODEL] not in servers.models:
+                errors[CONF_REMOTE_MODEL] = "model_not_found"
+            else:
+                servers.settings[role] = {
+                    CONF_URL: server[CONF_URL],
+                    CONF_API_KEY: server.get(CONF_API_KEY, ""),
+                    **{k: user_input[k] for k in (CONF_REMOTE_MODEL, CONF_VISION, CONF_AUDIO)},
+                }
+                servers.todo.pop(0)
+                if servers.todo:
+                    return await self.async_step_remote()
+                errors, placeholders = await self._check(self._input)
+                if not errors:
+                    return self._finish(self._input)
+                return self._show_models_form(errors, placeholders, self._input)
+        values = user_input or {
+            CONF_REMOTE_MODEL: server.get(CONF_REMOTE_MODEL) or (servers.models[0] if servers.models else ""),
+            **await self._modalities(server),
+        }
+        return self.async_show_form(
+            step_id="remote_model",
+            data_schema=self.add_suggested_values_to_schema(remote_model_schema(servers.models), values),
+            errors=errors,
+            description_placeholders={"role": role, "server": server[CONF_URL], "models": ", ".join(servers.models)},
+        )
+
+    async def _modalities(self, server: dict[str, Any]) -> dict[str, bool]:
+        """What was set before, else what the server says of its model (llama-server's /props)."""
+        if CONF_VISION in server:
+            return {CONF_VISION: bool(server[CONF_VISION]), CONF_AUDIO: bool(server.get(CONF_AUDIO))}
+        probed = await probe_modalities(async_get_clientsession(self.hass), server[CONF_URL], server.get(CONF_API_KEY))
+        return {CONF_VISION: probed.get("vision", False), CONF_AUDIO: probed.get("audio", False)}
 
     def _finish(self, data: dict[str, Any]) -> ConfigFlowResult:
         data = {CONF_BACKEND: BACKEND_LLAMA_CPP, **data}
+        if self._servers.settings:
+            data[CONF_REMOTE] = dict(self._servers.settings)
         if self._form_step == "user":
             return self.async_create_entry(
                 title=TITLE, data=data, subentries=[default_conversation(), default_ai_task()]
@@ -320,6 +460,8 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
 
     async def async_step_downloaded(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """The files are here: finish at once when the form is complete, else show it filled in."""
+        if self._servers.todo:
+            return await self.async_step_remote()
         errors, placeholders = await self._check(self._input)
         if not errors:
             return self._finish(self._input)

@@ -19,6 +19,13 @@ CONF_QUALITY_MMPROJ: Final = "quality_mmproj"
 CONF_RAM_BUDGET_MB: Final = "ram_budget_mb"
 CONF_N_THREADS: Final = "n_threads"
 CONF_N_CTX: Final = "n_ctx"
+# Roles served by an OpenAI-compatible server: data["remote"][role] = {url, api_key, model, vision, audio}.
+CONF_REMOTE: Final = "remote"
+CONF_URL: Final = "url"
+CONF_API_KEY: Final = "api_key"
+CONF_REMOTE_MODEL: Final = "model"
+CONF_VISION: Final = "vision"
+CONF_AUDIO: Final = "audio"
 
 # Options.
 CONF_KV_TYPE: Final = "kv_type"
@@ -61,6 +68,7 @@ CONF_REPO_ID: Final = "repo_id"
 CONF_FILENAME: Final = "filename"
 CONF_REVISION: Final = "revision"
 CONF_TARGET: Final = "target"
+CONF_REMOTE_ROLES: Final = "remote_roles"  # which roles the form sends to a server
 DOWNLOAD_NONE: Final = "none"
 DOWNLOAD_HUB: Final = "hub"
 
@@ -70,6 +78,8 @@ ISSUE_BACKEND_UNUSABLE: Final = "llama_cpp_unusable"
 ISSUE_MODEL_MISSING: Final = "model_missing"
 ISSUE_BUDGET: Final = "budget_too_small"
 ISSUE_CRASH_LOOP: Final = "crash_loop"
+ISSUE_REMOTE_DOWN: Final = "remote_unreachable"
+REMOTE_DOWN_AFTER: Final = 3  # failed requests in a row before a server counts as down
 
 # Where users put GGUF files, relative to the HA config directory.
 MODELS_DIR: Final = "models"

@@ -10,12 +10,27 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
-from .const import CONF_FAST_MMPROJ, CONF_FAST_MODEL, CONF_PROMPT, CONF_QUALITY_MMPROJ, CONF_QUALITY_MODEL
+from .const import (
+    CONF_API_KEY,
+    CONF_FAST_MMPROJ,
+    CONF_FAST_MODEL,
+    CONF_PROMPT,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
+)
 from .engine.procmem import cpu_flags, physical_cores, total_ram_bytes
 from .models import SaraiConfigEntry
 
-# Paths tell where the user keeps files; prompts can hold personal details.
-TO_REDACT = {CONF_FAST_MODEL, CONF_FAST_MMPROJ, CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, CONF_PROMPT, "model_path"}
+# Paths tell where the user keeps files; prompts can hold personal details; API keys are secrets.
+TO_REDACT = {
+    CONF_FAST_MODEL,
+    CONF_FAST_MMPROJ,
+    CONF_QUALITY_MODEL,
+    CONF_QUALITY_MMPROJ,
+    CONF_PROMPT,
+    CONF_API_KEY,
+    "model_path",
+}
 _PATH = re.compile(r"(?:/[^\s/:'\"]+)+")
 
 

@@ -180,6 +180,17 @@ def repair_schema(chat_log: conversation.ChatLog, tools: list[ToolDef] | None) -
     return None
 
 
+def backend_label(entry: SaraiConfigEntry) -> str:
+    """What runs the entry's models, for the device card."""
+    engine = entry.runtime_data.engine
+    remote = [role for role in engine.roles if engine.status(role)["remote"]]
+    if not remote:
+        return "llama.cpp (local)"
+    if len(remote) == len(engine.roles):
+        return "OpenAI-compatible server"
+    return f"llama.cpp (local) + server ({', '.join(remote)})"
+
+
 class SaraiEntity(Entity):
     """An entity backed by the engine, configured by one subentry."""
 
@@ -197,7 +208,7 @@ class SaraiEntity(Entity):
             identifiers={(DOMAIN, subentry.subentry_id)},
             name=subentry.title,
             manufacturer="Sarai Omni",
-            model="llama.cpp (local)",
+            model=backend_label(entry),
             entry_type=dr.DeviceEntryType.SERVICE,
         )
 

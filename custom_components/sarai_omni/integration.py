@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,14 @@ from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryError
 from homeassistant.helpers import config_validation as cv, issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.typing import ConfigType
 
 from .const import (
     BACKEND_LLAMA_CPP,
+    CONF_API_KEY,
+    CONF_AUDIO,
     CONF_BACKEND,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
@@ -27,9 +31,13 @@ from .const import (
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_REMOTE,
+    CONF_REMOTE_MODEL,
     CONF_REQUEST_TIMEOUT_S,
     CONF_ROUTER_SHORT_CHARS,
     CONF_ROUTER_SOFT_THRESHOLD,
+    CONF_URL,
+    CONF_VISION,
     DEFAULT_IDLE_UNLOAD_S,
     DEFAULT_KV_TYPE,
     DEFAULT_N_CTX,
@@ -41,10 +49,13 @@ from .const import (
     ISSUE_BUDGET,
     ISSUE_CRASH_LOOP,
     ISSUE_MODEL_MISSING,
+    ISSUE_REMOTE_DOWN,
     QUALITY_N_CTX,
+    REMOTE_DOWN_AFTER,
     SIGNAL_ENGINE_UPDATED,
 )
 from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec, RouterConfig, defaults
+from .engine.backend import RemoteModel
 from .engine.procmem import physical_cores
 from .installer import backend_available
 from .models import SaraiConfigEntry, SaraiRuntimeData
@@ -71,42 +82,50 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
 
     state_dir = hass.config.path(DOMAIN)  # calibrations and KV-cache snapshots live under the config dir
     kv_dir = str(Path(state_dir) / "kv_cache")
-    specs = [
-        ModelSpec(
-            FAST,
-            str(path(CONF_FAST_MODEL)),
-            path(CONF_FAST_MMPROJ),
-            n_ctx=n_ctx,
-            n_threads=threads,
-            kv_type=kv_type,
-            pinned=True,
-            kv_cache_dir=kv_dir,
+    remote = conf.get(CONF_REMOTE) or {}
+
+    def spec(role: str, model_key: str, mmproj_key: str, ctx: int) -> ModelSpec | None:
+        local = ModelSpec(
+            role, "", n_ctx=ctx, n_threads=threads, kv_type=kv_type, pinned=role == FAST, kv_cache_dir=kv_dir,
             n_gpu_layers=gpu_layers,
+        )  # fmt: skip
+        if server := remote.get(role):
+            return replace(local, remote=remote_model(server))
+        model = path(model_key)
+        if model is None and role != FAST:  # the fast model is required: a missing one is reported at setup
+            return None
+        return replace(local, path=model or "", mmproj=path(mmproj_key))
+
+    specs = [
+        s
+        for s in (
+            spec(FAST, CONF_FAST_MODEL, CONF_FAST_MMPROJ, n_ctx),
+            spec(QUALITY, CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, max(n_ctx, QUALITY_N_CTX)),
         )
+        if s is not None
     ]
-    if quality := path(CONF_QUALITY_MODEL):
-        specs.append(
-            ModelSpec(
-                QUALITY,
-                quality,
-                path(CONF_QUALITY_MMPROJ),
-                n_ctx=max(n_ctx, QUALITY_N_CTX),
-                n_threads=threads,
-                kv_type=kv_type,
-                kv_cache_dir=kv_dir,
-                n_gpu_layers=gpu_layers,
-            )
-        )
     return EngineConfig(
         models=tuple(specs),
         ram_budget_mb=int(conf.get(CONF_RAM_BUDGET_MB, DEFAULT_RAM_BUDGET_MB)),
         idle_unload_s=float(conf.get(CONF_IDLE_UNLOAD_S, DEFAULT_IDLE_UNLOAD_S)),
         request_timeout_s=float(conf.get(CONF_REQUEST_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S)),
         state_dir=state_dir,
+        http_session=async_get_clientsession(hass) if remote else None,
         router=RouterConfig(
             short_chars=int(conf.get(CONF_ROUTER_SHORT_CHARS, defaults.ROUTER_SHORT_CHARS)),
             soft_threshold=float(conf.get(CONF_ROUTER_SOFT_THRESHOLD, defaults.ROUTER_SOFT_THRESHOLD)),
         ),
+    )
+
+
+def remote_model(server: dict[str, Any]) -> RemoteModel:
+    """A role's stored server settings as the engine's RemoteModel."""
+    return RemoteModel(
+        base_url=str(server[CONF_URL]),
+        model=str(server[CONF_REMOTE_MODEL]),
+        api_key=server.get(CONF_API_KEY) or None,
+        vision=bool(server.get(CONF_VISION)),
+        audio=bool(server.get(CONF_AUDIO)),
     )
 
 
@@ -139,7 +158,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         raise ConfigEntryError(
             translation_domain=DOMAIN, translation_key="unknown_backend", translation_placeholders={"backend": backend}
         )
-    if not await hass.async_add_executor_job(backend_available):
+    config = engine_config(hass, entry)
+    local = any(spec.remote is None for spec in config.models)  # roles on a server need no llama.cpp here
+    if local and not await hass.async_add_executor_job(backend_available):
         _issue(hass, ISSUE_BACKEND_MISSING)
         raise ConfigEntryError(translation_domain=DOMAIN, translation_key="backend_missing")
     ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_MISSING)
@@ -154,8 +175,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         if (crashes := engine.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
             _issue(hass, ISSUE_CRASH_LOOP, count=str(crashes), minutes=str(CRASH_LOOP_WINDOW_S // 60))
         _check_backend(hass, engine)
+        _check_remote(hass, engine)
 
-    engine = Engine(engine_config(hass, entry), on_change=changed)
+    engine = Engine(config, on_change=changed)
     try:
         await engine.prepare()  # once: the background start below finds it done
     except ModelNotFound as err:
@@ -199,6 +221,17 @@ def _check_backend(hass: HomeAssistant, engine: Engine) -> None:
         ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_UNUSABLE)
 
 
+@callback
+def _check_remote(hass: HomeAssistant, engine: Engine) -> None:
+    """A server that failed REMOTE_DOWN_AFTER requests in a row gets a repair; it goes when one answers."""
+    down = [(r, s) for r in engine.roles if (s := engine.status(r))["remote"] and s["failures"] >= REMOTE_DOWN_AFTER]
+    if down:
+        role, status = down[0]
+        _issue(hass, ISSUE_REMOTE_DOWN, role=role, server=str(status["server"]), count=str(status["failures"]))
+    elif all(engine.status(r)["failures"] == 0 for r in engine.roles):
+        ir.async_delete_issue(hass, DOMAIN, ISSUE_REMOTE_DOWN)
+
+
 def _log_availability(engine: Engine, unavailable: set[str]) -> None:
     """Quality rule log-when-unavailable: a model that fails is logged once, and once when it is back."""
     for role in engine.roles:
@@ -206,7 +239,7 @@ def _log_availability(engine: Engine, unavailable: set[str]) -> None:
         if status["state"] == "error" and role not in unavailable:
             unavailable.add(role)
             _LOGGER.warning("The %s model is unavailable: %s", role, status["error"])
-        elif status["state"] == "loaded" and role in unavailable:
+        elif status["state"] in ("loaded", "remote") and role in unavailable:
             unavailable.discard(role)
             _LOGGER.info("The %s model is available again", role)
 

@@ -25,7 +25,7 @@ from .models import SaraiConfigEntry
 
 PARALLEL_UPDATES = 0
 SCAN_INTERVAL = timedelta(seconds=30)  # RSS drifts while a model works: re-read it now and then
-MODEL_STATES = ["unloaded", "loading", "loaded", "error"]
+MODEL_STATES = ["unloaded", "loading", "loaded", "remote", "error"]  # remote: served by a server, reachable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +142,8 @@ class ModelSensor(EngineSensor):
             "route_reason",
             "repack",
             "unusable_variants",
+            "remote",
+            "server",
         )
         return {k: status[k] for k in keys if k in status}
 

@@ -8,6 +8,7 @@ from typing import Any, Final
 from homeassistant.core import HomeAssistant
 
 from .const import (
+    CONF_AUDIO,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
     CONF_KV_TYPE,
@@ -16,11 +17,15 @@ from .const import (
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_REMOTE_MODEL,
+    CONF_URL,
+    CONF_VISION,
     DEFAULT_KV_TYPE,
     MODELS_DIR,
     QUALITY_N_CTX,
 )
 from .engine import MB, GGUFInfo, InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
+from .engine.backend import server_label
 from .engine.procmem import total_ram_bytes
 
 # Each model field, and whether it takes a projector (mmproj) rather than a model.
@@ -109,12 +114,25 @@ def describe(info: GGUFInfo) -> str:
     )
 
 
-def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """Check every given model file and the budget (blocking). Returns (errors, placeholders)."""
+def describe_remote(role: str, server: dict[str, Any]) -> str:
+    """One line of a role served by a server, shown back in the form."""
+    takes = [k for k in (CONF_VISION, CONF_AUDIO) if server.get(k)]
+    extra = f", {'+'.join(takes)}" if takes else ""
+    return f"{role}: {server[CONF_REMOTE_MODEL]} on {server_label(server[CONF_URL])} (server, no local RAM{extra})"
+
+
+def validate_models(
+    hass: HomeAssistant, data: dict[str, Any], remote: dict[str, dict[str, Any]] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Check every given model file and the budget (blocking). Returns (errors, placeholders).
+
+    The files of roles in `remote` (served by a server) are not used, so not checked.
+    """
+    remote = remote or {}
     errors: dict[str, str] = {}
     infos: dict[str, GGUFInfo] = {}
     for key, projector in MODEL_KEYS:
-        if data.get(key):
+        if data.get(key) and key.split("_")[0] not in remote:
             try:
                 infos[key] = check_model_file(hass, data[key], projector=projector)
             except ModelFileError as err:
@@ -124,14 +142,15 @@ def validate_models(hass: HomeAssistant, data: dict[str, Any]) -> tuple[dict[str
     if CONF_QUALITY_MMPROJ in infos and CONF_QUALITY_MODEL not in infos:
         return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
     need, budget, ram = _needed_mb(infos, data), int(data[CONF_RAM_BUDGET_MB]), machine_ram_mb()
+    lines = [describe(info) for info in infos.values()] + [describe_remote(r, s) for r, s in remote.items()]
     placeholders = {
-        "models": "".join(f"\n- {describe(info)}" for info in infos.values()),  # a markdown list
+        "models": "".join(f"\n- {line}" for line in lines),  # a markdown list
         "need": f"{need:,} MB",
         "budget": f"{budget:,} MB",
         "ram_mb": str(ram),
         "needed_mb": str(need),
         "budget_mb": str(budget),
-        "architecture": infos[CONF_FAST_MODEL].architecture,
+        "architecture": infos[CONF_FAST_MODEL].architecture if CONF_FAST_MODEL in infos else "remote",
     }
     if error := budget_error(budget, need, ram):
         errors[CONF_RAM_BUDGET_MB] = error
@@ -148,10 +167,15 @@ def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:
 
 
 def _needed_mb(infos: dict[str, GGUFInfo], data: dict[str, Any]) -> int:
-    """Fast model (pinned) plus the quality model: both must fit together, or quality never loads."""
+    """Fast model (pinned) plus the quality model: both must fit together, or quality never loads.
+
+    Roles served by a server take no RAM here.
+    """
     n_ctx, kv_type = int(data[CONF_N_CTX]), str(data.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
     gpu = int(data.get(CONF_N_GPU_LAYERS, 0))  # offloaded layers live in GPU memory, not in RAM
-    need = estimated_mb(infos[CONF_FAST_MODEL], n_ctx, infos.get(CONF_FAST_MMPROJ), kv_type, gpu)
+    need = 0  # roles on a server take no RAM here
+    if fast := infos.get(CONF_FAST_MODEL):
+        need += estimated_mb(fast, n_ctx, infos.get(CONF_FAST_MMPROJ), kv_type, gpu)
     if quality := infos.get(CONF_QUALITY_MODEL):
         need += estimated_mb(quality, max(n_ctx, QUALITY_N_CTX), infos.get(CONF_QUALITY_MMPROJ), kv_type, gpu)
     return need

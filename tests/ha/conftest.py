@@ -10,7 +10,9 @@ from pathlib import Path
 import shutil
 from typing import Any
 
+from homeassistant.components import conversation
 from homeassistant.components.camera import Camera
+from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.setup import async_setup_component
@@ -158,3 +160,21 @@ async def vision_entry(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_loaded(entry)
     return entry
+
+
+@pytest.fixture
+async def kitchen_light(hass: HomeAssistant) -> str:
+    """A real template light backed by an input_boolean, exposed to Assist."""
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"kitchen": {"initial": False}}})
+    on = [{"action": "input_boolean.turn_on", "target": {"entity_id": "input_boolean.kitchen"}}]
+    off = [{"action": "input_boolean.turn_off", "target": {"entity_id": "input_boolean.kitchen"}}]
+    light = {
+        "name": "Kitchen light",
+        "state": "{{ is_state('input_boolean.kitchen', 'on') }}",
+        "turn_on": on,
+        "turn_off": off,
+    }
+    assert await async_setup_component(hass, "template", {"template": [{"light": [light]}]})
+    await hass.async_block_till_done()
+    async_expose_entity(hass, conversation.DOMAIN, "light.kitchen_light", True)
+    return "light.kitchen_light"

@@ -13,7 +13,6 @@ from typing import Any
 from unittest.mock import patch
 
 from homeassistant.components import conversation
-from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import chat_session, entity_registry as er, llm
 from homeassistant.setup import async_setup_component
@@ -64,24 +63,6 @@ def spy_requests(entry: MockConfigEntry) -> tuple[list[ChatRequest], Any]:
         return stream
 
     return seen, patch.object(engine, "chat", chat)
-
-
-@pytest.fixture
-async def kitchen_light(hass: HomeAssistant) -> str:
-    """A real template light backed by an input_boolean, exposed to Assist."""
-    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"kitchen": {"initial": False}}})
-    on = [{"action": "input_boolean.turn_on", "target": {"entity_id": "input_boolean.kitchen"}}]
-    off = [{"action": "input_boolean.turn_off", "target": {"entity_id": "input_boolean.kitchen"}}]
-    light = {
-        "name": "Kitchen light",
-        "state": "{{ is_state('input_boolean.kitchen', 'on') }}",
-        "turn_on": on,
-        "turn_off": off,
-    }
-    assert await async_setup_component(hass, "template", {"template": [{"light": [light]}]})
-    await hass.async_block_till_done()
-    async_expose_entity(hass, conversation.DOMAIN, "light.kitchen_light", True)
-    return "light.kitchen_light"
 
 
 @pytest.fixture
