@@ -104,12 +104,28 @@ class HA:
         raise RuntimeError(f"no entity {prefix}*{suffix}")
 
 
-async def set_up_integration(ha: HA, model: Path, mmproj: Path | None = None) -> None:
+async def set_up_integration(
+    ha: HA, model: Path, mmproj: Path | None = None, remote: str | None = None, remote_model: str | None = None
+) -> None:
+    """The config flow over REST; with `remote`, the fast role goes to that server (its two steps)."""
     flow = await ha.request("POST", "/api/config/config_entries/flow", json={"handler": "sarai_omni"})
-    data = {"fast_model": str(model), "ram_budget_mb": 2048, "n_threads": os.cpu_count() or 2, "n_ctx": 2048}
+    data: dict[str, Any] = {"ram_budget_mb": 2048, "n_threads": os.cpu_count() or 2, "n_ctx": 2048}
+    if remote:
+        data["remote_roles"] = ["fast"]
+    else:
+        data["fast_model"] = str(model)
     if mmproj:
         data["fast_mmproj"] = str(mmproj)
-    result = await ha.request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", json=data)
+    step = f"/api/config/config_entries/flow/{flow['flow_id']}"
+    result = await ha.request("POST", step, json=data)
+    if remote:
+        result = await ha.request("POST", step, json={"url": remote})
+        if result.get("step_id") != "remote_model":
+            raise RuntimeError(f"the server at {remote} was refused: {result.get('errors') or result}")
+        listed = result["description_placeholders"]["models"].split(", ")
+        chosen = remote_model or listed[0]
+        say(f"the server lists {', '.join(listed)}: the fast role is {chosen}")
+        result = await ha.request("POST", step, json={"model": chosen, "vision": False, "audio": False})
     if result.get("type") != "create_entry":
         raise RuntimeError(f"config flow did not create the entry: {result.get('errors') or result}")
 
@@ -121,7 +137,7 @@ async def wait_loaded(ha: HA) -> dict[str, Any]:
             state = await ha.find("sensor.", "fast_model_state")
         except RuntimeError:
             state = {"state": "absent"}
-        if state["state"] == "loaded":
+        if state["state"] in ("loaded", "remote"):
             return state
         if state["state"] == "error":
             raise RuntimeError(f"fast model failed to load: {state['attributes'].get('error')}")
@@ -166,7 +182,7 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise RuntimeError(f"file not found: {media}")
     if media is not None:
         args.model, args.mmproj = vision_models(args)
-    if not args.model.is_file():
+    if not args.remote and not args.model.is_file():
         raise RuntimeError(f"model not found: {args.model} (run scripts/setup)")
 
 
@@ -199,10 +215,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await ha.wait_up(proc)
                 say(f"Home Assistant is up after {time.monotonic() - started:.1f} s; onboarding a demo user")
                 await ha.onboard()
-                say(f"setting up sarai_omni through its config flow with {model.name}")
-                await set_up_integration(ha, model, mmproj)
+                where = f"the server at {args.remote}" if args.remote else model.name
+                say(f"setting up sarai_omni through its config flow with {where}")
+                await set_up_integration(ha, model, mmproj, args.remote, args.remote_model)
                 state = await wait_loaded(ha)
-                say(f"fast model loaded in {state['attributes']['load_ms']:.0f} ms")
+                say(f"fast model {'reached' if args.remote else 'loaded'} in {state['attributes']['load_ms']:.0f} ms")
                 if media:
                     return await analyze(ha, args)
                 agent = (await ha.find("conversation.", ""))["entity_id"]
@@ -220,13 +237,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"the agent answered with an error: {reply}")
                 # The speed and TTFT sensors are disabled by default: the state sensor carries both.
                 attributes = (await ha.find("sensor.", "fast_model_state"))["attributes"]
-                return {
+                result = {
                     "reply": reply.strip(),
                     "model": attributes["model"],
                     "load_ms": round(float(attributes["load_ms"]), 1),
                     "ttft_ms": round(float(attributes["ttft_ms"]), 1),
                     "tokens_per_second": round(float(attributes["tokens_per_second"]), 2),
                 }
+                if attributes.get("remote"):
+                    result["server"] = attributes["server"]
+                return result
         finally:
             say("stopping Home Assistant")
             if proc.returncode is None:
@@ -248,7 +268,11 @@ def main() -> int:
     media.add_argument("--image", type=Path, help="run sarai_omni.analyze_image on this file instead of a chat turn")
     media.add_argument("--video", type=Path, help="run sarai_omni.analyze_video on this file")
     parser.add_argument("--max-frames", type=int, default=4, help="frames sent for --video")
+    parser.add_argument("--remote", metavar="URL", help="the fast role on this OpenAI-compatible server (.../v1)")
+    parser.add_argument("--remote-model", metavar="ID", help="the server's model for it (default: the first listed)")
     args = parser.parse_args()
+    if args.remote and (args.image or args.video):
+        parser.error("--remote runs the Assist turn on the server; --image/--video run on local models")
     for name in ("image", "video", "model", "mmproj"):  # HA needs absolute, allow-listed paths
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
