@@ -84,6 +84,20 @@ async def test_tool_call_text_reaches_the_parser(engine: Engine) -> None:
     )
 
 
+async def test_tool_call_repair_is_constrained_on_the_server(engine: Engine) -> None:
+    """The retry after a malformed call: the server's answer is held to a valid call, tags around it."""
+    from custom_components.sarai_omni.engine.toolcalls import tool_call_schema
+
+    parameters = {"type": "object", "properties": {"name": {"enum": ["Kitchen"]}}, "required": ["name"]}
+    tools = [{"type": "function", "function": {"name": "HassTurnOn", "parameters": parameters}}]
+    request = ChatRequest(
+        USER, tools=tools, json_schema=tool_call_schema(tools), schema_as_tool_call=True, max_tokens=60
+    )
+    result = await engine.complete(request)
+    events = [*ToolCallParser().feed(result.text)]
+    assert events == [ToolCall("HassTurnOn", {"name": "Kitchen"})]
+
+
 def test_native_tool_calls_become_qwen_text() -> None:
     """Servers with a tool parser (vLLM, llama-server --jinja) stream `tool_calls` deltas."""
     state = _StreamState(0.0)
