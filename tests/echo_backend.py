@@ -138,6 +138,10 @@ class EchoBackend:
     async def close(self) -> None:
         self._spec = None
 
+    async def stop_now(self) -> None:
+        self._spec = None
+        self._cancel.set()
+
     def _require(self) -> ModelSpec:
         if self._spec is None:
             raise InvalidInput("no model loaded")

@@ -112,6 +112,7 @@ class LoadResult:
     n_ctx: int = 0
     chat_template: bool = False
     vision: bool = False
+    vision_error: str | None = None  # the projector failed to load (text still works)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,9 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Stop the runner and free everything (a later request starts it again)."""
+
+    async def stop_now(self) -> None:
+        """End the runner at once, its requests failing (the memory watchdog's last resort)."""
 
 
 # Makes the backend for a spec; the callback is called when the backend dies on its own.

@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from . import errors, protocol
-from .procmem import rss_bytes
+from . import cgroup, errors, protocol
+from .procmem import alive, rss_bytes
 
 _LOGGER = logging.getLogger(__name__)
 _ENGINE_PACKAGE = __package__ or "engine"
@@ -40,8 +40,12 @@ class WorkerClient:
         python: str | None = None,
         env: dict[str, str] | None = None,
         on_crash: Callable[[], None] | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.name = name
+        self.memory_limit = memory_limit  # bytes: the worker's own memory cgroup, where one can be made
+        self.cgroup: Path | None = None
+        self.out_of_memory = False  # the last worker was ended by its memory cgroup
         self.crashes = 0
         self.last_exit: int | None = None  # exit code of the last crash (negative: killed by that signal)
         self.crash_times: deque[float] = deque(maxlen=16)
@@ -64,11 +68,14 @@ class WorkerClient:
 
     @property
     def running(self) -> bool:
+        # `alive` sees a death the reader has not read yet: a request right after an idle worker
+        # died starts a new one instead of writing into the dead one's pipe.
         return (
             self._proc is not None
             and self._proc.returncode is None
             and self._reader is not None
             and not self._reader.done()
+            and alive(self._proc.pid)
         )
 
     def rss_bytes(self) -> int:
@@ -83,6 +90,9 @@ class WorkerClient:
             await self._spawn()
 
     async def _spawn(self) -> None:
+        if self._reader is not None and not self._reader.done():  # a death not read yet: let its
+            with contextlib.suppress(TimeoutError):  # reader report it before a new worker starts
+                await asyncio.wait_for(asyncio.shield(self._reader), 5)
         env = {**os.environ, **self._env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_IMPORT_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -97,6 +107,8 @@ class WorkerClient:
             limit=protocol.MAX_LINE_BYTES,
             start_new_session=True,  # HA's signals stay HA's
         )
+        if self.memory_limit:
+            self.cgroup = await asyncio.to_thread(cgroup.confine, self._proc.pid, self.name, self.memory_limit)
         ready: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._pending = {0: ready}
         self._reader = asyncio.create_task(self._read(self._proc), name=f"sarai_omni {self.name} reader")
@@ -125,6 +137,9 @@ class WorkerClient:
             if (q := self._pending.get(int(msg.get("id", -1)))) is not None:
                 q.put_nowait(msg)
         await proc.wait()
+        group, self.cgroup = self.cgroup, None
+        self.out_of_memory = await asyncio.to_thread(cgroup.oom_killed, group)
+        await asyncio.to_thread(cgroup.release, group)
         if self._stderr_task is not None:  # collect the last words of the process for the error
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), 1)
@@ -165,9 +180,11 @@ class WorkerClient:
         """The death by its signal's name and meaning; a Python exit also by its last words."""
         code = self._proc.returncode if self._proc else None
         why = errors.describe_exit(code)
-        if code is not None and code >= 0 and (tail := self.stderr_tail()):
+        if self.out_of_memory:
+            why = f"ended by the kernel at its memory limit of {(self.memory_limit or 0) // 2**20} MB"
+        elif code is not None and code >= 0 and (tail := self.stderr_tail()):
             why = f"{why}: {tail}"
-        return errors.WorkerCrashed(f"worker '{self.name}' died ({why})", code)
+        return errors.WorkerCrashed(f"worker '{self.name}' died ({why})", code, out_of_memory=self.out_of_memory)
 
     async def stream(
         self, op: str, payload: dict[str, Any], deadline: float | None = None

@@ -18,7 +18,7 @@ from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec
 from .gguf import GGUFInfo
 from .llamacpp import llama_cpp_factory
 from .pool import MB, ModelPool
-from .prompts import Message
+from .prompts import Message, clean
 from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
 
 if TYPE_CHECKING:
@@ -43,9 +43,12 @@ class EngineConfig:
     http_session: aiohttp.ClientSession | None = None  # remote roles' connections (HA's shared session)
 
 
-def default_factory(python: str | None = None, session: aiohttp.ClientSession | None = None) -> BackendFactory:
-    """Remote specs on an OpenAI-compatible server; local ones in llama.cpp worker processes."""
-    local = llama_cpp_factory(python)
+def default_factory(
+    python: str | None = None, session: aiohttp.ClientSession | None = None, memory_limit: int | None = None
+) -> BackendFactory:
+    """Remote specs on an OpenAI-compatible server; local ones in llama.cpp worker processes, each
+    with a hard `memory_limit` (bytes) where the kernel offers one."""
+    local = llama_cpp_factory(python, memory_limit)
 
     def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> Backend:
         if spec.remote is not None:
@@ -130,10 +133,12 @@ class Engine:
     def __init__(self, config: EngineConfig, on_change: Callable[[], None] | None = None) -> None:
         self.config = config
         self._listeners: list[Callable[[], None]] = [on_change] if on_change else []
+        self._closed = False
         self.pool = ModelPool(
             list(config.models),
             config.ram_budget_mb * MB,
-            backend_factory=config.backend_factory or default_factory(config.python, config.http_session),
+            backend_factory=config.backend_factory
+            or default_factory(config.python, config.http_session, config.ram_budget_mb * MB),
             idle_unload_s=config.idle_unload_s,
             max_queue=config.max_queue,
             state_dir=config.state_dir,
@@ -169,7 +174,7 @@ class Engine:
         Later turns that start with the same messages evaluate only their new tokens.
         """
         async with self.pool.use(role) as (slot, _):
-            return await slot.backend.warm(messages)
+            return await slot.backend.warm(clean(messages))
 
     async def logits(self, role: str, messages: list[Message], top: int = 20) -> dict[str, Any]:
         """Next-token logits after `messages` (top ids and values), reusing the cached prefix."""
@@ -197,6 +202,7 @@ class Engine:
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Start a streaming generation; iterate the result for text deltas."""
+        request.messages = clean(request.messages)  # a lone surrogate in a prompt is an answer, not a crash
         return ChatStream(self, request)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -256,5 +262,11 @@ class Engine:
     def backend_problem(self) -> str | None:
         return self.pool.backend_problem()
 
+    @property
+    def closed(self) -> bool:
+        """close() was called: what fails from now on is the shutdown, not a fault."""
+        return self._closed
+
     async def close(self) -> None:
+        self._closed = True
         await self.pool.close()

@@ -47,9 +47,10 @@ class WorkerCrashed(EngineError):
 
     key = "worker_crashed"
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, exit_code: int | None = None, *, out_of_memory: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # negative: killed by that signal
+        self.out_of_memory = out_of_memory  # the kernel ended it at its memory cgroup's limit
 
     @property
     def native_fault(self) -> bool:

@@ -24,9 +24,10 @@ class LlamaCppBackend:
         python: str | None = None,
         on_crash: Callable[[], None] | None = None,
         env: dict[str, str] | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.name = name
-        self.client = WorkerClient(name, python, env=env, on_crash=on_crash)
+        self.client = WorkerClient(name, python, env=env, on_crash=on_crash, memory_limit=memory_limit)
 
     @property
     def crashes(self) -> int:
@@ -57,6 +58,7 @@ class LlamaCppBackend:
             n_ctx=int(data.get("n_ctx", 0)),
             chat_template=bool(data.get("chat_template")),
             vision=bool(data.get("vision")),
+            vision_error=data.get("vision_error"),
         )
 
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
@@ -88,11 +90,17 @@ class LlamaCppBackend:
     async def close(self) -> None:
         await self.client.close()
 
+    async def stop_now(self) -> None:
+        await self.client.close(grace_s=0)
 
-def llama_cpp_factory(python: str | None = None) -> Callable[[ModelSpec, Callable[[], None] | None], LlamaCppBackend]:
-    """backend.BackendFactory for llama.cpp workers running under `python` (default: this one)."""
+
+def llama_cpp_factory(
+    python: str | None = None, memory_limit: int | None = None
+) -> Callable[[ModelSpec, Callable[[], None] | None], LlamaCppBackend]:
+    """backend.BackendFactory for llama.cpp workers running under `python` (default: this one),
+    each confined to `memory_limit` bytes where the kernel offers memory cgroups (cgroup.py)."""
 
     def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> LlamaCppBackend:
-        return LlamaCppBackend(spec.role, python, on_crash)
+        return LlamaCppBackend(spec.role, python, on_crash, memory_limit=memory_limit)
 
     return make

@@ -38,6 +38,7 @@ from .errors import (
     Busy,
     DoesNotFitBudget,
     EngineError,
+    LoadFailed,
     ModelNotFound,
     RequestTimeout,
     WorkerCrashed,
@@ -50,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 MB = 2**20
 # Python + llama_cpp + numpy in the worker before any model (measured ~60 MB), with headroom.
 WORKER_RUNTIME_BYTES = 96 * MB
+WATCH_INTERVAL_S = 0.1  # the memory watchdog's sampling period while any model is busy or loading
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}  # q8_0: 32 values in 34 bytes
 
 STATE_UNLOADED, STATE_LOADING, STATE_LOADED, STATE_ERROR = "unloaded", "loading", "loaded", "error"
@@ -98,10 +100,12 @@ class ModelSlot:
     last: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     error_key: str | None = None  # the EngineError key of the last failed load
+    vision_error: str | None = None  # the projector did not load: text works, images are refused
     variant: str = ""  # how the running (or last) load was made: calibrate.PLAIN or calibrate.REPACK
     unusable: dict[str, str] = field(default_factory=dict)  # load variants that died here, and why
     fault: str | None = None  # the safe way itself died natively: llama.cpp cannot run on this machine
     calibration_key: str | None = None
+    over_budget_mb: int = 0  # set when the watchdog ended this model's worker for memory
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
     idle_timer: asyncio.TimerHandle | None = None
@@ -128,6 +132,10 @@ class ModelSlot:
         return self.lock.locked() or self.waiting > 0
 
     @property
+    def active(self) -> bool:
+        return self.busy or self.state == STATE_LOADING
+
+    @property
     def loaded(self) -> bool:
         return self.state == STATE_LOADED and self.backend.running
 
@@ -151,6 +159,8 @@ class ModelSlot:
             "queue": self.waiting,
             "crashes": self.backend.crashes,
             "error": self.error,
+            "error_key": self.error_key,
+            "vision_error": self.vision_error,
             "repack": self.variant == REPACK,
             "unusable_variants": dict(self.unusable),
             "remote": self.spec.remote is not None,
@@ -186,6 +196,8 @@ class ModelPool:
         self._load_lock = asyncio.Lock()
         self._on_change = on_change or (lambda: None)
         self._background: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self.peak_rss = 0  # the highest sum of worker RSS the watchdog sampled
 
     # -- introspection ------------------------------------------------------------------------
     def slot(self, role: str) -> ModelSlot:
@@ -217,6 +229,7 @@ class ModelPool:
             "used_mb": round(used / MB),
             "used_pct": round(100 * used / self.budget, 1) if self.budget else 0.0,
             "measured_rss_mb": round(self.measured_rss() / MB),
+            "peak_rss_mb": round(self.peak_rss / MB),
             "models": {role: s.status() for role, s in self.slots.items()},
         }
 
@@ -235,6 +248,8 @@ class ModelPool:
         self.prepared = True
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for slot in self.slots.values():
             self._cancel_idle_timer(slot)
             await slot.backend.close()
@@ -308,6 +323,7 @@ class ModelPool:
             raise Busy(f"{slot.waiting} requests already wait for the {role} model")
         slot.waiting += 1
         self._on_change()
+        self._watch()
         try:
             await _within(slot.lock.acquire(), deadline, f"waiting for the {role} model")
         finally:
@@ -316,8 +332,9 @@ class ModelPool:
         try:
             load_ms = await _within(self.ensure_loaded(slot), deadline, f"loading the {role} model")
             yield slot, load_ms
-        except WorkerCrashed:  # _crashed() has said how it died; a backend that did not tell still unloads
+        except WorkerCrashed as err:  # _crashed() has said how it died; a backend that did not tell still unloads
             slot.state, slot.error = STATE_UNLOADED, slot.error or "worker crashed"
+            self._raise_if_over_budget(slot, err)
             raise
         finally:
             slot.last_used = time.monotonic()
@@ -350,12 +367,22 @@ class ModelPool:
             await self._unload(victim)
 
     async def _load(self, slot: ModelSlot) -> float:
-        slot.state, slot.error = STATE_LOADING, None
+        slot.state, slot.error, slot.over_budget_mb = STATE_LOADING, None, 0
         self._on_change()
+        self._watch()
         try:
             spec = await self._load_spec(slot)
             result = await self._start_backend(slot, spec)
+        except OSError as err:  # the state folder cannot be written (read-only, full), a file vanished
+            failed = LoadFailed(f"loading the {slot.spec.role} model failed: {err}")
+            await self._load_failed(slot, failed)
+            raise failed from err
         except EngineError as err:
+            if isinstance(err, WorkerCrashed) and (slot.over_budget_mb or err.out_of_memory):
+                slot.over_budget_mb = slot.over_budget_mb or round(self.budget / MB)
+                over = self._over_budget(slot)
+                await self._load_failed(slot, over)
+                raise over from err
             slot.state, slot.error, slot.error_key = STATE_ERROR, str(err), err.key
             if isinstance(err, WorkerCrashed) and err.native_fault:
                 slot.fault = f"the {slot.spec.role} model's worker died loading it without weight repacking: {err}"
@@ -368,11 +395,17 @@ class ModelPool:
             self._on_change()
             raise
         slot.state, slot.load_ms, slot.last_used = STATE_LOADED, result.load_ms, time.monotonic()
-        slot.error_key = slot.fault = None
+        slot.error = slot.error_key = slot.fault = None
+        slot.vision_error = result.vision_error
         await self._check_measured(slot, slot.backend.resident_bytes())
         self._arm_idle_timer(slot)
         self._on_change()
         return slot.load_ms
+
+    async def _load_failed(self, slot: ModelSlot, err: EngineError) -> None:
+        slot.state, slot.error, slot.error_key = STATE_ERROR, str(err), err.key
+        await slot.backend.close()
+        self._on_change()
 
     async def _start_backend(self, slot: ModelSlot, spec: ModelSpec) -> LoadResult:
         """Load `spec`; a repacked load that dies natively is ruled out and the safe way follows."""
@@ -457,6 +490,45 @@ class ModelPool:
         await slot.backend.close()
         slot.state = STATE_UNLOADED
         self._on_change()
+
+    # -- the memory watchdog: the budget holds in every sample, not only after a load ----------
+    def _watch(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._sample(), name="sarai_omni memory watchdog")
+
+    async def _sample(self) -> None:
+        """Every WATCH_INTERVAL_S while a model is busy or loading: sum the workers' RSS; above the
+        budget, end the worker that outgrew its estimate most (its request fails as over budget)."""
+        while any(s.active for s in self.slots.values()):
+            rss = self.measured_rss()
+            self.peak_rss = max(self.peak_rss, rss)
+            if rss > self.budget:
+                await self._stop_largest(rss)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    async def _stop_largest(self, rss: int) -> None:
+        active = [s for s in self.slots.values() if s.active and s.backend.resident_bytes()]
+        if not active:
+            return
+        victim = max(active, key=lambda s: s.backend.resident_bytes() - s.estimate)
+        victim.over_budget_mb = round(victim.backend.resident_bytes() / MB)
+        _LOGGER.warning(
+            "%s grew to %d MB while %s (all workers: %d MB of a %d MB budget): stopping it",
+            victim.name, victim.over_budget_mb, victim.state, rss // MB, self.budget // MB,
+        )  # fmt: skip
+        await victim.backend.stop_now()
+
+    def _over_budget(self, slot: ModelSlot) -> DoesNotFitBudget:
+        free = round((self.budget - self.used_bytes(exclude=slot)) / MB)
+        return DoesNotFitBudget(slot.name, slot.over_budget_mb, free, round(self.budget / MB))
+
+    def _raise_if_over_budget(self, slot: ModelSlot, err: WorkerCrashed) -> None:
+        if err.out_of_memory and not slot.over_budget_mb:  # the kernel was faster than the watchdog
+            slot.over_budget_mb = round(self.budget / MB)
+        if slot.over_budget_mb:
+            over, slot.over_budget_mb = self._over_budget(slot), 0
+            slot.error = str(over)
+            raise over from err
 
     # -- idle unload: one timer per model -----------------------------------------------------
     def _arm_idle_timer(self, slot: ModelSlot) -> None:

@@ -25,6 +25,23 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
+def alive(pid: int) -> bool:
+    """Whether a process still runs: not gone and not a zombie (dead, not yet reaped). Same
+    procfs read as rss_bytes, so safe on the event loop; where /proc is absent, assume it runs."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        stat = os.read(fd, 512)
+    finally:
+        os.close(fd)
+    state = stat.rpartition(b")")[2].split()[:1]  # the name in parentheses may hold spaces
+    return state not in ([b"Z"], [b"X"])
+
+
 def total_ram_bytes() -> int:
     """Physical memory of the machine."""
     try:

@@ -471,6 +471,9 @@ class RemoteBackend:
     async def unload(self) -> None:
         self._connected = False
 
+    async def stop_now(self) -> None:
+        self._cancel.set()  # nothing of ours holds memory: the answer just stops
+
     async def close(self) -> None:
         self._connected = False
         if self._own_session and self._session is not None:
