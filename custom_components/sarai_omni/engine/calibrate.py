@@ -17,6 +17,7 @@ only the safe way dying is fatal, and the caller reports it as an unusable backe
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass
 import hashlib
 import json
@@ -93,11 +94,19 @@ class CalibrationStore:
         return record
 
     def _save(self) -> None:
-        if self._path:
+        """Write atomically; a state folder that cannot be written (read-only, full) keeps the
+        decisions in memory for this run, and says so."""
+        if not self._path:
+            return
+        tmp = self._path.with_suffix(".tmp")
+        try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self._data, indent=1))
             tmp.replace(self._path)
+        except OSError as err:
+            _LOGGER.warning("Load calibrations kept in memory only: %s cannot be written (%s)", self._path, err)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def make_record(

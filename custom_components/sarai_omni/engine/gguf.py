@@ -104,6 +104,15 @@ TEXT_ARCHITECTURES = frozenset(
     }
 )
 PROJECTOR_ARCHITECTURE = "clip"
+# ggml tensor types: (values per block, bytes per block); a truncated file is told by the last
+# tensor's end. Types not listed are not checked.
+_TYPE_SIZES = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,14 @@ class GGUFInfo:
     has_vision: bool
     has_audio: bool
     metadata: dict[str, Any] = field(repr=False)
+
+    @property
+    def projection_dim(self) -> int | None:
+        """A projector's output width: it must equal its text model's embedding_length."""
+        for key in ("clip.vision.projection_dim", "clip.audio.projection_dim"):
+            if isinstance(value := self.metadata.get(key), int) and not isinstance(value, bool):
+                return value
+        return None
 
     @property
     def is_projector(self) -> bool:
@@ -221,18 +238,21 @@ def read_gguf(path: str | Path) -> GGUFInfo:
         for _ in range(n_kv):
             key = reader.string()
             meta[key] = reader.value(reader.unpack("<I"))
-        params = 0
+        params, data_end = 0, 0
         for _ in range(n_tensors):
             reader.string()
             dims = [reader.unpack("<Q") for _ in range(reader.unpack("<I"))]
-            reader.unpack("<I")  # ggml type
-            reader.unpack("<Q")  # offset
+            ggml_type, offset = reader.unpack("<I"), reader.unpack("<Q")
             count = 1
             for dim in dims:
                 count *= dim
             params += count
+            if (size := _TYPE_SIZES.get(ggml_type)) is not None:
+                data_end = max(data_end, offset + count // size[0] * size[1])
         align = int(meta.get("general.alignment", _DEFAULT_ALIGNMENT))
         data_start = -(-fh.tell() // align) * align
+    if data_end and file_size < data_start + data_end:
+        raise InvalidModelFile(f"truncated: {file_size:,} bytes of the {data_start + data_end:,} its header describes")
     return _info(path, meta, version=version, size=file_size, tbytes=max(file_size - data_start, 0), params=params)
 
 

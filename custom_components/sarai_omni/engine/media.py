@@ -13,6 +13,7 @@ import ctypes
 import os
 from pathlib import Path
 import tempfile
+import time
 from typing import Any
 
 from .errors import InvalidInput, LoadFailed
@@ -55,8 +56,8 @@ class Vision:
             array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
             if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(prompt), array, len(bitmaps)) != 0:
                 raise InvalidInput("the prompt and images could not be tokenized together")
-            if mtmd.mtmd_helper_get_n_tokens(chunks) > llm.n_ctx():
-                raise InvalidInput("the images do not fit the model's context (n_ctx): send fewer or smaller")
+            if (needed := mtmd.mtmd_helper_get_n_tokens(chunks)) > llm.n_ctx():
+                raise InvalidInput(_too_long(llm, text, len(images), needed))
             llm.reset()
             llm._ctx.kv_cache_clear()
             n_past = ctypes.c_int32(0)
@@ -89,6 +90,17 @@ class Vision:
             self._mtmd.mtmd_input_chunks_free(chunks)
 
 
+def _too_long(llm: Any, text: str, images: int, needed: int) -> str:
+    """Say which part does not fit: the text itself, or the images with it."""
+    text_tokens = len(llm.tokenize(text.encode(), add_bos=True, special=True))
+    if text_tokens >= llm.n_ctx():
+        return f"the prompt alone is {text_tokens} tokens, more than the model's context ({llm.n_ctx()}): shorten it"
+    return (
+        f"the prompt and its {images} image(s) take {needed} tokens, more than the model's context "
+        f"({llm.n_ctx()}): send fewer or smaller images"
+    )
+
+
 @contextlib.contextmanager
 def parked_text_cache(llm: Any, directory: Path | None) -> Iterator[None]:
     """Save the context's text KV cache to a file, and put it back when the block ends."""
@@ -99,9 +111,8 @@ def parked_text_cache(llm: Any, directory: Path | None) -> Iterator[None]:
         yield
         return
     tokens = llm.input_ids[:n].tolist()
-    fd, name = tempfile.mkstemp(suffix=".kv", dir=directory if directory and directory.is_dir() else None)
-    os.close(fd)
-    saved = bool(
+    name = parked_path(directory)
+    saved = name is not None and bool(
         llama_cpp.llama_state_seq_save_file(llm.ctx, name.encode(), 0, (llama_cpp.llama_token * n)(*tokens), n)
     )
     try:
@@ -109,9 +120,61 @@ def parked_text_cache(llm: Any, directory: Path | None) -> Iterator[None]:
     finally:
         llm.reset()
         llm._ctx.kv_cache_clear()
-        if saved:
+        if saved and name is not None:
             out, count = (llama_cpp.llama_token * n)(), ctypes.c_size_t(0)
             if llama_cpp.llama_state_seq_load_file(llm.ctx, name.encode(), 0, out, n, ctypes.byref(count)):
                 llm.input_ids[:n] = tokens
                 llm.n_tokens = n
-        Path(name).unlink(missing_ok=True)
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
+
+
+PARKED = "parked-{pid}.kv"
+
+
+def parked_path(directory: Path | None) -> str | None:
+    """Where this worker parks its text cache: one file per worker process (a crash leaves at most
+    that one, removed by the next worker: remove_stale_parked); None when nothing can be written."""
+    for folder in (directory, Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        path = folder / PARKED.format(pid=os.getpid())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError:
+            continue
+        return str(path)
+    return None  # read-only everywhere: the text cache is evaluated again after the image
+
+
+def remove_stale_parked(directory: Path | None) -> None:
+    """Parked caches and partial snapshots left by workers that died (their pid is gone)."""
+    for folder in (directory, Path(tempfile.gettempdir())):
+        if folder is None or not folder.is_dir():
+            continue
+        for path in [*folder.glob("parked-*.kv"), *folder.glob("state-*.tmp")]:
+            pid = path.stem.removeprefix("parked-")
+            if path.suffix == ".kv" and pid.isdigit() and _alive(int(pid)):
+                continue
+            if path.suffix == ".tmp" and _recent(path):  # another worker may be writing it now
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _recent(path: Path, seconds: float = 60.0) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+import re
 from typing import Any
 
 import jinja2
@@ -48,6 +49,20 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 _ENV = _environment()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(value: Any) -> Any:
+    """Strings in `value` with lone surrogates (valid JSON, not encodable text) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    return value
 
 
 def text_of(content: Any) -> str:

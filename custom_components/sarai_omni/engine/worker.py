@@ -12,6 +12,7 @@ from array import array
 import codecs
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -28,7 +29,7 @@ from typing import Any, BinaryIO
 from . import defaults, protocol
 from .calibrate import variant
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
-from .media import Vision, parked_text_cache
+from .media import Vision, parked_text_cache, remove_stale_parked
 from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
 from .toolcalls import CLOSE, OPEN
 
@@ -48,6 +49,8 @@ class Runner:
         self.load_ms = 0.0
         self.model_path: str | None = None
         self._kv: KVStateFiles | None = None
+        self._vision_error: str | None = None
+        self._dropped: tuple[str, int] = ("", 0)  # (conversation, oldest turns it drops): a stable cut
         self._vision: Vision | None = None
         self._load_msg: dict[str, Any] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=8)  # how recent generations ended
@@ -104,14 +107,15 @@ class Runner:
         self.load_ms = (time.perf_counter() - started) * 1000
         self.model_path = msg["model_path"]
         self._kv = KVStateFiles(msg)
+        remove_stale_parked(self._kv.dir)
         self._load_msg = msg
+        self._vision_error = None
         if msg.get("mmproj_path"):
             try:
                 threads, use_gpu = int(msg.get("n_threads", defaults.N_THREADS)), int(msg.get("n_gpu_layers", 0)) != 0
                 self._vision = Vision(self._llm, msg["mmproj_path"], threads, use_gpu)
-            except LoadFailed:
-                self.unload()
-                raise
+            except LoadFailed as err:  # e.g. another model's projector: text turns still work
+                self._vision_error = str(err)
         meta = self._llm.metadata
         self._template = meta.get("tokenizer.chat_template") or None
         return {
@@ -119,6 +123,7 @@ class Runner:
             "n_ctx": self._llm.n_ctx(),
             "chat_template": bool(self._template),
             "vision": bool(self._vision and self._vision.has_vision),
+            "vision_error": self._vision_error,
         }
 
     def unload(self) -> None:
@@ -160,7 +165,7 @@ class Runner:
     def _generate_media(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
         llm = self._llm
         if self._vision is None:
-            raise InvalidInput("this model has no vision projector (mmproj) configured")
+            raise InvalidInput(self._vision_error or "this model has no vision projector (mmproj) configured")
         messages, paths = media_parts(msg["messages"], self._vision.marker)
         rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
         images = [_read_image(p) for p in paths]
@@ -182,7 +187,11 @@ class Runner:
         self, msg: dict[str, Any], new_tokens: list[int], stops: tuple[str, ...], started: float
     ) -> dict[str, Any]:
         """Sample after `new_tokens` are evaluated, sending text as it forms; stop at EOG/stop/limit/cancel."""
-        llm, rid, max_tokens = self._llm, int(msg["id"]), int(msg.get("max_tokens", defaults.MAX_TOKENS))
+        llm, rid = self._llm, int(msg["id"])
+        # Never past the context: the answer stops there as `length` and keeps its text.
+        max_tokens = min(int(msg.get("max_tokens", defaults.MAX_TOKENS)), llm.n_ctx() - llm.n_tokens - len(new_tokens))
+        if max_tokens <= 0:
+            raise InvalidInput("the prompt fills the model's context (n_ctx): nothing is left for the answer")
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
@@ -300,17 +309,33 @@ class Runner:
         return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
 
     def _prompt(self, msg: dict[str, Any], max_tokens: int) -> tuple[list[Message], list[int], tuple[str, ...], str]:
-        """Render and tokenize, dropping the oldest turns while the prompt does not fit n_ctx."""
+        """Render and tokenize, dropping the oldest turns while the prompt does not fit n_ctx.
+
+        Once history must go, it goes down to DROP_TO of the room, and later turns of the same
+        conversation start from the same cut: they append to a stable prefix (its KV cache is
+        reused) instead of each turn dropping one more message and evaluating all history again.
+        """
         llm = self._llm
-        messages = list(msg["messages"])
+        full = list(msg["messages"])
         room = llm.n_ctx() - min(max_tokens, llm.n_ctx() // 2)
         eos = self._eos_text()
+        key = _conversation_key(full)
+        dropped = self._dropped[1] if self._dropped[0] == key else 0
+        messages, limit = _drop(full, dropped), room
         while True:
             rendered = render_prompt(messages, self._template, eos_token=eos, tools=msg.get("tools"))
             tokens = llm.tokenize(rendered.text.encode(), add_bos=True, special=True)
-            if len(tokens) <= room:
+            if len(tokens) <= limit:
+                self._dropped = (key, dropped)
                 return messages, tokens, rendered.stops, rendered.format
-            messages = drop_oldest_turn(messages)
+            try:
+                messages, dropped = drop_oldest_turn(messages), dropped + 1
+            except InvalidInput:
+                if len(tokens) > room:
+                    raise
+                limit = room  # the lower mark cannot be reached, but it fits
+                continue
+            limit = int(room * DROP_TO)
 
     def _eos_text(self) -> str:
         llm = self._llm
@@ -328,6 +353,24 @@ class Runner:
             grammar=grammar,
             reset=False,  # _reuse_prefix already positioned the context after the cached prefix
         )
+
+
+DROP_TO = 0.6  # share of the prompt room that history is cut down to when it overflows
+
+
+def _conversation_key(messages: list[Message]) -> str:
+    """Which conversation this is: its first message after the system prompt."""
+    first = next((m for m in messages if m.get("role") != "system"), {})
+    return hashlib.sha256(json.dumps(first, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _drop(messages: list[Message], count: int) -> list[Message]:
+    for _ in range(count):
+        try:
+            messages = drop_oldest_turn(messages)
+        except InvalidInput:
+            break
+    return messages
 
 
 class KVStateFiles:
@@ -358,7 +401,12 @@ class KVStateFiles:
         if self.dir is None:
             return None
         digest = hashlib.sha256(self._identity.encode() + array("i", tokens).tobytes()).hexdigest()[:32]
-        return self.dir / f"{digest}.kv"
+        return self.dir / f"{self.prefix}-{digest}.kv"
+
+    @property
+    def prefix(self) -> str:
+        """This model's files start with it: pruning never touches another model's snapshots."""
+        return "state-" + hashlib.sha256(self._identity.encode()).hexdigest()[:12]
 
     def restore(self, llm: Any, path: Path, tokens: list[int]) -> bool:
         import llama_cpp  # noqa: PLC0415  (worker-only)
@@ -382,13 +430,20 @@ class KVStateFiles:
     def save(self, llm: Any, path: Path, tokens: list[int]) -> None:
         import llama_cpp  # noqa: PLC0415  (worker-only)
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         arr = (llama_cpp.llama_token * len(tokens))(*tokens)
-        if llama_cpp.llama_state_save_file(llm.ctx, str(tmp).encode(), arr, len(tokens)):
-            tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
-        for old in sorted(path.parent.glob("*.kv"), key=lambda p: p.stat().st_mtime)[: -self.KEEP]:
-            old.unlink(missing_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if llama_cpp.llama_state_save_file(llm.ctx, str(tmp).encode(), arr, len(tokens)):
+                tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
+            mine = sorted(path.parent.glob(f"{self.prefix}-*.kv"), key=lambda p: p.stat().st_mtime)
+            for old in mine[: -self.KEEP]:
+                old.unlink(missing_ok=True)
+        except OSError as err:  # read-only or full: the snapshot is an optimisation, the answer is not
+            print(f"KV snapshot not saved: {err}", file=sys.stderr)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a partial file after a full disk
 
 
 def _read_image(path: str) -> bytes:
