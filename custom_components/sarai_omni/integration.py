@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW_S = 3, 600
 def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
     """Build the engine's configuration from the entry's data and options."""
     conf = {**entry.data, **entry.options}
-    threads = int(conf.get(CONF_N_THREADS) or physical_cores())
+    threads = min(int(conf.get(CONF_N_THREADS) or physical_cores()), os.cpu_count() or 1)
+    if threads < int(conf.get(CONF_N_THREADS) or 0):  # more threads than CPUs only queue behind each other
+        _LOGGER.warning("Using %d threads, the CPUs this machine has, instead of %s", threads, conf[CONF_N_THREADS])
     kv_type = str(conf.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
     n_ctx = int(conf.get(CONF_N_CTX, DEFAULT_N_CTX))
     gpu_layers = int(conf.get(CONF_N_GPU_LAYERS, 0))
@@ -171,7 +174,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
     @callback
     def changed() -> None:
         async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}")
+        if engine.closed:  # unloading: the workers stop on purpose
+            return
         _log_availability(engine, unavailable)
+        _check_model_files(hass, engine)
         if (crashes := engine.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
             _issue(hass, ISSUE_CRASH_LOOP, count=str(crashes), minutes=str(CRASH_LOOP_WINDOW_S // 60))
         _check_backend(hass, engine)
@@ -222,6 +228,14 @@ def _check_backend(hass: HomeAssistant, engine: Engine) -> None:
 
 
 @callback
+def _check_model_files(hass: HomeAssistant, engine: Engine) -> None:
+    """A model file that vanished after setup is found by the load that needs it."""
+    missing = [s["error"] for r in engine.roles if (s := engine.status(r))["error_key"] == ModelNotFound.key]
+    if missing:
+        _issue(hass, ISSUE_MODEL_MISSING, error=str(missing[0]))
+
+
+@callback
 def _check_remote(hass: HomeAssistant, engine: Engine) -> None:
     """A server that failed REMOTE_DOWN_AFTER requests in a row gets a repair; it goes when one answers."""
     down = [(r, s) for r in engine.roles if (s := engine.status(r))["remote"] and s["failures"] >= REMOTE_DOWN_AFTER]
@@ -249,7 +263,10 @@ async def _preload(engine: Engine) -> None:
     try:
         await engine.start()
     except EngineError as err:  # the first request will retry and report it to the user
-        _LOGGER.warning("Preloading the fast model failed: %s", err)
+        if engine.closed:  # the entry was removed or reloaded while it loaded: nothing failed
+            _LOGGER.debug("Preloading stopped by the entry's unload: %s", err)
+        else:
+            _LOGGER.warning("Preloading the fast model failed: %s", err)
 
 
 async def async_migrate_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:

@@ -166,4 +166,9 @@ class BudgetSensor(EngineSensor):
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         snap = self.snapshot
-        return {"budget_mb": snap["budget_mb"], "used_mb": snap["used_mb"], "measured_rss_mb": snap["measured_rss_mb"]}
+        return {
+            "budget_mb": snap["budget_mb"],
+            "used_mb": snap["used_mb"],
+            "measured_rss_mb": snap["measured_rss_mb"],
+            "peak_rss_mb": snap["peak_rss_mb"],  # the highest sum the memory watchdog sampled
+        }

@@ -67,7 +67,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
     async def analyze_image(call: ServiceCall) -> ServiceResponse:
         entry = _entry(hass)
         frames = [await camera_frame(hass, e) for e in call.data["camera_entity_id"]]
-        for path in call.data["image_path"]:
+        for path in (p for p in call.data["image_path"] if p.strip()):  # an empty entry is no file
             frames.append(await hass.async_add_executor_job(read_image_file, hass, path))
         if not frames:
             raise invalid("no_input")

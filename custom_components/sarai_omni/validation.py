@@ -78,11 +78,14 @@ def is_allowed_model_path(hass: HomeAssistant, full: str) -> bool:
 
 def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False) -> GGUFInfo:
     """Resolve, allow-list and parse a GGUF; raise ModelFileError with the form's error key."""
-    full = resolve_path(hass, path)
-    if not is_allowed_model_path(hass, full):  # before existence: do not probe other dirs
-        raise ModelFileError("path_not_allowed", path)
-    if not Path(full).is_file():
-        raise ModelFileError("file_not_found", path)
+    try:
+        full = resolve_path(hass, path)
+        if not is_allowed_model_path(hass, full):  # before existence: do not probe other dirs
+            raise ModelFileError("path_not_allowed", path)
+        if not Path(full).is_file():
+            raise ModelFileError("file_not_found", path)
+    except (OSError, ValueError) as err:  # a NUL byte, a lone surrogate, a name too long
+        raise ModelFileError("invalid_path", path) from err
     try:
         info = read_gguf(full)
     except (InvalidModelFile, OSError) as err:
@@ -141,6 +144,8 @@ def validate_models(
         return errors, no_estimate()
     if CONF_QUALITY_MMPROJ in infos and CONF_QUALITY_MODEL not in infos:
         return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
+    if errors := projector_mismatches(infos):
+        return errors, no_estimate()
     need, budget, ram = _needed_mb(infos, data), int(data[CONF_RAM_BUDGET_MB]), machine_ram_mb()
     lines = [describe(info) for info in infos.values()] + [describe_remote(r, s) for r, s in remote.items()]
     placeholders = {
@@ -155,6 +160,18 @@ def validate_models(
     if error := budget_error(budget, need, ram):
         errors[CONF_RAM_BUDGET_MB] = error
     return errors, placeholders
+
+
+def projector_mismatches(infos: dict[str, GGUFInfo]) -> dict[str, str]:
+    """A projector made for another model: its output width is not the model's embedding width
+    (llama.cpp would refuse it at load)."""
+    errors = {}
+    for model_key, mmproj_key in ((CONF_FAST_MODEL, CONF_FAST_MMPROJ), (CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ)):
+        model, mmproj = infos.get(model_key), infos.get(mmproj_key)
+        width = mmproj.projection_dim if mmproj else None
+        if model and width and model.embedding_length and width != model.embedding_length:
+            errors[mmproj_key] = "projector_mismatch"
+    return errors
 
 
 def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:

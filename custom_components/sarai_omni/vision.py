@@ -15,6 +15,7 @@ import itertools
 from pathlib import Path
 import shutil
 import tempfile
+import warnings
 
 from homeassistant.components import camera
 from homeassistant.core import HomeAssistant
@@ -24,6 +25,10 @@ from PIL import Image, ImageChops, ImageStat, UnidentifiedImageError
 from .const import DOMAIN
 
 MAX_IMAGE_BYTES = 20 * 2**20
+# Decoded size is what costs memory (a 1 MB PNG can hold 144 megapixels): refuse above this before
+# decoding, and send at most MAX_SIDE pixels on the longest side (the models see ~1 MP at most).
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_SIDE = 1024
 CANDIDATE_FPS = 2  # frames sampled per second of a video file before selection
 MAX_CANDIDATES = 120
 FFMPEG_TIMEOUT_S = 60
@@ -52,15 +57,26 @@ async def camera_frame(hass: HomeAssistant, entity_id: str, width: int | None = 
 
 
 def to_jpeg(data: bytes, width: int | None, name: str) -> bytes:
-    """Decode any Pillow image, shrink it to `width` (keeping the aspect), re-encode as JPEG."""
+    """Decode any Pillow image, shrink it to `width` (or MAX_SIDE), re-encode as JPEG.
+
+    The dimensions are read from the header first: an image over MAX_IMAGE_PIXELS is refused
+    before a byte of it is decoded; JPEGs are decoded at a reduced scale where that is enough.
+    """
+    side = min(width or MAX_SIDE, MAX_SIDE)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # Pillow warns of bombs it still opens; the check below refuses them
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        with img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise invalid("image_too_many_pixels", path=name, size=f"{img.width}x{img.height}", max_mp="40")
+            img.draft("RGB", (side, side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise invalid("unsupported_image", path=name) from err
-    if width and rgb.width > width:
-        rgb = rgb.resize((width, max(1, round(rgb.height * width / rgb.width))), Image.Resampling.LANCZOS)
+    if max(rgb.size) > side:
+        rgb.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     rgb.save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -76,11 +92,14 @@ def read_image_file(hass: HomeAssistant, path: str, width: int | None = None) ->
 
 def checked_file(hass: HomeAssistant, path: str) -> Path:
     """Blocking: a user-given path resolved under the config dir, allow-listed and existing."""
-    full = Path(path if Path(path).is_absolute() else hass.config.path(path))
-    if not hass.config.is_allowed_path(str(full)):
-        raise invalid("path_not_allowed", path=path)
-    if not full.is_file():
-        raise invalid("file_not_found", path=path)
+    try:
+        full = Path(path if Path(path).is_absolute() else hass.config.path(path))
+        if not hass.config.is_allowed_path(str(full)):
+            raise invalid("path_not_allowed", path=path)
+        if not full.is_file():
+            raise invalid("file_not_found", path=path)
+    except (OSError, ValueError) as err:  # a NUL byte, a lone surrogate, a name too long
+        raise invalid("invalid_path", path=path.encode("utf-8", "replace").decode()[:200]) from err
     return full
 
 
@@ -94,9 +113,31 @@ async def temp_dir(hass: HomeAssistant, prefix: str) -> AsyncIterator[str]:
         await hass.async_add_executor_job(partial(shutil.rmtree, folder, ignore_errors=True))
 
 
+def container_format(path: Path) -> str:
+    """Blocking: the demuxer for a video file, told from its first bytes; refuses anything else.
+
+    ffmpeg's playlist and concat demuxers (HLS .m3u8, ffconcat) open the files they list: a playlist
+    named clip.mp4 inside an allowed folder could make it read any file. So ffmpeg is told the
+    format instead of guessing it, and only these containers, which read nothing but themselves
+    (mov's external references stay off: its enable_drefs default), are accepted.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return "mpegts"
+    raise invalid("video_unreadable", path=str(path.name), error="not a video container this integration reads")
+
+
 async def video_file_frames(hass: HomeAssistant, ffmpeg: str, path: str, width: int) -> list[Frame]:
     """Sample a video file at CANDIDATE_FPS with ffmpeg, scaled to `width`."""
     full = await hass.async_add_executor_job(checked_file, hass, path)
+    demuxer = await hass.async_add_executor_job(container_format, full)
     if not await hass.async_add_executor_job(shutil.which, ffmpeg):
         raise invalid("ffmpeg_missing", binary=ffmpeg)
     async with temp_dir(hass, "sarai_frames_") as out:
@@ -105,6 +146,10 @@ async def video_file_frames(hass: HomeAssistant, ffmpeg: str, path: str, width: 
             "-nostdin",
             "-v",
             "error",
+            "-protocol_whitelist",
+            "file",
+            "-f",
+            demuxer,
             "-i",
             str(full),
             "-vf",
