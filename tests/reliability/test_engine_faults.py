@@ -326,6 +326,9 @@ async def test_kernel_limit_ends_a_runaway_between_two_samples(
     if await asyncio.to_thread(cgroup.memory_parent) is None:
         pytest.skip("this kernel gives this process no memory cgroup to delegate")
     monkeypatch.setattr(pool, "WATCH_INTERVAL_S", 3600.0)
+    parent, _ = cgroup.memory_parent() or (tmp_path, "")
+    orphan = parent / "sarai_omni-999999999-fast-1"  # left by an HA process that died
+    orphan.mkdir()
     big = tmp_path / "big.png"
     Image.new("RGB", (6000, 6000), (90, 140, 200)).save(big)
     probe = vision_engine(tiny_qwen2, tiny_mmproj, budget_mb=0)
@@ -335,6 +338,7 @@ async def test_kernel_limit_ends_a_runaway_between_two_samples(
     try:
         await engine.load("fast")
         assert worker(engine).cgroup is not None
+        assert not orphan.exists()
         with pytest.raises(DoesNotFitBudget):
             await engine.complete(ChatRequest(image_message(big), max_tokens=4))
         assert worker(engine).out_of_memory

@@ -59,6 +59,7 @@ def confine(pid: int, name: str, limit_bytes: int) -> Path | None:
     if found is None:
         return None
     parent, limit_file = found
+    _remove_orphans(parent)
     group = parent / f"sarai_omni-{os.getpid()}-{name}-{pid}"
     try:
         group.mkdir(exist_ok=True)
@@ -82,6 +83,15 @@ def oom_killed(group: Path | None) -> bool:
                 if key == "oom_kill" and value.strip().isdigit():
                     return int(value) > 0
     return False
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Cgroups of workers whose Home Assistant process is gone (it died before removing them)."""
+    with contextlib.suppress(OSError):
+        for group in parent.glob("sarai_omni-*"):
+            owner = group.name.removeprefix("sarai_omni-").partition("-")[0]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                release(group)  # only an empty cgroup can be removed: a live one stays
 
 
 def release(group: Path | None) -> None:
