@@ -231,14 +231,11 @@ async def test_cancel_ends_the_answer(engine: Engine) -> None:
 
 # -- faults the real server cannot be made to produce ------------------------------------------------
 @contextlib.asynccontextmanager
-async def fake_server(handler: Any) -> AsyncIterator[str]:
+async def served(routes: dict[tuple[str, str], Any]) -> AsyncIterator[str]:
+    """An aiohttp app on 127.0.0.1 with these (method, path) handlers; yields its /v1 base URL."""
     app = web.Application()
-
-    async def models(_: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": "m"}]})
-
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", handler)
+    for (method, path), handler in routes.items():
+        app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -247,6 +244,15 @@ async def fake_server(handler: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         await runner.cleanup()
+
+
+async def _models(_: web.Request) -> web.Response:
+    return web.json_response({"data": [{"id": "m"}]})
+
+
+def fake_server(handler: Any) -> contextlib.AbstractAsyncContextManager[str]:
+    """A server listing model `m` whose chat completions `handler` answers."""
+    return served({("GET", "/v1/models"): _models, ("POST", "/v1/chat/completions"): handler})
 
 
 async def test_http_500_is_an_error_not_a_retry() -> None:
@@ -307,18 +313,11 @@ async def test_list_models_of_something_else() -> None:
     async def page(_: web.Request) -> web.Response:
         return web.Response(text="<html>router login</html>")
 
-    app = web.Application()
-    app.router.add_get("/v1/models", page)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     import aiohttp
 
-    async with aiohttp.ClientSession() as session:
+    async with served({("GET", "/v1/models"): page}) as url, aiohttp.ClientSession() as session:
         with pytest.raises(RemoteUnreachable):
-            await list_models(session, f"http://127.0.0.1:{port}/v1")
-    await runner.cleanup()
+            await list_models(session, url)
 
 
 async def test_llama_server_timings_and_a_server_that_does_not_stream() -> None:
@@ -358,16 +357,9 @@ async def test_modalities_probed_from_llama_server_props() -> None:
     async def props(_: web.Request) -> web.Response:
         return web.json_response({"modalities": {"vision": True, "audio": False}})
 
-    app = web.Application()
-    app.router.add_get("/props", props)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    async with aiohttp.ClientSession() as session:
-        assert await probe_modalities(session, f"http://127.0.0.1:{port}/v1") == {"vision": True, "audio": False}
+    async with served({("GET", "/props"): props}) as url, aiohttp.ClientSession() as session:
+        assert await probe_modalities(session, url) == {"vision": True, "audio": False}
         assert await probe_modalities(session, f"http://127.0.0.1:{free_port()}/v1") == {}
-    await runner.cleanup()
 
 
 def test_arguments_that_are_not_json_reach_the_parser_as_malformed() -> None:
