@@ -18,7 +18,7 @@ from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec
 from .gguf import GGUFInfo
 from .llamacpp import llama_cpp_factory
 from .pool import MB, ModelPool
-from .prompts import Message, clean
+from .prompts import Message, ThinkFilter, clean
 from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
 
 if TYPE_CHECKING:
@@ -97,13 +97,18 @@ class ChatStream:
         deadline = loop.time() + (req.timeout_s or self._engine.config.request_timeout_s)
         parts: list[str] = []
         done = Generated()
+        thoughts = ThinkFilter()  # reasoning is not the answer: never spoken, never in a result
         async with pool.use(req.role, deadline) as (slot, load_ms):
             async for item in slot.backend.generate(req, deadline):
                 if isinstance(item, str):
-                    parts.append(item)
-                    yield item
+                    if text := thoughts.feed(item):
+                        parts.append(text)
+                        yield text
                 else:
                     done = item
+            if tail := thoughts.flush():
+                parts.append(tail)
+                yield tail
             self.result = ChatResult(
                 text="".join(parts),
                 role=req.role,

@@ -209,3 +209,39 @@ def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:
     while len(rest) > 1 and rest[0].get("role") in ("tool", "assistant"):
         rest.pop(0)  # a reply or tool result without its question is noise
     return [*messages[:first], *rest]
+
+
+class ThinkFilter:
+    """Streams text with `<think>...</think>` reasoning (Qwen3-family models) cut out.
+
+    A partial tag at the end of a delta is held back until the next one says what it is; an
+    unclosed block at the end is dropped (it was never an answer).
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._inside = False
+
+    def feed(self, delta: str) -> str:
+        text, out = self._pending + delta, []
+        self._pending = ""
+        while text:
+            tag = self.CLOSE if self._inside else self.OPEN
+            at = text.find(tag)
+            if at >= 0:
+                if not self._inside:
+                    out.append(text[:at])
+                text, self._inside = text[at + len(tag) :], not self._inside
+                continue
+            hold = StopMatcher._overlap(text, tag)
+            if not self._inside:
+                out.append(text[: len(text) - hold])
+            self._pending = text[len(text) - hold :] if hold else ""
+            break
+        return "".join(out)
+
+    def flush(self) -> str:
+        text, self._pending = self._pending, ""
+        return "" if self._inside else text
