@@ -134,7 +134,7 @@ async def wait_loaded(ha: HA) -> dict[str, Any]:
     deadline = time.monotonic() + LOAD_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            state = await ha.find("sensor.", "fast_model_state")
+            state = await ha.find("sensor.", "_fast_state")
         except RuntimeError:
             state = {"state": "absent"}
         if state["state"] in ("loaded", "remote"):
@@ -236,7 +236,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if answer["response"]["response_type"] == "error":
                     raise RuntimeError(f"the agent answered with an error: {reply}")
                 # The speed and TTFT sensors are disabled by default: the state sensor carries both.
-                attributes = (await ha.find("sensor.", "fast_model_state"))["attributes"]
+                attributes = (await ha.find("sensor.", "_fast_state"))["attributes"]
                 result = {
                     "reply": reply.strip(),
                     "model": attributes["model"],

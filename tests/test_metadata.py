@@ -72,7 +72,8 @@ def test_every_translation_key_used_in_code_exists() -> None:
                 if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["key"]:
                     used.add(ast.literal_eval(node.value))
     used -= {"ISSUE_BACKEND_MISSING", "model"}  # the issue id constant and the select selector's key
-    assert used <= set(EN["exceptions"]) | set(EN["issues"]), used - set(EN["exceptions"])
+    known = set(EN["exceptions"]) | set(EN["issues"]) | set(EN["device"])  # device names too
+    assert used <= known, used - known
 
 
 def _found(pattern: str, *files: str) -> set[str]:
@@ -88,7 +89,11 @@ def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
         | _found(r'return "(\w+)"', "validation.py")  # budget_error()
     )
     assert errors == set(EN["config"]["error"])  # every error shown is translated, none is stale
-    aborts = _found(r'reason="(\w+)"', "config_flow.py", "installer.py") | {"already_configured"}
+    # already_configured and single_instance_allowed (single_config_entry) come from HA itself
+    aborts = _found(r'reason="(\w+)"', "config_flow.py", "installer.py") | {
+        "already_configured",
+        "single_instance_allowed",
+    }
     for kind in ("conversation", "ai_task_data"):  # the subentry flows' own aborts
         assert {"entry_not_loaded", "reconfigure_successful"} <= set(EN["config_subentries"][kind]["abort"])
     assert aborts - {"entry_not_loaded"} == set(EN["config"]["abort"])

@@ -240,7 +240,9 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
 
     # -- the models form (user and reconfigure share it) -----------------------------------------
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        await self.async_set_unique_id(DOMAIN)  # one installation per HA
+        # One installation per HA; a flow left open in another tab must not block this one (the
+        # first to finish wins, the other ends as already_configured).
+        await self.async_set_unique_id(DOMAIN, raise_on_progress=False)
         self._abort_if_unique_id_configured()
         if not self._backend_checked:
             self._backend_checked = True
@@ -257,7 +259,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
     ) -> ConfigFlowResult:
         self._form_step = step_id
         errors: dict[str, str] = {}
-        placeholders = no_estimate()
+        placeholders = no_estimate(current.get(CONF_RAM_BUDGET_MB) or default_budget_mb())
         if user_input is not None:
             self._input = _normalized(user_input)
             self._plan_servers(self._input.pop(CONF_REMOTE_ROLES, []), current)
@@ -381,6 +383,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         if self._servers.settings:
             data[CONF_REMOTE] = dict(self._servers.settings)
         if self._form_step == "user":
+            self._abort_if_unique_id_configured()  # another flow finished first
             return self.async_create_entry(
                 title=TITLE, data=data, subentries=[default_conversation(), default_ai_task()]
             )

@@ -88,9 +88,9 @@ class EngineSensor(SensorEntity):
         self._attr_unique_id = f"{entry.entry_id}_{key}"
         self._attr_device_info = dr.DeviceInfo(
             identifiers={(DOMAIN, entry.entry_id)},
-            name=f"{TITLE} engine",
+            translation_key="engine",
             manufacturer=TITLE,
-            model="llama.cpp model pool",
+            model="llama.cpp",
             entry_type=dr.DeviceEntryType.SERVICE,
         )
 

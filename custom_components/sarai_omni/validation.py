@@ -40,9 +40,9 @@ MODEL_KEYS: Final = (
 class ModelFileError(Exception):
     """A model path the user entered is not usable; `key` is the config-flow error key."""
 
-    def __init__(self, key: str, path: str) -> None:
+    def __init__(self, key: str, path: str, found: str = "") -> None:
         super().__init__(f"{key}: {path}")
-        self.key, self.path = key, path
+        self.key, self.path, self.found = key, path, found  # found: the architecture the file has
 
 
 def resolve_path(hass: HomeAssistant, path: str) -> str:
@@ -57,16 +57,17 @@ def machine_ram_mb() -> int:
 NOTHING: Final = "—"
 
 
-def no_estimate() -> dict[str, str]:
-    """Description placeholders before the models have been checked."""
+def no_estimate(budget_mb: int | None = None) -> dict[str, str]:
+    """Description placeholders before the models have been checked (the budget is known)."""
     return {
         "models": NOTHING,
         "need": NOTHING,
-        "budget": NOTHING,
+        "budget": f"{budget_mb} MB" if budget_mb else NOTHING,
         "ram_mb": str(machine_ram_mb()),
         "needed_mb": NOTHING,
-        "budget_mb": NOTHING,
+        "budget_mb": str(budget_mb) if budget_mb else NOTHING,
         "architecture": NOTHING,
+        "found": NOTHING,
     }
 
 
@@ -91,7 +92,7 @@ def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False)
     except (InvalidModelFile, OSError) as err:
         raise ModelFileError("not_gguf", path) from err
     if info.is_projector != projector or not (projector or info.is_supported_text_model):
-        raise ModelFileError("unsupported_arch", path)
+        raise ModelFileError("unsupported_arch", path, info.architecture)
     return info
 
 
@@ -103,25 +104,47 @@ def estimated_mb(
     return round(estimate_bytes(info, spec, mmproj) / MB)
 
 
-def describe(info: GGUFInfo) -> str:
+# The words of the model summary, in HA's language (the form's description holds no per-file text).
+WORDS: Final = {
+    "en": {"parameters": "parameters", "context": "trained context", "projector": "projector",
+           "vision": "vision", "audio": "audio", "on": "on", "server": "server, no local RAM"},
+    "es": {"parameters": "parámetros", "context": "contexto de entrenamiento", "projector": "proyector",
+           "vision": "visión", "audio": "audio", "on": "en", "server": "servidor, sin RAM local"},
+}  # fmt: skip
+
+
+def words(language: str) -> dict[str, str]:
+    return WORDS.get(language.split("-", maxsplit=1)[0], WORDS["en"])
+
+
+def number(value: float, decimals: int = 0) -> str:
+    """A number without thousands separators ("2048 MB", not "2,048 MB", which reads as 2 in Spanish)."""
+    return f"{value:.{decimals}f}"
+
+
+def describe(info: GGUFInfo, language: str = "en") -> str:
     """One line of what the header says, shown back to the user in the form."""
+    w = words(language)
     size_mb = info.file_size / MB
-    size = f"{size_mb:,.1f} MB" if size_mb < 10 else f"{size_mb:,.0f} MB"
+    size = f"{number(size_mb, 1 if size_mb < 10 else 0)} MB"
     if info.is_projector:
-        kinds = [k for k, on in (("vision", info.has_vision), ("audio", info.has_audio)) if on] or ["-"]
-        return f"{info.path.name}: projector ({'+'.join(kinds)}), {size}"
-    params = f"{info.parameter_count / 1e9:.2f} B" if info.parameter_count >= 1e8 else f"{info.parameter_count:,}"
+        kinds = [w[k] for k, on in (("vision", info.has_vision), ("audio", info.has_audio)) if on] or ["-"]
+        return f"{info.path.name}: {w['projector']} ({'+'.join(kinds)}), {size}"
+    count = info.parameter_count
+    params = f"{number(count / 1e9, 2)} B" if count >= 1e8 else number(count)
     return (
-        f"{info.path.name}: {info.architecture}, {params} parameters, {info.file_type or '?'}, "
-        f"trained context {info.context_length or '?'}, {size}"
+        f"{info.path.name}: {info.architecture}, {params} {w['parameters']}, {info.file_type or '?'}, "
+        f"{w['context']} {info.context_length or '?'}, {size}"
     )
 
 
-def describe_remote(role: str, server: dict[str, Any]) -> str:
+def describe_remote(role: str, server: dict[str, Any], language: str = "en") -> str:
     """One line of a role served by a server, shown back in the form."""
-    takes = [k for k in (CONF_VISION, CONF_AUDIO) if server.get(k)]
+    w = words(language)
+    takes = [w[k] for k in (CONF_VISION, CONF_AUDIO) if server.get(k)]
     extra = f", {'+'.join(takes)}" if takes else ""
-    return f"{role}: {server[CONF_REMOTE_MODEL]} on {server_label(server[CONF_URL])} (server, no local RAM{extra})"
+    where = server_label(server[CONF_URL])
+    return f"{role}: {server[CONF_REMOTE_MODEL]} {w['on']} {where} ({w['server']}{extra})"
 
 
 def validate_models(
@@ -134,24 +157,29 @@ def validate_models(
     remote = remote or {}
     errors: dict[str, str] = {}
     infos: dict[str, GGUFInfo] = {}
+    found = NOTHING
     for key, projector in MODEL_KEYS:
         if data.get(key) and key.split("_")[0] not in remote:
             try:
                 infos[key] = check_model_file(hass, data[key], projector=projector)
             except ModelFileError as err:
-                errors[key] = err.key
+                errors[key], found = err.key, err.found or found
     if errors:
-        return errors, no_estimate()
+        return errors, no_estimate(data.get(CONF_RAM_BUDGET_MB)) | {"found": found}
     if CONF_QUALITY_MMPROJ in infos and CONF_QUALITY_MODEL not in infos:
         return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
     if errors := projector_mismatches(infos):
         return errors, no_estimate()
     need, budget, ram = _needed_mb(infos, data), int(data[CONF_RAM_BUDGET_MB]), machine_ram_mb()
-    lines = [describe(info) for info in infos.values()] + [describe_remote(r, s) for r, s in remote.items()]
+    language = hass.config.language
+    lines = [describe(i, language) for i in infos.values()] + [
+        describe_remote(r, s, language) for r, s in remote.items()
+    ]
     placeholders = {
         "models": "".join(f"\n- {line}" for line in lines),  # a markdown list
-        "need": f"{need:,} MB",
-        "budget": f"{budget:,} MB",
+        "need": f"{number(need)} MB",
+        "budget": f"{number(budget)} MB",
+        "found": NOTHING,
         "ram_mb": str(ram),
         "needed_mb": str(need),
         "budget_mb": str(budget),

@@ -142,7 +142,7 @@ async def test_form_shows_what_each_file_is_and_counts_both_models(
     placeholders = both["description_placeholders"]
     models = placeholders["models"].splitlines()
     assert models[0] == ""  # the list starts on its own line, or markdown runs it into the label
-    assert models[1].startswith("- tiny-qwen2.gguf: qwen2, 108,608 parameters,")
+    assert models[1].startswith("- tiny-qwen2.gguf: qwen2, 108608 parameters,")
     assert "projector (vision)" in models[2]
     assert "gemma3" in models[3]
     assert "Q4_K_M" in models[3]
@@ -156,7 +156,7 @@ async def test_second_setup_aborts(hass: HomeAssistant, entry_data: dict[str, An
     make_entry(hass, entry_data)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": config_entries.SOURCE_USER})
     assert result["type"] is FlowResultType.ABORT
-    assert shown_abort(result) == "already_configured"
+    assert shown_abort(result) == "single_instance_allowed"  # manifest single_config_entry: HA refuses at once
 
 
 async def test_options_flow_retunes_the_engine(hass: HomeAssistant, loaded_entry: Any) -> None:
