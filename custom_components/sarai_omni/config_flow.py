@@ -470,7 +470,24 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
             return self._finish(self._input)
         if set(errors) == {CONF_FAST_MODEL} and errors[CONF_FAST_MODEL] == "fast_model_required":
             errors = {}  # only a quality model was downloaded: the user still picks the fast one
+        elif self._budget_follows_models(errors, placeholders):
+            errors = {"base": "budget_raised"}  # the form shows the new budget, to confirm or lower
         return self._show_models_form(errors, placeholders, self._input)
+
+    def _budget_follows_models(self, errors: dict[str, str], placeholders: dict[str, str]) -> bool:
+        """The downloaded models need more than the default budget the user left untouched: propose
+        what they need (rounded up to 256 MB) when the machine has it. Nothing is saved until the
+        user submits the form again."""
+        if errors != {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}:
+            return False
+        if int(self._input[CONF_RAM_BUDGET_MB]) != default_budget_mb():
+            return False  # a budget the user chose is theirs to change
+        proposed = -(-int(placeholders["needed_mb"]) // 256) * 256
+        if proposed > machine_ram_mb():
+            return False  # the machine cannot hold them: the budget error stands
+        placeholders.update(old_budget_mb=str(self._input[CONF_RAM_BUDGET_MB]), budget_mb=str(proposed))
+        self._input[CONF_RAM_BUDGET_MB] = proposed
+        return True
 
     @staticmethod
     @callback

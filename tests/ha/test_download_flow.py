@@ -226,3 +226,48 @@ async def test_full_disk_is_refused_before_downloading(
     result = await _finish_progress(hass, await _hub_download(hass, "big.gguf"))
     assert shown_errors(result) == {"base": "not_enough_disk"}
     assert not [r for r in hub.requests if r[0] == "GET"]  # nothing was fetched
+
+
+async def test_default_budget_follows_the_downloaded_models(
+    hass: HomeAssistant, hub: FakeHub, tiny_qwen2: Path, tiny_mmproj: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 (12): the recommended pair needs more than the default budget. The form comes back
+    with the budget they need, says why, and the user's submit keeps it; a budget the user typed is
+    never changed."""
+    from custom_components.sarai_omni import config_flow
+    from custom_components.sarai_omni.catalog import SEED_QUALITY
+
+    for _, file in (*SEED_FAST, *SEED_QUALITY):
+        source = tiny_mmproj if "mmproj" in file.filename else tiny_qwen2
+        hub.add(file.repo_id, file.filename, await _read(hass, source))
+    monkeypatch.setattr(config_flow, "default_budget_mb", lambda: 256)  # as if 7,680 were too small
+    result = await _finish_progress(
+        hass, await _start(hass, {"download": "seed_both", **FORM, CONF_RAM_BUDGET_MB: 256})
+    )
+    assert shown_errors(result) == {"base": "budget_raised"}
+    placeholders = dict(result["description_placeholders"] or {})
+    assert placeholders["old_budget_mb"] == "256"
+    proposed = int(placeholders["budget_mb"])
+    assert proposed >= int(placeholders["needed_mb"]) > 256
+    suggested = {str(k): (k.description or {}).get("suggested_value") for k in result["data_schema"].schema}
+    assert suggested[CONF_RAM_BUDGET_MB] == proposed
+    data = {k: v for k, v in suggested.items() if v not in (None, [])}
+    done = await hass.config_entries.flow.async_configure(result["flow_id"], data)
+    assert done["type"] is FlowResultType.CREATE_ENTRY
+    assert done["data"][CONF_RAM_BUDGET_MB] == proposed
+
+
+async def test_a_budget_the_user_typed_is_not_raised(
+    hass: HomeAssistant, hub: FakeHub, tiny_qwen2: Path, tiny_mmproj: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from custom_components.sarai_omni import config_flow
+    from custom_components.sarai_omni.catalog import SEED_QUALITY
+
+    for _, file in (*SEED_FAST, *SEED_QUALITY):
+        source = tiny_mmproj if "mmproj" in file.filename else tiny_qwen2
+        hub.add(file.repo_id, file.filename, await _read(hass, source))
+    monkeypatch.setattr(config_flow, "default_budget_mb", lambda: 1024)
+    result = await _finish_progress(
+        hass, await _start(hass, {"download": "seed_both", **FORM, CONF_RAM_BUDGET_MB: 256})
+    )
+    assert shown_errors(result) == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}
