@@ -176,12 +176,13 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         async_dispatcher_send(hass, f"{SIGNAL_ENGINE_UPDATED}_{entry.entry_id}")
         if engine.closed:  # unloading: the workers stop on purpose
             return
-        _log_availability(engine, unavailable)
-        _check_model_files(hass, engine)
+        statuses = {role: engine.status(role) for role in engine.roles}  # read once per change
+        _log_availability(statuses, unavailable)
+        _check_model_files(hass, statuses)
         if (crashes := engine.crashes_within(CRASH_LOOP_WINDOW_S)) >= CRASH_LOOP_COUNT:
             _issue(hass, ISSUE_CRASH_LOOP, count=str(crashes), minutes=str(CRASH_LOOP_WINDOW_S // 60))
         _check_backend(hass, engine)
-        _check_remote(hass, engine)
+        _check_remote(hass, statuses)
 
     engine = Engine(config, on_change=changed)
     try:
@@ -228,28 +229,27 @@ def _check_backend(hass: HomeAssistant, engine: Engine) -> None:
 
 
 @callback
-def _check_model_files(hass: HomeAssistant, engine: Engine) -> None:
+def _check_model_files(hass: HomeAssistant, statuses: dict[str, dict[str, Any]]) -> None:
     """A model file that vanished after setup is found by the load that needs it."""
-    missing = [s["error"] for r in engine.roles if (s := engine.status(r))["error_key"] == ModelNotFound.key]
+    missing = [s["error"] for s in statuses.values() if s["error_key"] == ModelNotFound.key]
     if missing:
         _issue(hass, ISSUE_MODEL_MISSING, error=str(missing[0]))
 
 
 @callback
-def _check_remote(hass: HomeAssistant, engine: Engine) -> None:
+def _check_remote(hass: HomeAssistant, statuses: dict[str, dict[str, Any]]) -> None:
     """A server that failed REMOTE_DOWN_AFTER requests in a row gets a repair; it goes when one answers."""
-    down = [(r, s) for r in engine.roles if (s := engine.status(r))["remote"] and s["failures"] >= REMOTE_DOWN_AFTER]
+    down = [(r, s) for r, s in statuses.items() if s["remote"] and s["failures"] >= REMOTE_DOWN_AFTER]
     if down:
         role, status = down[0]
         _issue(hass, ISSUE_REMOTE_DOWN, role=role, server=str(status["server"]), count=str(status["failures"]))
-    elif all(engine.status(r)["failures"] == 0 for r in engine.roles):
+    elif all(s["failures"] == 0 for s in statuses.values()):
         ir.async_delete_issue(hass, DOMAIN, ISSUE_REMOTE_DOWN)
 
 
-def _log_availability(engine: Engine, unavailable: set[str]) -> None:
+def _log_availability(statuses: dict[str, dict[str, Any]], unavailable: set[str]) -> None:
     """Quality rule log-when-unavailable: a model that fails is logged once, and once when it is back."""
-    for role in engine.roles:
-        status = engine.status(role)
+    for role, status in statuses.items():
         if status["state"] == "error" and role not in unavailable:
             unavailable.add(role)
             _LOGGER.warning("The %s model is unavailable: %s", role, status["error"])

@@ -19,6 +19,8 @@ import logging
 import os
 from pathlib import Path
 
+from .procmem import alive
+
 _LOGGER = logging.getLogger(__name__)
 ROOT = Path("/sys/fs/cgroup")
 
@@ -90,7 +92,7 @@ def _remove_orphans(parent: Path) -> None:
     with contextlib.suppress(OSError):
         for group in parent.glob("sarai_omni-*"):
             owner = group.name.removeprefix("sarai_omni-").partition("-")[0]
-            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            if owner.isdigit() and not alive(int(owner)):
                 release(group)  # only an empty cgroup can be removed: a live one stays
 
 

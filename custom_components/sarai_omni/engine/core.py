@@ -191,7 +191,7 @@ class Engine:
         if quality is None:
             why = "not configured"
         elif not quality.backend.available:
-            why = f"its server ({self.pool.slot(QUALITY).status()['server']}) did not answer"
+            why = f"its server ({quality.status()['server']}) did not answer"
         else:
             why = "does not fit the RAM budget"
         return Availability(

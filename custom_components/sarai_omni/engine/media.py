@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from .errors import InvalidInput, LoadFailed
+from .procmem import alive
 
 
 class Vision:
@@ -155,7 +156,7 @@ def remove_stale_parked(directory: Path | None) -> None:
             continue
         for path in [*folder.glob("parked-*.kv"), *folder.glob("state-*.tmp")]:
             pid = path.stem.removeprefix("parked-")
-            if path.suffix == ".kv" and pid.isdigit() and _alive(int(pid)):
+            if path.suffix == ".kv" and pid.isdigit() and alive(int(pid)):
                 continue
             if path.suffix == ".tmp" and _recent(path):  # another worker may be writing it now
                 continue
@@ -168,13 +169,3 @@ def _recent(path: Path, seconds: float = 60.0) -> bool:
         return time.time() - path.stat().st_mtime < seconds
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -334,7 +334,9 @@ class ModelPool:
             yield slot, load_ms
         except WorkerCrashed as err:  # _crashed() has said how it died; a backend that did not tell still unloads
             slot.state, slot.error = STATE_UNLOADED, slot.error or "worker crashed"
-            self._raise_if_over_budget(slot, err)
+            if over := self._memory_error(slot, err):
+                slot.error = str(over)
+                raise over from err
             raise
         finally:
             slot.last_used = time.monotonic()
@@ -378,16 +380,12 @@ class ModelPool:
             await self._load_failed(slot, failed)
             raise failed from err
         except EngineError as err:
-            if isinstance(err, WorkerCrashed) and (slot.over_budget_mb or err.out_of_memory):
-                slot.over_budget_mb = slot.over_budget_mb or round(self.budget / MB)
-                over = self._over_budget(slot)
+            if isinstance(err, WorkerCrashed) and (over := self._memory_error(slot, err)):
                 await self._load_failed(slot, over)
                 raise over from err
-            slot.state, slot.error, slot.error_key = STATE_ERROR, str(err), err.key
             if isinstance(err, WorkerCrashed) and err.native_fault:
                 slot.fault = f"the {slot.spec.role} model's worker died loading it without weight repacking: {err}"
-            await slot.backend.close()
-            self._on_change()
+            await self._load_failed(slot, err)
             raise
         except asyncio.CancelledError:  # the request's deadline (or its caller) gave up mid-load
             slot.state, slot.error = STATE_UNLOADED, "load cancelled before it finished"
@@ -518,17 +516,15 @@ class ModelPool:
         )  # fmt: skip
         await victim.backend.stop_now()
 
-    def _over_budget(self, slot: ModelSlot) -> DoesNotFitBudget:
+    def _memory_error(self, slot: ModelSlot, err: WorkerCrashed) -> DoesNotFitBudget | None:
+        """The error to give for a worker that the budget ended (the watchdog, or the kernel at its
+        cgroup's limit when it was faster); None for any other death."""
+        over_mb = slot.over_budget_mb or (round(self.budget / MB) if err.out_of_memory else 0)
+        if not over_mb:
+            return None
+        slot.over_budget_mb = 0
         free = round((self.budget - self.used_bytes(exclude=slot)) / MB)
-        return DoesNotFitBudget(slot.name, slot.over_budget_mb, free, round(self.budget / MB))
-
-    def _raise_if_over_budget(self, slot: ModelSlot, err: WorkerCrashed) -> None:
-        if err.out_of_memory and not slot.over_budget_mb:  # the kernel was faster than the watchdog
-            slot.over_budget_mb = round(self.budget / MB)
-        if slot.over_budget_mb:
-            over, slot.over_budget_mb = self._over_budget(slot), 0
-            slot.error = str(over)
-            raise over from err
+        return DoesNotFitBudget(slot.name, over_mb, free, round(self.budget / MB))
 
     # -- idle unload: one timer per model -----------------------------------------------------
     def _arm_idle_timer(self, slot: ModelSlot) -> None:

@@ -133,6 +133,15 @@ def render_completion(messages: Sequence[Message]) -> str:
     return "\n".join(parts) + "\nAssistant:"
 
 
+def partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `marker` (held back: the
+    next delta may complete it)."""
+    for size in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
+
+
 class StopMatcher:
     """Streams text while holding back any tail that could be the start of a stop string."""
 
@@ -150,7 +159,7 @@ class StopMatcher:
         if cut >= 0:
             self.stopped, self._pending = True, ""
             return text[:cut]
-        hold = max((self._overlap(text, s) for s in self._stops), default=0)
+        hold = max((partial_suffix(text, s) for s in self._stops), default=0)
         self._pending = text[len(text) - hold :] if hold else ""
         return text[: len(text) - hold]
 
@@ -158,14 +167,6 @@ class StopMatcher:
         """Return held-back text at the end of generation (it was not a stop string after all)."""
         text, self._pending = self._pending, ""
         return "" if self.stopped else text
-
-    @staticmethod
-    def _overlap(text: str, stop: str) -> int:
-        """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
-        for size in range(min(len(text), len(stop) - 1), 0, -1):
-            if stop.startswith(text[-size:]):
-                return size
-        return 0
 
 
 def media_parts(messages: Sequence[Message], marker: str) -> tuple[list[Message], list[str]]:
@@ -235,7 +236,7 @@ class ThinkFilter:
                     out.append(text[:at])
                 text, self._inside = text[at + len(tag) :], not self._inside
                 continue
-            hold = StopMatcher._overlap(text, tag)
+            hold = partial_suffix(text, tag)
             if not self._inside:
                 out.append(text[: len(text) - hold])
             self._pending = text[len(text) - hold :] if hold else ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 import json
 import logging
@@ -237,6 +238,8 @@ class RemoteBackend:
     """Implements backend.Backend on an OpenAI-compatible server (HA's shared aiohttp session)."""
 
     calibrates = False  # nothing of this machine's CPU is involved
+    crashes = 0  # a server is not ours: its failures are counted apart (`failures`)
+    last_exit = None
 
     def __init__(self, spec: ModelSpec, session: aiohttp.ClientSession | None = None) -> None:
         assert spec.remote is not None
@@ -249,11 +252,9 @@ class RemoteBackend:
         self._failed_at: float | None = None
         self._cancel = asyncio.Event()
         self._schema_style = "json_schema"  # switched to "json_object" when the server refuses it
-        self._recent: list[dict[str, Any]] = []
+        self._recent: deque[dict[str, Any]] = deque(maxlen=8)  # the last answers, for stats()
 
     # -- what the pool reads --------------------------------------------------------------------
-    crashes = 0  # a server is not ours: its failures are counted apart
-    last_exit = None
 
     @property
     def running(self) -> bool:
@@ -308,20 +309,16 @@ class RemoteBackend:
         self._connected = True
         return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True, vision=self.remote.vision)
 
-    async def _with_retries[T](self, attempt: Callable[[], Any]) -> T:
+    async def _with_retries[T](self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` (a coroutine factory), retrying connection failures with backoff."""
         pause = BACKOFF_S
-        for tries in range(1, RETRIES + 1):
+        for _ in range(RETRIES - 1):
             try:
-                result: T = await attempt()
+                return await attempt()
             except RemoteUnreachable:
-                if tries == RETRIES:
-                    raise
                 await asyncio.sleep(pause)
                 pause *= 2
-            else:
-                return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await attempt()
 
     # -- generation -----------------------------------------------------------------------------
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
@@ -348,7 +345,7 @@ class RemoteBackend:
         if state.calls:
             yield as_tool_call_text(state.calls)
         done = state.result()
-        self._remember(done)
+        self._recent.append({"finish_reason": done.finish_reason, "completion_tokens": done.completion_tokens})
         yield done
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
@@ -445,12 +442,6 @@ class RemoteBackend:
         if not isinstance(data, dict) or not data.get("choices"):
             raise RemoteError(f"{self.server} sent an answer without choices")
         return data
-
-    def _remember(self, done: Generated) -> None:
-        self._recent = [
-            *self._recent[-7:],
-            {"finish_reason": done.finish_reason, "completion_tokens": done.completion_tokens},
-        ]
 
     # -- the rest of the seam -------------------------------------------------------------------
     async def warm(self, messages: list[Message]) -> dict[str, Any]:
