@@ -14,7 +14,8 @@ from homeassistant.components import conversation
 from homeassistant.components.camera import Camera
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, setup_test_component_platform
@@ -178,3 +179,28 @@ async def kitchen_light(hass: HomeAssistant) -> str:
     await hass.async_block_till_done()
     async_expose_entity(hass, conversation.DOMAIN, "light.kitchen_light", True)
     return "light.kitchen_light"
+
+
+def agent_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
+    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    return next(e.entity_id for e in entities if e.domain == "conversation")
+
+
+async def turn(
+    hass: HomeAssistant, entry: MockConfigEntry, text: str, on_delta: Callable[[dict[str, Any]], None]
+) -> conversation.ConversationResult:
+    """One Assist turn through the agent, with each streamed chat-log delta passed to `on_delta`."""
+    agent = agent_id(hass, entry)
+    entity = hass.data[conversation.DOMAIN].get_entity(agent)
+    user_input = conversation.ConversationInput(
+        text=text, context=Context(), conversation_id=None, device_id=None, satellite_id=None, language="en",
+        agent_id=agent,
+    )  # fmt: skip
+    with (
+        chat_session.async_get_chat_session(hass) as session,
+        conversation.async_get_chat_log(
+            hass, session, user_input, chat_log_delta_listener=lambda _, delta: on_delta(delta)
+        ) as chat_log,
+    ):
+        result: conversation.ConversationResult = await entity._async_handle_message(user_input, chat_log)
+    return result

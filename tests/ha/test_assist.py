@@ -14,7 +14,7 @@ from unittest.mock import patch
 
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import chat_session, entity_registry as er, llm
+from homeassistant.helpers import entity_registry as er, llm
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -24,18 +24,13 @@ from custom_components.sarai_omni.const import CONF_N_CTX, CONF_QUALITY_MODEL
 from custom_components.sarai_omni.conversation import SaraiConversationEntity
 from custom_components.sarai_omni.engine import FAST, QUALITY, ChatRequest, ChatStream
 
-from .conftest import make_entry, wait_loaded
+from .conftest import agent_id, make_entry, turn, wait_loaded
 
 TOOL_CALL = (
     '<tool_call>\\n{\\"name\\": \\"HassTurnOn\\", \\"arguments\\": {\\"name\\": \\"Kitchen light\\"}}\\n</tool_call>'
 )
 DONE = 'root ::= "The kitchen light is on."'
 HELLO = 'root ::= "Hello there, friend."'
-
-
-def agent_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
-    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
-    return next(e.entity_id for e in entities if e.domain == "conversation")
 
 
 def state_attrs(hass: HomeAssistant, entry: MockConfigEntry, role: str) -> dict[str, Any]:
@@ -120,26 +115,9 @@ async def test_tool_loop_stops_with_a_clear_message(hass: HomeAssistant, tool_en
 
 
 async def test_chat_log_receives_streamed_deltas(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
-    agent = agent_id(hass, loaded_entry)
-    entity = hass.data[conversation.DOMAIN].get_entity(agent)
     deltas: list[dict[str, Any]] = []
-    user_input = conversation.ConversationInput(
-        text="hello",
-        context=Context(),
-        conversation_id=None,
-        device_id=None,
-        satellite_id=None,
-        language="en",
-        agent_id=agent,
-    )
-    with (
-        force(lambda log: HELLO),
-        chat_session.async_get_chat_session(hass) as session,
-        conversation.async_get_chat_log(
-            hass, session, user_input, chat_log_delta_listener=lambda log, delta: deltas.append(delta)
-        ) as chat_log,
-    ):
-        result = await entity._async_handle_message(user_input, chat_log)
+    with force(lambda log: HELLO):
+        result = await turn(hass, loaded_entry, "hello", deltas.append)
     texts = [d["content"] for d in deltas if d.get("content")]
     assert len(texts) > 1  # the answer arrived token by token, not at once
     assert "".join(texts) == "Hello there, friend."

@@ -22,8 +22,7 @@ from custom_components.sarai_omni.const import DOMAIN
 from custom_components.sarai_omni.engine import EngineConfig, Generated
 from tests.echo_backend import echo_factory
 
-from .conftest import GardenCamera
-from .test_conversation import agent_id
+from .conftest import GardenCamera, agent_id
 
 
 @pytest.fixture(params=["llama_cpp", "echo"])

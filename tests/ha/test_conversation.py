@@ -7,18 +7,13 @@ from typing import Any
 
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import entity_registry as er, intent
+from homeassistant.helpers import intent
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_N_CTX
 from custom_components.sarai_omni.engine import FAST
 
-from .conftest import make_entry, wait_loaded
-
-
-def agent_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
-    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
-    return next(e.entity_id for e in entities if e.domain == "conversation")
+from .conftest import agent_id, make_entry, wait_loaded
 
 
 async def test_assist_turn_returns_speech(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:

@@ -9,7 +9,7 @@ when it stays down, and the API key never in diagnostics.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from homeassistant.components import ai_task, conversation
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.helpers import chat_session, entity_registry as er, issue_registry as ir, llm
+from homeassistant.helpers import entity_registry as er, issue_registry as ir, llm
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -39,9 +39,9 @@ from custom_components.sarai_omni.engine import FAST, QUALITY
 from tests.conftest import server_models
 from tests.openai_server import OpenAIServer, free_port
 
-from .conftest import make_entry, shown_errors, wait_loaded
+from .conftest import agent_id, make_entry, shown_errors, turn, wait_loaded
 from .test_ai_task import STRUCTURE, task_entity
-from .test_assist import DONE, HELLO, TOOL_CALL, agent_id, force, state_attrs
+from .test_assist import DONE, HELLO, TOOL_CALL, force, state_attrs
 from .test_services import call
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
@@ -143,26 +143,6 @@ async def test_reconfigure_keeps_the_server_and_can_go_local(
 
 
 # -- the main job on a server ----------------------------------------------------------------------
-async def turn(
-    hass: HomeAssistant, entry: MockConfigEntry, text: str, on_delta: Callable[[dict[str, Any]], None]
-) -> conversation.ConversationResult:
-    """One Assist turn through the agent, with each streamed chat-log delta passed to `on_delta`."""
-    agent = agent_id(hass, entry)
-    entity = hass.data[conversation.DOMAIN].get_entity(agent)
-    user_input = conversation.ConversationInput(
-        text=text, context=Context(), conversation_id=None, device_id=None, satellite_id=None, language="en",
-        agent_id=agent,
-    )  # fmt: skip
-    with (
-        chat_session.async_get_chat_session(hass) as session,
-        conversation.async_get_chat_log(
-            hass, session, user_input, chat_log_delta_listener=lambda _, delta: on_delta(delta)
-        ) as chat_log,
-    ):
-        result: conversation.ConversationResult = await entity._async_handle_message(user_input, chat_log)
-    return result
-
-
 async def test_streamed_assist_turn(hass: HomeAssistant, remote_entry: MockConfigEntry) -> None:
     deltas: list[dict[str, Any]] = []
     with force(lambda _: HELLO):

@@ -27,8 +27,7 @@ from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
 from tests.tiny_models import write_text_model
 from tests.workers import worker
 
-from .conftest import EN, engine_reaches, make_entry, shown_errors, wait_loaded
-from .test_conversation import agent_id
+from .conftest import EN, agent_id, engine_reaches, make_entry, shown_errors, wait_loaded
 from .test_install import fix_flow
 
 

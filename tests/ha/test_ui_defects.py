@@ -18,8 +18,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.sarai_omni.const import DOMAIN
 from custom_components.sarai_omni.engine.prompts import ThinkFilter
 
-from .conftest import EN, PKG, shown_abort, shown_errors
-from .test_assist import agent_id, force
+from .conftest import EN, PKG, agent_id, shown_abort, shown_errors
+from .test_assist import force
 
 ES = json.loads((PKG / "translations" / "es.json").read_text())
 NO_SETUP = (

@@ -83,19 +83,27 @@ async def test_request_right_after_an_idle_death_respawns(make_engine: EngineFac
     assert worker(engine).pid != pid
 
 
+@pytest.fixture
+def big(tmp_path: Path) -> Path:
+    """A 6000 x 6000 PNG: decoding it in a worker takes hundreds of MB."""
+    path = tmp_path / "big.png"
+    Image.new("RGB", (6000, 6000), (90, 140, 200)).save(path)
+    return path
+
+
+async def tight_budget_mb(model: Path, mmproj: Path) -> int:
+    """A budget the vision model fits with 64 MB to spare (from its own estimate)."""
+    probe = vision_engine(model, mmproj, budget_mb=0)
+    await probe.prepare()
+    return probe.needed_mb("fast") + 64
+
+
 # -- memory --------------------------------------------------------------------------------------------
-async def test_watchdog_stops_a_worker_that_outgrows_the_budget(
-    tiny_qwen2: Path, tiny_mmproj: Path, tmp_path: Path
-) -> None:
+async def test_watchdog_stops_a_worker_that_outgrows_the_budget(tiny_qwen2: Path, tiny_mmproj: Path, big: Path) -> None:
     """An image far bigger than the HA side ever sends (it bounds them): decoding it in the worker
     would take hundreds of MB; the watchdog ends that worker and the request says why. (Workers
     without a memory cgroup here, so the watchdog is what acts.)"""
-    big = tmp_path / "big.png"
-    Image.new("RGB", (6000, 6000), (90, 140, 200)).save(big)
-    engine = vision_engine(tiny_qwen2, tiny_mmproj, budget_mb=0)
-    await engine.prepare()
-    budget_mb = engine.needed_mb("fast") + 64
-    await engine.close()
+    budget_mb = await tight_budget_mb(tiny_qwen2, tiny_mmproj)
     engine = vision_engine(tiny_qwen2, tiny_mmproj, budget_mb=budget_mb, factory=llama_cpp_factory())
     try:
         await engine.load("fast")
@@ -323,7 +331,7 @@ async def test_soak(make_engine: EngineFactory) -> None:
 
 
 async def test_kernel_limit_ends_a_runaway_between_two_samples(
-    tiny_qwen2: Path, tiny_mmproj: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_qwen2: Path, tiny_mmproj: Path, tmp_path: Path, big: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the watchdog asleep, the worker's memory cgroup (where the kernel offers one) ends it."""
     from custom_components.sarai_omni.engine import cgroup, pool
@@ -334,11 +342,7 @@ async def test_kernel_limit_ends_a_runaway_between_two_samples(
     parent, _ = cgroup.memory_parent() or (tmp_path, "")
     orphan = parent / "sarai_omni-999999999-fast-1"  # left by an HA process that died
     orphan.mkdir()
-    big = tmp_path / "big.png"
-    Image.new("RGB", (6000, 6000), (90, 140, 200)).save(big)
-    probe = vision_engine(tiny_qwen2, tiny_mmproj, budget_mb=0)
-    await probe.prepare()
-    budget_mb = probe.needed_mb("fast") + 64
+    budget_mb = await tight_budget_mb(tiny_qwen2, tiny_mmproj)
     engine = vision_engine(tiny_qwen2, tiny_mmproj, budget_mb=budget_mb)
     try:
         await engine.load("fast")

@@ -29,9 +29,8 @@ from custom_components.sarai_omni.engine import FAST
 from custom_components.sarai_omni.engine.procmem import rss_bytes
 from custom_components.sarai_omni.integration import engine_config
 from custom_components.sarai_omni.vision import MAX_SIDE, to_jpeg
-from tests.ha.conftest import engine_reaches, make_entry, wait_loaded
+from tests.ha.conftest import agent_id, engine_reaches, make_entry, wait_loaded
 from tests.ha.test_ai_task import STRUCTURE, task_entity
-from tests.ha.test_assist import agent_id
 from tests.ha.test_services import call, clip
 from tests.tiny_models import write_mmproj
 
@@ -185,17 +184,17 @@ BAD_SERVICE_CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+def _real(value: Any, jpeg: Path) -> Any:
+    """The corpus says "{jpeg}" where a real, allowed image goes."""
+    return str(jpeg) if value == "{jpeg}" else value
+
+
 async def test_bad_values_end_as_translated_errors(
     hass: HomeAssistant, vision_entry: MockConfigEntry, jpeg: Path
 ) -> None:
     outcomes = []
     for service, raw in BAD_SERVICE_CALLS:
-        data = {
-            k: [str(jpeg) if x == "{jpeg}" else x for x in v]
-            if isinstance(v, list)
-            else (str(jpeg) if v == "{jpeg}" else v)
-            for k, v in raw.items()
-        }
+        data = {k: [_real(x, jpeg) for x in v] if isinstance(v, list) else _real(v, jpeg) for k, v in raw.items()}
         try:
             await hass.services.async_call(DOMAIN, service, data, blocking=True, return_response=True)
         except vol.Invalid:
