@@ -523,7 +523,9 @@ def ai_task_defaults() -> dict[str, Any]:
 
 
 def conversation_defaults() -> dict[str, Any]:
+    """Like core's agents: the Assist API on, so a new agent can control the home out of the box."""
     return {
+        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
         CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
         CONF_MODEL_PREFERENCE: "auto",
         CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,

@@ -14,6 +14,7 @@ from homeassistant.components import conversation
 from homeassistant.components.camera import Camera
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import chat_session, entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -82,9 +83,12 @@ def entry_data(tiny_qwen2: Path) -> dict[str, Any]:
 
 
 def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0.0, **agent: Any) -> MockConfigEntry:
-    """A config entry with one conversation agent (subentry options overridable)."""
+    """A config entry with one conversation agent (subentry options overridable). The agent has no
+    tools unless `llm_hass_api` is given: the tiny models' byte-sized tokens would need a 16k context
+    for the Assist API's tool definitions."""
     conv = default_conversation()
-    conv["data"] = {**conv["data"], CONF_TEMPERATURE: temperature, **agent}
+    plain = {k: v for k, v in conv["data"].items() if k != CONF_LLM_HASS_API}
+    conv["data"] = {**plain, CONF_TEMPERATURE: temperature, **agent}
     entry = MockConfigEntry(
         domain=DOMAIN, title="Sarai Omni", data=data, unique_id=DOMAIN, subentries_data=[conv, default_ai_task()]
     )

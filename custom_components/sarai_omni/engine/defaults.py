@@ -17,7 +17,10 @@ TASK_TEMPERATURE: Final = 0.2
 TASK_MAX_TOKENS: Final = 512
 
 # Models.
-N_CTX: Final = 2048
+# The fast model's context. 4096, not the seed's 2048: with the Assist API on (the default agent's
+# setting, like core's agents) the instructions and tool definitions alone take ~1.4k tokens with a
+# Qwen tokenizer, and each exposed entity and tool result adds more.
+N_CTX: Final = 4096
 QUALITY_N_CTX: Final = 8192  # the contract's context of the quality model (images take tokens)
 N_BATCH: Final = 512
 N_THREADS: Final = 2  # only where no thread count is given at all; HA uses the physical cores
