@@ -198,7 +198,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         ) from err
     ir.async_delete_issue(hass, DOMAIN, ISSUE_MODEL_MISSING)
     _check_budget(hass, entry, engine)
-    entry.runtime_data = SaraiRuntimeData(engine)
+    entry.runtime_data = SaraiRuntimeData(engine, _loaded_from(entry, config))
 
     async def _stop(_: Event) -> None:
         await engine.close()
@@ -288,6 +288,15 @@ async def async_unload_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bo
     return True
 
 
+def _loaded_from(entry: SaraiConfigEntry, config: EngineConfig) -> tuple[Any, ...]:
+    """The engine's configuration and the agents' subentries: what a reload would rebuild."""
+    agents = {sid: (sub.subentry_type, sub.title, dict(sub.data)) for sid, sub in entry.subentries.items()}
+    return (config, agents)
+
+
 async def _async_update_listener(hass: HomeAssistant, entry: SaraiConfigEntry) -> None:
-    """Options or subentries changed: rebuild the engine with them."""
+    """Options or subentries changed: rebuild the engine with them. Options saved unchanged (the
+    form submitted as it was shown) keep the running engine: no reload, Assist stays available."""
+    if _loaded_from(entry, engine_config(hass, entry)) == entry.runtime_data.loaded_from:
+        return
     await hass.config_entries.async_reload(entry.entry_id)

@@ -4,6 +4,7 @@ the engine, so every platform can import it without an import cycle."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 
@@ -12,9 +13,11 @@ from .engine import Engine
 
 @dataclass(slots=True)
 class SaraiRuntimeData:
-    """What a loaded entry keeps: the engine that owns the worker processes."""
+    """What a loaded entry keeps: the engine that owns the worker processes, and what the entry was
+    set up from (so a change that leaves it the same needs no reload)."""
 
     engine: Engine
+    loaded_from: Any = None
 
 
 type SaraiConfigEntry = ConfigEntry[SaraiRuntimeData]
