@@ -9,9 +9,12 @@ from unittest.mock import patch
 
 from homeassistant import config_entries
 from homeassistant.components import conversation
+from homeassistant.components.conversation import ConversationEntityFeature
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import device_registry as dr, llm
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -43,6 +46,35 @@ async def test_a_flow_left_open_does_not_block_another(hass: HomeAssistant, entr
     assert left_open["flow_id"] not in {f["flow_id"] for f in hass.config_entries.flow.async_progress()}  # HA ended it
     again = await _form(hass)  # single_config_entry: HA says so before any form
     assert shown_abort(again) == "single_instance_allowed"
+
+
+async def test_the_default_agent_can_control_the_home(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    """5. The agent made with the entry had the Assist API off: "This assistant cannot control your
+    home" in the first Assist dialog, although the README promises tools."""
+    result = await hass.config_entries.flow.async_configure((await _form(hass))["flow_id"], entry_data)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    entry = result["result"]
+    agent = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    assert agent.data[CONF_LLM_HASS_API] == [llm.LLM_API_ASSIST]
+    state = hass.states.get(agent_id(hass, entry))
+    assert state is not None
+    assert state.attributes["supported_features"] & ConversationEntityFeature.CONTROL
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_options_saved_unchanged_keep_the_engine(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    """Seen in the browser: Submit on the options form as shown reloaded the entry, and an Assist turn
+    in those seconds failed with "Oops, an error has occurred". Unchanged options keep the engine."""
+    engine = loaded_entry.runtime_data.engine
+    for changes in ({}, {"router_short_chars": 300}):
+        flow = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+        assert flow["data_schema"] is not None
+        shown = {k.schema: k.default() for k in flow["data_schema"].schema if callable(getattr(k, "default", None))}
+        await hass.config_entries.options.async_configure(flow["flow_id"], {**shown, **changes})
+        await hass.async_block_till_done()
+        assert loaded_entry.state is ConfigEntryState.LOADED
+        assert (loaded_entry.runtime_data.engine is engine) is (not changes)
 
 
 async def test_model_summary_in_spanish_without_english_grouping(
