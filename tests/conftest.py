@@ -41,6 +41,35 @@ def tiny_mmproj(model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def omni_mmproj(model_dir: Path) -> Path:
+    """A tiny projector that sees and hears: the vision encoder plus a Whisper-style audio encoder."""
+    return write_mmproj(model_dir / "tiny-omni-mmproj.gguf", audio=True)
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000, tone_hz: float = 440.0) -> Path:
+    """A 16-bit mono WAV: a tone with a little noise (what the pipeline's STT stage delivers)."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    noise = np.random.default_rng(0).standard_normal(t.size) * 0.02
+    samples = ((0.3 * np.sin(2 * np.pi * tone_hz * t) + noise) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    return path
+
+
+@pytest.fixture(scope="session")
+def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1.5 s 16 kHz mono WAV clip."""
+    return write_wav(tmp_path_factory.mktemp("audio") / "doorbell.wav", 1.5)
+
+
+@pytest.fixture(scope="session")
 def jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real JPEG (gradient with a square), written with Pillow."""
     from PIL import Image, ImageDraw

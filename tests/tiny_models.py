@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -172,6 +173,47 @@ def _add_tensors(w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape:
         tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
 
 
+N_MEL = 128  # Qwen2-Audio's and Qwen2.5-Omni's mel bins
+AUDIO_POSITIONS = 1500  # Whisper's: 30 s of 10 ms mel frames after the stride-2 convolution
+
+
+def _audio_encoder(w: gguf.GGUFWriter, tensor: Any, norm: Any, text_embd: int, shape: VisionShape) -> None:
+    """Whisper's encoder as mtmd reads it (models/whisper-enc.cpp): two 1-D convolutions, learned
+    positions, pre-norm blocks whose key has no bias, a final norm, and Qwen2-Audio's linear projector."""
+    embd = shape.n_embd
+    w.add_string("clip.audio.projector_type", "qwen2a")
+    for key, value in (
+        ("embedding_length", embd),
+        ("feed_forward_length", shape.n_ff),
+        ("block_count", shape.n_layer),
+        ("projection_dim", text_embd),
+        ("attention.head_count", shape.n_head),
+        ("num_mel_bins", N_MEL),
+    ):
+        w.add_uint32(f"clip.audio.{key}", value)
+    w.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
+    tensor("a.conv1d.1.weight", embd, N_MEL, 3)  # ggml [kernel, in, out]
+    tensor("a.conv1d.1.bias", embd, 1)
+    tensor("a.conv1d.2.weight", embd, embd, 3)
+    tensor("a.conv1d.2.bias", embd, 1)
+    tensor("a.position_embd.weight", AUDIO_POSITIONS, embd)
+    for i in range(shape.n_layer):
+        b = f"a.blk.{i}"
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensor(f"{b}.{part}.weight", embd, embd)
+            if part != "attn_k":
+                tensor(f"{b}.{part}.bias", embd)
+        norm(f"{b}.ln1", embd)
+        norm(f"{b}.ln2", embd)
+        tensor(f"{b}.ffn_up.weight", shape.n_ff, embd)
+        tensor(f"{b}.ffn_up.bias", shape.n_ff)
+        tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
+        tensor(f"{b}.ffn_down.bias", embd)
+    norm("a.post_ln", embd)
+    tensor("mm.a.fc.weight", text_embd, embd)
+    tensor("mm.a.fc.bias", text_embd)
+
+
 def _finish(w: gguf.GGUFWriter) -> None:
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -192,19 +234,24 @@ class VisionShape:
     hidden: int = 64
 
 
-def write_mmproj(path: Path, text_embd: int = 64, *, shape: VisionShape = VisionShape(), seed: int = 7) -> Path:
+def write_mmproj(
+    path: Path, text_embd: int = 64, *, shape: VisionShape = VisionShape(), seed: int = 7, audio: bool = False
+) -> Path:
     """Write a tiny vision projector (general.architecture "clip", projector "mlp").
 
-    Its output width equals the text model's embedding width, as llama.cpp's mtmd requires.
+    Its output width equals the text model's embedding width, as llama.cpp's mtmd requires. With
+    `audio`, the file also holds a Whisper-style audio encoder with Qwen2-Audio's projector
+    (`clip.audio.projector_type` "qwen2a", the audio half of what Qwen2.5-Omni's "qwen2.5o" becomes
+    in mtmd): a projector that sees and hears.
     """
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), "clip")
     w.add_name("tiny-mmproj")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.has_audio_encoder", False)
+    w.add_bool("clip.has_audio_encoder", audio)
     w.add_bool("clip.use_gelu", True)
-    w.add_string("clip.projector_type", "mlp")
+    w.add_string("clip.vision.projector_type" if audio else "clip.projector_type", "mlp")
     for key, value in (
         ("embedding_length", shape.n_embd),
         ("feed_forward_length", shape.n_ff),
@@ -245,5 +292,7 @@ def write_mmproj(path: Path, text_embd: int = 64, *, shape: VisionShape = Vision
     tensor("mm.0.bias", shape.hidden)
     tensor("mm.2.weight", text_embd, shape.hidden)
     tensor("mm.2.bias", text_embd)
+    if audio:
+        _audio_encoder(w, tensor, norm, text_embd, shape)
     _finish(w)
     return path

@@ -97,3 +97,38 @@ def test_thresholds_change_the_chosen_model(
     decision = route(text, availability=avail, config=config)
     assert decision.role == role
     assert reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "modalities", "avail", "role", "reason"),
+    [
+        # Audio goes to the model that hears: the 7B (Omni) ...
+        ("¿qué ha sido ese ruido?", {"audio"}, BOTH, QUALITY, "audio attached; quality model"),
+        ("transcribe this", {"audio"}, BOTH, QUALITY, "audio attached; quality model"),
+        # ... or the fast model when its projector hears and the 7B cannot run or does not hear ...
+        (
+            "what was that sound?",
+            {"audio"},
+            Availability(quality_why_not="does not fit the RAM budget", fast_audio=True),
+            FAST,
+            "quality model does not fit the RAM budget; the fast model's projector hears",
+        ),
+        (
+            "¿qué se oye?",
+            {"audio"},
+            Availability(quality=True, quality_audio=False, fast_audio=True),
+            FAST,
+            "quality model does not hear; the fast model's projector hears",
+        ),
+        # ... and when nothing hears, the turn goes on as text, saying so.
+        ("what was that sound?", {"audio"}, Availability(), FAST, "no model here hears audio: text only"),
+        # Cameras named in the turn: the snapshot is attached (image), and the words alone route too.
+        ("what do you see on the garden camera?", {"image"}, BOTH, QUALITY, "image attached"),
+        ("¿hay alguien en la cámara de la entrada?", set(), BOTH, QUALITY, "the text mentions camara"),
+        ("is anyone at the front door camera?", set(), BOTH, QUALITY, "the text mentions camera"),
+    ],
+)
+def test_audio_and_camera_routes(text: str, modalities: set[str], avail: Availability, role: str, reason: str) -> None:
+    decision = route(text, modalities, availability=avail)
+    assert decision.role == role
+    assert reason in decision.reason

@@ -88,6 +88,7 @@ class ChatRequest:
     ignore_eos: bool = False  # benchmarks: always generate max_tokens
     json_schema: dict[str, Any] | None = None  # constrain the output to JSON of this schema
     schema_as_tool_call: bool = False  # ... inside <tool_call> tags (tool-call repair)
+    cameras: tuple[str, ...] = ()  # where the request's images came from (shown, never interpreted)
 
     def payload(self) -> dict[str, Any]:
         """What a backend needs of the request (routing and timing stay with the engine)."""
@@ -136,6 +137,7 @@ class Generated:
     evaluated_prompt_tokens: int = 0
     dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
     images: int = 0
+    audio_seconds: float = 0.0  # of the clips the prompt carried
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Generated:

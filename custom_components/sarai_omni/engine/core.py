@@ -18,7 +18,7 @@ from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec
 from .gguf import GGUFInfo
 from .llamacpp import llama_cpp_factory
 from .pool import MB, ModelPool
-from .prompts import Message, ThinkFilter, clean
+from .prompts import Message, ThinkFilter, clean, count_parts
 from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
 
 if TYPE_CHECKING:
@@ -126,9 +126,13 @@ class ChatStream:
             slot.last.update(  # the last request's figures, beside what the pool keeps of the load
                 ttft_ms=round(done.ttft_ms, 1),
                 tokens_per_second=round(done.tokens_per_second, 2),
+                prompt_tokens=done.prompt_tokens,
                 evaluated_prompt_tokens=done.evaluated_prompt_tokens,
                 cached_tokens=done.cached_tokens,
                 route_reason=req.route_reason,
+                images=count_parts(req.messages, "image"),
+                audio_seconds=round(done.audio_seconds, 2),
+                cameras=list(req.cameras),
             )
 
 
@@ -199,6 +203,7 @@ class Engine:
             quality_why_not=why,
             fast_vision=self.sees(FAST),
             quality_audio=bool(quality and quality.hears),
+            fast_audio=self.hears(FAST),
         )
 
     def route(self, text: str, modalities: frozenset[str] = frozenset(), requested: str | None = None) -> RouteDecision:
@@ -248,6 +253,11 @@ class Engine:
     def model_info(self, role: str) -> GGUFInfo | None:
         """The model file's header, once `prepare` has read it."""
         return self.pool.slot(role).info
+
+    def hears(self, role: str) -> bool:
+        """Whether `role` takes audio (a projector with an audio encoder, or a remote model that hears)."""
+        slot = self.pool.slots.get(role)
+        return bool(slot and slot.hears)
 
     def sees(self, role: str) -> bool:
         """Whether `role` takes images (a projector with a vision encoder, or a remote model that sees)."""

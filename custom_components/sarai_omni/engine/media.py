@@ -1,4 +1,7 @@
-"""Images in the worker: llama.cpp's mtmd with the model's projector (mmproj). Worker-only.
+"""Images and audio in the worker: llama.cpp's mtmd with the model's projector (mmproj). Worker-only.
+
+mtmd decodes both from the file's bytes (JPEG/PNG/...; WAV/MP3/FLAC, resampled to the projector's
+rate); a projector with an audio encoder (Qwen2.5-Omni's) hears, encoding audio in 30 s windows.
 
 A multimodal prompt is evaluated from position 0 (images are not prefix-cached). The text path's
 KV cache is parked in a file around it and restored after, so a camera request does not cost the
@@ -19,6 +22,8 @@ from typing import Any
 from .errors import InvalidInput, LoadFailed
 from .procmem import alive
 
+NO_HEARING = "this model's projector has no audio encoder: it cannot hear"
+
 
 class Vision:
     """The mtmd context of one loaded model and its projector."""
@@ -36,6 +41,8 @@ class Vision:
             raise LoadFailed(f"llama.cpp could not load the projector {mmproj_path} for this model")
         self.marker = mtmd.mtmd_default_marker().decode()
         self.has_vision = bool(mtmd.mtmd_support_vision(self._ctx))
+        self.has_audio = bool(mtmd.mtmd_support_audio(self._ctx))
+        self.audio_seconds = 0.0  # of the last evaluate's clips
 
     def close(self) -> None:
         if self._ctx:
@@ -43,12 +50,10 @@ class Vision:
             self._ctx = None
 
     def evaluate(self, llm: Any, text: str, images: list[bytes], n_batch: int) -> int:
-        """Evaluate `text` (one marker per image) with the images into a cleared context.
+        """Evaluate `text` (one marker per image or clip) with the media into a cleared context.
 
         Returns the number of prompt positions; logits of the last one are ready for sampling.
         """
-        if not self.has_vision:
-            raise InvalidInput("this model's projector has no vision encoder")
         mtmd = self._mtmd
         with self._bitmaps(images) as bitmaps, self._chunks() as chunks:
             prompt = mtmd.mtmd_input_text()
@@ -68,19 +73,34 @@ class Vision:
             return int(n_past.value)
 
     @contextlib.contextmanager
-    def _bitmaps(self, images: list[bytes]) -> Iterator[list[Any]]:
+    def _bitmaps(self, media: list[bytes]) -> Iterator[list[Any]]:
         made: list[Any] = []
+        self.audio_seconds = 0.0
         try:
-            for raw in images:
+            for raw in media:
+                if _looks_like_audio(raw) and not self.has_audio:  # mtmd would not even decode it
+                    raise InvalidInput(NO_HEARING)
                 buf = (ctypes.c_uint8 * len(raw)).from_buffer(bytearray(raw))
                 bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(raw), False)
                 if not bitmap:
-                    raise InvalidInput("an image could not be decoded")
+                    what = "an audio clip" if _looks_like_audio(raw) else "an image"
+                    raise InvalidInput(f"{what} could not be decoded")
                 made.append(bitmap)
+                self._check_modality(bitmap)
             yield made
         finally:
             for bitmap in made:
                 self._mtmd.mtmd_bitmap_free(bitmap)
+
+    def _check_modality(self, bitmap: Any) -> None:
+        """A clip needs a projector that hears, an image one that sees; clips add to audio_seconds."""
+        if self._mtmd.mtmd_bitmap_is_audio(bitmap):
+            if not self.has_audio:
+                raise InvalidInput(NO_HEARING)
+            rate = self._mtmd.mtmd_get_audio_sample_rate(self._ctx) or 16000
+            self.audio_seconds += self._mtmd.mtmd_bitmap_get_nx(bitmap) / rate
+        elif not self.has_vision:
+            raise InvalidInput("this model's projector has no vision encoder")
 
     @contextlib.contextmanager
     def _chunks(self) -> Iterator[Any]:
@@ -91,14 +111,19 @@ class Vision:
             self._mtmd.mtmd_input_chunks_free(chunks)
 
 
+def _looks_like_audio(raw: bytes) -> bool:
+    """WAV, FLAC, MP3 (ID3 tag or frame sync), Ogg: what mtmd's audio decoder is asked to read."""
+    return raw[:4] in (b"RIFF", b"fLaC", b"OggS") or raw[:3] == b"ID3" or raw[:2] in (b"\xff\xfb", b"\xff\xf3")
+
+
 def _too_long(llm: Any, text: str, images: int, needed: int) -> str:
     """Say which part does not fit: the text itself, or the images with it."""
     text_tokens = len(llm.tokenize(text.encode(), add_bos=True, special=True))
     if text_tokens >= llm.n_ctx():
         return f"the prompt alone is {text_tokens} tokens, more than the model's context ({llm.n_ctx()}): shorten it"
     return (
-        f"the prompt and its {images} image(s) take {needed} tokens, more than the model's context "
-        f"({llm.n_ctx()}): send fewer or smaller images"
+        f"the prompt and its {images} image(s) or clip(s) take {needed} tokens, more than the model's "
+        f"context ({llm.n_ctx()}): send fewer or smaller images, or shorter clips"
     )
 
 

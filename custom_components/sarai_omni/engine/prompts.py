@@ -169,8 +169,12 @@ class StopMatcher:
         return "" if self.stopped else text
 
 
+MEDIA_PARTS = ("image", "audio")
+
+
 def media_parts(messages: Sequence[Message], marker: str) -> tuple[list[Message], list[str]]:
-    """Replace image parts ({"type": "image", "path": ...}) by `marker` in the text; return the paths.
+    """Replace image and audio parts ({"type": "image"|"audio", "path": ...}) by `marker` in the
+    text; return their paths, in order.
 
     The result renders with the model's ordinary chat template; mtmd then splits the prompt at
     each marker and puts the image's embeddings there.
@@ -182,7 +186,7 @@ def media_parts(messages: Sequence[Message], marker: str) -> tuple[list[Message]
         if isinstance(content, list):
             text: list[str] = []
             for part in content:
-                if isinstance(part, dict) and part.get("type") == "image":
+                if isinstance(part, dict) and part.get("type") in MEDIA_PARTS:
                     paths.append(str(part["path"]))
                     text.append(marker)
                 elif isinstance(part, dict) and part.get("type") == "text":
@@ -193,12 +197,19 @@ def media_parts(messages: Sequence[Message], marker: str) -> tuple[list[Message]
     return out, paths
 
 
-def has_media(messages: Sequence[Message]) -> bool:
-    return any(
-        isinstance(m.get("content"), list)
-        and any(isinstance(p, dict) and p.get("type") == "image" for p in m["content"])
+def count_parts(messages: Sequence[Message], kind: str) -> int:
+    """How many parts of `kind` ("image", "audio") the messages carry."""
+    return sum(
+        1
         for m in messages
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if isinstance(p, dict) and p.get("type") == kind
     )
+
+
+def has_media(messages: Sequence[Message]) -> bool:
+    return any(count_parts(messages, kind) for kind in MEDIA_PARTS)
 
 
 def drop_oldest_turn(messages: Sequence[Message]) -> list[Message]:

@@ -168,6 +168,7 @@ class Availability:
     quality_why_not: str = "not configured"
     fast_vision: bool = False  # the fast model has a vision projector
     quality_audio: bool = True  # the quality model's projector has an audio encoder
+    fast_audio: bool = False  # the fast model's projector has an audio encoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +212,9 @@ def route(
 def _to_quality(why: str, media: set[str], avail: Availability, soft: float) -> RouteDecision:
     if avail.quality and ("audio" not in media or avail.quality_audio):
         return RouteDecision(QUALITY, (why, "quality model"), soft)
-    missing = f"quality model {avail.quality_why_not}"
+    missing = f"quality model {avail.quality_why_not}" if not avail.quality else "quality model does not hear"
+    if "audio" in media and avail.fast_audio:
+        return RouteDecision(FAST, (why, missing, "the fast model's projector hears"), soft)
     if media & VISION_MODALITIES or not media:
         if avail.fast_vision:
             return RouteDecision(FAST, (why, missing, "the fast model has a vision projector"), soft)

@@ -30,7 +30,7 @@ from . import defaults, protocol
 from .calibrate import variant
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache, remove_stale_parked
-from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
+from .prompts import Message, StopMatcher, count_parts, drop_oldest_turn, has_media, media_parts, render_prompt
 from .toolcalls import CLOSE, OPEN
 
 Send = Callable[[dict[str, Any]], None]
@@ -168,7 +168,7 @@ class Runner:
             raise InvalidInput(self._vision_error or "this model has no vision projector (mmproj) configured")
         messages, paths = media_parts(msg["messages"], self._vision.marker)
         rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
-        images = [_read_image(p) for p in paths]
+        images = [_read_media(p) for p in paths]
         with parked_text_cache(llm, self._kv.dir if self._kv else None):
             n_prompt = self._vision.evaluate(
                 llm, rendered.text, images, int(self._load_msg.get("n_batch", defaults.N_BATCH))
@@ -178,7 +178,8 @@ class Runner:
             "prompt_tokens": n_prompt,
             "cached_tokens": 0,
             "evaluated_prompt_tokens": n_prompt,
-            "images": len(images),
+            "images": count_parts(msg["messages"], "image"),
+            "audio_seconds": self._vision.audio_seconds,
             "dropped_messages": 0,
             "prompt_format": rendered.format,
         }
@@ -446,11 +447,11 @@ class KVStateFiles:
                 tmp.unlink(missing_ok=True)  # a partial file after a full disk
 
 
-def _read_image(path: str) -> bytes:
+def _read_media(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as err:
-        raise InvalidInput(f"cannot read image {path}: {err.strerror}") from err
+        raise InvalidInput(f"cannot read {path}: {err.strerror}") from err
 
 
 def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
