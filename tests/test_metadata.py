@@ -161,7 +161,11 @@ def test_repair_issues_are_fixable_or_described() -> None:
 
 def test_services_yaml_matches_translations() -> None:
     services = yaml.safe_load((PKG / "services.yaml").read_text())
-    assert set(services) == set(EN["services"]) == {"analyze_image", "analyze_video", "load_model", "unload_model"}
+    assert (
+        set(services)
+        == set(EN["services"])
+        == {"analyze_image", "analyze_video", "analyze_audio", "load_model", "unload_model"}
+    )
     for name, spec in services.items():
         assert set(spec["fields"]) == set(EN["services"][name]["fields"]), name
     icons = json.loads((PKG / "icons.json").read_text())

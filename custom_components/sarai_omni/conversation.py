@@ -9,10 +9,12 @@ from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
 from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, intent, llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.translation import async_get_translations
 
+from .cameras import mentioned_cameras, snapshots_attached
 from .const import CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
 from .engine import FAST, EngineError
 from .engine.prompts import Message
@@ -108,11 +110,15 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
+        cameras = mentioned_cameras(self.hass, user_input.text)  # the turn asks about these: it sees them
         try:
-            finished = await self._async_handle_chat_log(chat_log)
+            async with snapshots_attached(self.hass, chat_log, cameras):
+                finished = await self._async_handle_chat_log(chat_log, cameras=tuple(cameras))
         except EngineError as err:
             _LOGGER.error("Sarai Omni could not answer: %s", err)
             return self._error_result(language, chat_log, await self._message(language, err.key, str(err)))
+        except HomeAssistantError as err:  # a camera named in the turn gave no snapshot
+            return self._error_result(language, chat_log, str(err))
         if not finished:
             text = await self._message(language, "tool_loop_limit", str(MAX_TOOL_ITERATIONS))
             chat_log.async_add_assistant_content_without_tools(

@@ -55,24 +55,30 @@ def to_message(content: conversation.Content) -> Message:
                 for c in content.tool_calls
             ]
         return msg
-    if isinstance(content, conversation.UserContent) and (images := image_paths(content)):
+    if isinstance(content, conversation.UserContent) and (media := media_attachments(content)):
         return {
             "role": "user",
             "content": [{"type": "text", "text": content.content}]
-            + [{"type": "image", "path": str(p)} for p in images],
+            + [{"type": kind, "path": str(path)} for kind, path in media],
         }
     return {"role": content.role, "content": content.content}  # system or user
 
 
-def image_paths(content: conversation.UserContent) -> list[Path]:
-    """Local image attachments of a user message (camera snapshots, uploads, media files)."""
-    return [a.path for a in content.attachments or [] if a.mime_type.startswith("image/")]
+def media_attachments(content: conversation.UserContent) -> list[tuple[str, Path]]:
+    """A user message's local image and audio attachments (camera snapshots, uploads, media files)."""
+    kinds = {"image/": "image", "audio/": "audio"}
+    return [
+        (kind, a.path)
+        for a in content.attachments or []
+        for prefix, kind in kinds.items()
+        if a.mime_type.startswith(prefix)
+    ]
 
 
 def last_user_modalities(chat_log: conversation.ChatLog) -> frozenset[str]:
     for content in reversed(chat_log.content):
         if isinstance(content, conversation.UserContent):
-            return frozenset({"image"}) if image_paths(content) else frozenset()
+            return frozenset(kind for kind, _ in media_attachments(content))
     return frozenset()
 
 
@@ -231,7 +237,7 @@ class SaraiEntity(Entity):
         return None
 
     async def _async_handle_chat_log(
-        self, chat_log: conversation.ChatLog, structure: dict[str, Any] | None = None
+        self, chat_log: conversation.ChatLog, structure: dict[str, Any] | None = None, cameras: tuple[str, ...] = ()
     ) -> bool:
         """Generate into the chat log until no tool result awaits an answer.
 
@@ -253,6 +259,7 @@ class SaraiEntity(Entity):
                 route_reason=decision.reason,
                 json_schema=repair or structure,
                 schema_as_tool_call=repair is not None,
+                cameras=cameras,
             )
             stream = engine.chat(request)
             async for _ in chat_log.async_add_delta_content_stream(

@@ -12,7 +12,7 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryError
-from homeassistant.helpers import config_validation as cv, issue_registry as ir
+from homeassistant.helpers import config_validation as cv, issue_registry as ir, llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.typing import ConfigType
@@ -59,6 +59,7 @@ from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFo
 from .engine.backend import RemoteModel
 from .engine.procmem import physical_cores
 from .installer import backend_available
+from .llm_api import CameraAPI
 from .models import SaraiConfigEntry, SaraiRuntimeData
 from .services import async_setup_services
 from .validation import resolve_path
@@ -66,7 +67,7 @@ from .validation import resolve_path
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR)
+PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
 CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW_S = 3, 600
 
 
@@ -133,8 +134,10 @@ def remote_model(server: dict[str, Any]) -> RemoteModel:
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the integration's services (they find the loaded entry when called)."""
+    """Register the integration's services and its cameras LLM API (they find the loaded entry
+    when called)."""
     async_setup_services(hass)
+    llm.async_register_api(hass, CameraAPI(hass))
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 import logging
+from pathlib import Path
 import time
 from typing import Any
 
@@ -15,8 +16,9 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv
 import voluptuous as vol
 
-from .const import DEFAULT_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
-from .engine import FAST, QUALITY, ChatRequest, EngineError, RouteDecision
+from .audio import resolve_audio
+from .const import DEFAULT_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
+from .engine import FAST, QUALITY, ChatRequest, ChatResult, EngineError, RouteDecision
 from .engine.prompts import Message
 from .models import SaraiConfigEntry
 from .vision import (
@@ -34,9 +36,10 @@ _LOGGER = logging.getLogger(__name__)
 EVENT_ANALYSIS = f"{DOMAIN}_analysis"
 DEFAULT_IMAGE_PROMPT = "Describe what you see in the image(s) briefly."
 DEFAULT_VIDEO_PROMPT = "Describe what happens across these frames briefly."
+DEFAULT_AUDIO_PROMPT = "What can be heard in this audio? Describe the sounds and any speech briefly."
 MODEL_CHOICES = ("auto", FAST, QUALITY)
 
-_COMMON = {
+_COMMON: dict[vol.Marker, Any] = {
     vol.Optional("prompt"): cv.string,
     vol.Optional("model", default="auto"): vol.In(MODEL_CHOICES),
     vol.Optional("max_tokens", default=DEFAULT_MAX_TOKENS): vol.All(vol.Coerce(int), vol.Range(min=1, max=4096)),
@@ -58,6 +61,11 @@ VIDEO_SCHEMA = vol.Schema(
         **_COMMON,
     }
 )
+_AUDIO: dict[vol.Marker, Any] = {
+    vol.Required("audio_path"): vol.All(cv.ensure_list, [cv.string], vol.Length(min=1)),
+    **_COMMON,
+}
+AUDIO_SCHEMA = vol.Schema(_AUDIO)
 MODEL_SCHEMA = vol.Schema({vol.Required("model"): vol.In((FAST, QUALITY))})
 
 
@@ -65,7 +73,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
     """Register the services once for the integration (quality rule action-setup)."""
 
     async def analyze_image(call: ServiceCall) -> ServiceResponse:
-        entry = _entry(hass)
+        entry = loaded_entry(hass)
         frames = [await camera_frame(hass, e) for e in call.data["camera_entity_id"]]
         for path in (p for p in call.data["image_path"] if p.strip()):  # an empty entry is no file
             frames.append(await hass.async_add_executor_job(read_image_file, hass, path))
@@ -75,7 +83,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         return await _analyze(hass, entry, call, frames, prompt=prompt, modality="image", video=False)
 
     async def analyze_video(call: ServiceCall) -> ServiceResponse:
-        entry = _entry(hass)
+        entry = loaded_entry(hass)
         width, count = call.data["target_width"], call.data["max_frames"]
         if path := call.data.get("video_path"):
             ffmpeg = get_ffmpeg_manager(hass).binary
@@ -88,22 +96,37 @@ def async_setup_services(hass: HomeAssistant) -> None:
         prompt = call.data.get("prompt") or DEFAULT_VIDEO_PROMPT
         return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True)
 
+    async def analyze_audio(call: ServiceCall) -> ServiceResponse:
+        entry = loaded_entry(hass)
+        paths = [await resolve_audio(hass, p) for p in call.data["audio_path"] if p.strip()]
+        if not paths:
+            raise invalid("no_input")
+        prompt = call.data.get("prompt") or DEFAULT_AUDIO_PROMPT
+        decision, result = await hear(
+            hass, entry, paths, prompt=prompt, model=call.data["model"], max_tokens=call.data["max_tokens"]
+        )
+        response = _response(decision, result)
+        response["audio_seconds"] = entry.runtime_data.engine.status(decision.role).get("audio_seconds", 0.0)
+        _fire(hass, call, decision, response)
+        return response
+
     async def load_model(call: ServiceCall) -> ServiceResponse:
-        return _model_status(await _engine_call(_entry(hass).runtime_data.engine.load(call.data["model"])))
+        return _model_status(await _engine_call(loaded_entry(hass).runtime_data.engine.load(call.data["model"])))
 
     async def unload_model(call: ServiceCall) -> ServiceResponse:
-        return _model_status(await _engine_call(_entry(hass).runtime_data.engine.unload(call.data["model"])))
+        return _model_status(await _engine_call(loaded_entry(hass).runtime_data.engine.unload(call.data["model"])))
 
     for name, handler, schema in (
         ("analyze_image", analyze_image, IMAGE_SCHEMA),
         ("analyze_video", analyze_video, VIDEO_SCHEMA),
+        ("analyze_audio", analyze_audio, AUDIO_SCHEMA),
         ("load_model", load_model, MODEL_SCHEMA),
         ("unload_model", unload_model, MODEL_SCHEMA),
     ):
         hass.services.async_register(DOMAIN, name, handler, schema=schema, supports_response=SupportsResponse.OPTIONAL)
 
 
-def _entry(hass: HomeAssistant) -> SaraiConfigEntry:
+def loaded_entry(hass: HomeAssistant) -> SaraiConfigEntry:
     for entry in hass.config_entries.async_entries(DOMAIN):
         if entry.state is ConfigEntryState.LOADED:
             return entry
@@ -126,9 +149,35 @@ def _route(entry: SaraiConfigEntry, prompt: str, modality: str, model: str) -> R
     decision = engine.route(prompt, frozenset({modality}), None if model == "auto" else model)
     if decision.role not in engine.roles:
         raise invalid("model_not_configured", model=decision.role)
-    if not engine.sees(decision.role):
+    if modality == "audio" and not engine.hears(decision.role):
+        raise invalid("no_hearing_model", model=decision.role)
+    if modality != "audio" and not engine.sees(decision.role):
         raise invalid("no_vision_model", model=decision.role)
     return decision
+
+
+async def hear(
+    hass: HomeAssistant,
+    entry: SaraiConfigEntry,
+    clips: list[Path],
+    *,
+    prompt: str,
+    model: str = "auto",
+    max_tokens: int = DEFAULT_TASK_MAX_TOKENS,
+    temperature: float = DEFAULT_TASK_TEMPERATURE,
+) -> tuple[RouteDecision, ChatResult]:
+    """Audio clips (files mtmd decodes) and a prompt to a model that hears."""
+    decision = _route(entry, prompt, "audio", model)
+    parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    parts += [{"type": "audio", "path": str(clip)} for clip in clips]
+    request = ChatRequest(
+        messages=[{"role": "user", "content": parts}],
+        role=decision.role,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        route_reason=decision.reason,
+    )
+    return decision, await _engine_call(entry.runtime_data.engine.complete(request))
 
 
 def _messages(prompt: str, paths: list[str], frames: list[Frame], video: bool) -> list[Message]:
@@ -142,6 +191,34 @@ def _messages(prompt: str, paths: list[str], frames: list[Frame], video: bool) -
     return [{"role": "user", "content": parts}]
 
 
+async def describe(
+    hass: HomeAssistant,
+    entry: SaraiConfigEntry,
+    frames: list[Frame],
+    *,
+    prompt: str,
+    modality: str = "image",
+    video: bool = False,
+    model: str = "auto",
+    max_tokens: int = DEFAULT_TASK_MAX_TOKENS,
+    cameras: tuple[str, ...] = (),
+) -> tuple[RouteDecision, ChatResult]:
+    """Frames and a prompt to a model that sees (the router's choice unless `model` says)."""
+    decision = _route(entry, prompt, modality, model)
+    async with temp_dir(hass, "sarai_analysis_") as folder:
+        paths = await hass.async_add_executor_job(write_frames, frames, folder)
+        request = ChatRequest(
+            messages=_messages(prompt, paths, frames, video),
+            role=decision.role,
+            max_tokens=max_tokens,
+            temperature=DEFAULT_TASK_TEMPERATURE,
+            route_reason=decision.reason,
+            cameras=cameras,
+        )
+        result = await _engine_call(entry.runtime_data.engine.complete(request))
+    return decision, result
+
+
 async def _analyze(
     hass: HomeAssistant,
     entry: SaraiConfigEntry,
@@ -152,18 +229,29 @@ async def _analyze(
     modality: str,
     video: bool,
 ) -> ServiceResponse:
-    decision = _route(entry, prompt, modality, call.data["model"])
-    async with temp_dir(hass, "sarai_analysis_") as folder:
-        paths = await hass.async_add_executor_job(write_frames, frames, folder)
-        request = ChatRequest(
-            messages=_messages(prompt, paths, frames, video),
-            role=decision.role,
-            max_tokens=call.data["max_tokens"],
-            temperature=DEFAULT_TASK_TEMPERATURE,
-            route_reason=decision.reason,
-        )
-        result = await _engine_call(entry.runtime_data.engine.complete(request))
-    response: dict[str, Any] = {
+    cameras = call.data.get("camera_entity_id") or []
+    decision, result = await describe(
+        hass,
+        entry,
+        frames,
+        prompt=prompt,
+        modality=modality,
+        video=video,
+        model=call.data["model"],
+        max_tokens=call.data["max_tokens"],
+        cameras=tuple([cameras] if isinstance(cameras, str) else cameras),
+    )
+    response = _response(decision, result)
+    if video:
+        response["frames"] = len(frames)
+        response["frame_times"] = [f.at for f in frames]
+    _fire(hass, call, decision, response)
+    return response
+
+
+def _response(decision: RouteDecision, result: ChatResult) -> dict[str, Any]:
+    """The analysis services' answer (the contract's shape)."""
+    return {
         "text": result.text.strip(),
         "model": decision.role,
         "route_reason": decision.reason,
@@ -174,14 +262,13 @@ async def _analyze(
         },
         "prompt_tokens": result.prompt_tokens,
     }
-    if video:
-        response["frames"] = len(frames)
-        response["frame_times"] = [f.at for f in frames]
+
+
+def _fire(hass: HomeAssistant, call: ServiceCall, decision: RouteDecision, response: dict[str, Any]) -> None:
     hass.bus.async_fire(
         EVENT_ANALYSIS,
         {"service": call.service, "model": decision.role, "route_reason": decision.reason, "text": response["text"]},
     )
-    return response
 
 
 async def _engine_call[T](awaitable: Awaitable[T]) -> T:

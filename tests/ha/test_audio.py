@@ -1,0 +1,245 @@
+"""Omni's ears on real HA + real llama.cpp (issue 13): the STT entity in an Assist pipeline,
+`analyze_audio`, and audio attachments in AI Task. The quality model hears through a tiny projector
+with a Whisper-style audio encoder (random weights: the transcript is noise, its path is real)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+import shutil
+import subprocess
+from typing import Any
+import wave
+
+from homeassistant.components import ai_task, assist_pipeline, stt
+from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType
+from homeassistant.components.assist_pipeline.pipeline import PipelineStage
+from homeassistant.core import Context, HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import entity_registry as er
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.sarai_omni.audio import transcription_prompt
+from custom_components.sarai_omni.const import (
+    CONF_FAST_MMPROJ,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
+    CONF_RAM_BUDGET_MB,
+)
+from custom_components.sarai_omni.engine import ChatRequest
+from custom_components.sarai_omni.services import EVENT_ANALYSIS
+
+from .conftest import agent_id, make_entry, wait_loaded
+from .test_assist import spy_requests, state_attrs
+
+SPOKEN = {"en": "Turn on the kitchen light", "es": "Enciende la luz de la cocina"}
+
+
+@pytest.fixture
+async def omni_entry(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, tiny_qwen3: Path, omni_mmproj: Path
+) -> MockConfigEntry:
+    """fast: sees (vision projector); quality: sees and hears (Omni-style projector)."""
+    data = {
+        **entry_data,
+        CONF_FAST_MMPROJ: str(tiny_mmproj),
+        CONF_QUALITY_MODEL: str(tiny_qwen3),
+        CONF_QUALITY_MMPROJ: str(omni_mmproj),
+        CONF_RAM_BUDGET_MB: 4096,
+    }
+    entry = make_entry(hass, data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    return entry
+
+
+def stt_entity(hass: HomeAssistant, entry: MockConfigEntry) -> str | None:
+    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    return next((e.entity_id for e in entities if e.domain == "stt"), None)
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Spoken sentences (espeak-ng), as the pipeline delivers them: 16 kHz mono 16-bit WAV (ffmpeg)."""
+    if not (shutil.which("espeak-ng") and shutil.which("ffmpeg")):
+        pytest.skip("needs espeak-ng and ffmpeg (scripts/setup installs both where it may use apt)")
+    folder, clips = tmp_path_factory.mktemp("speech"), {}
+    for lang, text in SPOKEN.items():
+        raw, out = folder / f"{lang}-22k.wav", folder / f"{lang}.wav"
+        subprocess.run(["espeak-ng", "-v", lang, "-w", str(raw), text], check=True, capture_output=True)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-i", str(raw), "-ar", "16000", "-ac", "1", "-sample_fmt", "s16", str(out)],
+            check=True,
+            capture_output=True,
+        )
+        clips[lang] = out
+    return clips
+
+
+def pcm_and_seconds(path: Path) -> tuple[bytes, float]:
+    with wave.open(str(path)) as clip:
+        assert (clip.getframerate(), clip.getnchannels(), clip.getsampwidth()) == (16000, 1, 2)
+        return clip.readframes(clip.getnframes()), clip.getnframes() / 16000
+
+
+async def chunks(pcm: bytes, size: int = 3200) -> AsyncIterator[bytes]:
+    """The pipeline's audio stream: 100 ms chunks."""
+    for start in range(0, len(pcm), size):
+        yield pcm[start : start + size]
+
+
+def metadata(language: str) -> stt.SpeechMetadata:
+    return stt.SpeechMetadata(
+        language=language,
+        format=stt.AudioFormats.WAV,
+        codec=stt.AudioCodecs.PCM,
+        bit_rate=stt.AudioBitRates.BITRATE_16,
+        sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+        channel=stt.AudioChannels.CHANNEL_MONO,
+    )
+
+
+def _audio_parts(request: ChatRequest) -> list[dict[str, Any]]:
+    content = request.messages[-1]["content"]
+    return [p for p in content if p.get("type") == "audio"] if isinstance(content, list) else []
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+async def test_stt_entity_transcribes_with_the_model_that_hears(
+    hass: HomeAssistant, omni_entry: MockConfigEntry, speech: dict[str, Path], language: str
+) -> None:
+    entity_id = stt_entity(hass, omni_entry)
+    assert entity_id is not None
+    entity = stt.async_get_speech_to_text_entity(hass, entity_id)
+    assert entity is not None
+    assert language in entity.supported_languages
+    pcm, seconds = pcm_and_seconds(speech[language])
+    seen, spy = spy_requests(omni_entry)
+    with spy:
+        result = await entity.internal_async_process_audio_stream(metadata(language), chunks(pcm))
+    assert result.result is stt.SpeechResultState.SUCCESS
+    (request,) = seen
+    assert request.role == "quality"
+    assert request.messages[-1]["content"][0]["text"] == transcription_prompt(language)
+    assert len(_audio_parts(request)) == 1
+    assert request.tools is None  # the transcript only: no chat, no tool calls
+    attrs = state_attrs(hass, omni_entry, "quality")
+    assert attrs["audio_seconds"] == pytest.approx(seconds, abs=0.01)
+    assert attrs["prompt_tokens"] >= 750  # one 30 s window of audio tokens
+    assert result.text is not None
+    assert result.text == result.text.strip()
+
+
+async def test_assist_pipeline_from_audio_runs_stt_and_the_agent(
+    hass: HomeAssistant, omni_entry: MockConfigEntry, speech: dict[str, Path]
+) -> None:
+    assert await async_setup_component(hass, "assist_pipeline", {})
+    stt_id = stt_entity(hass, omni_entry)
+    assert stt_id is not None
+    pipeline = await assist_pipeline.async_create_default_pipeline(
+        hass,
+        stt_engine_id=stt_id,
+        tts_engine_id=None,  # type: ignore[arg-type]  # no TTS stage here (HA takes None: it skips TTS)
+        pipeline_name="Sarai Omni voice",
+    )
+    assert pipeline is not None
+    await assist_pipeline.async_update_pipeline(
+        hass, pipeline, conversation_engine=agent_id(hass, omni_entry), language="en", stt_language="en"
+    )
+    events: list[PipelineEvent] = []
+    pcm, _ = pcm_and_seconds(speech["en"])
+    seen, spy = spy_requests(omni_entry)
+    with spy:
+        await assist_pipeline.async_pipeline_from_audio_stream(
+            hass,
+            context=Context(),
+            event_callback=events.append,
+            stt_metadata=metadata("en"),
+            stt_stream=chunks(pcm),
+            pipeline_id=pipeline.id,
+            end_stage=PipelineStage.INTENT,
+        )
+    kinds = [e.type for e in events]
+    assert PipelineEventType.ERROR not in kinds, [e.data for e in events if e.type == PipelineEventType.ERROR]
+    assert PipelineEventType.STT_END in kinds
+    assert PipelineEventType.INTENT_END in kinds
+    stt_end = next(e.data for e in events if e.type == PipelineEventType.STT_END)
+    assert stt_end is not None
+    transcript = stt_end["stt_output"]["text"]
+    assert len(seen) == 2  # the transcription, then the agent's turn with the transcript as the user's words
+    assert _audio_parts(seen[0])
+    user_turn = seen[1].messages[-1]
+    assert transcript in str(user_turn["content"])
+
+
+async def test_analyze_audio_answers_from_the_quality_model(
+    hass: HomeAssistant, local_media: str, omni_entry: MockConfigEntry, wav: Path
+) -> None:
+    hass.config.allowlist_external_dirs |= {str(wav.parent)}
+    fired: list[dict[str, Any]] = []
+    hass.bus.async_listen(EVENT_ANALYSIS, lambda event: fired.append(dict(event.data)))
+    response = await hass.services.async_call(
+        "sarai_omni", "analyze_audio", {"audio_path": [str(wav)]}, blocking=True, return_response=True
+    )
+    assert response is not None
+    by_media = await hass.services.async_call(
+        "sarai_omni", "analyze_audio", {"audio_path": [local_media]}, blocking=True, return_response=True
+    )
+    assert by_media is not None
+    assert by_media["audio_seconds"] == response["audio_seconds"]  # media-source audio: the same clip
+    assert set(response) == {"text", "model", "route_reason", "timings", "prompt_tokens", "audio_seconds"}
+    assert response["model"] == "quality"
+    assert "audio attached" in str(response["route_reason"])
+    assert response["audio_seconds"] == pytest.approx(1.5, abs=0.01)
+    assert isinstance(response["prompt_tokens"], int)
+    assert response["prompt_tokens"] >= 750
+    await hass.async_block_till_done()
+    assert fired[0]["service"] == "analyze_audio"
+
+
+@pytest.fixture
+async def local_media(hass: HomeAssistant, wav: Path) -> str:
+    """The clip's folder as HA's local media, before anything sets up media_source."""
+    hass.config.media_dirs = {"local": str(wav.parent)}
+    assert await async_setup_component(hass, "media_source", {})
+    return f"media-source://media_source/local/{wav.name}"
+
+
+async def test_ai_task_with_an_audio_attachment_goes_to_the_model_that_hears(
+    hass: HomeAssistant, local_media: str, omni_entry: MockConfigEntry
+) -> None:
+    entities = er.async_entries_for_config_entry(er.async_get(hass), omni_entry.entry_id)
+    task = next(e.entity_id for e in entities if e.domain == "ai_task")
+    seen, spy = spy_requests(omni_entry)
+    with spy:
+        await ai_task.async_generate_data(
+            hass,
+            task_name="sound",
+            entity_id=task,
+            instructions="What was that sound?",
+            attachments=[{"media_content_id": local_media, "media_content_type": "audio/wav"}],
+        )
+    assert seen[0].role == "quality"
+    assert "audio attached" in seen[0].route_reason
+    assert len(_audio_parts(seen[0])) == 1
+
+
+async def test_without_a_model_that_hears_there_is_no_stt_and_audio_is_refused(
+    hass: HomeAssistant, vision_entry: MockConfigEntry, wav: Path, tmp_path: Path
+) -> None:
+    assert stt_entity(hass, vision_entry) is None
+    hass.config.allowlist_external_dirs |= {str(wav.parent), str(tmp_path)}
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            "sarai_omni", "analyze_audio", {"audio_path": [str(wav)]}, blocking=True, return_response=True
+        )
+    assert err.value.translation_key == "no_hearing_model"
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all")
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            "sarai_omni", "analyze_audio", {"audio_path": [str(text)]}, blocking=True, return_response=True
+        )
+    assert err.value.translation_key == "unsupported_audio"
