@@ -28,6 +28,7 @@ from .vision import (
     read_image_file,
     select_frames,
     temp_dir,
+    video_file_audio,
     video_file_frames,
     write_frames,
 )
@@ -94,7 +95,11 @@ def async_setup_services(hass: HomeAssistant) -> None:
             raise invalid("no_input")
         frames = await hass.async_add_executor_job(select_frames, candidates, count)
         prompt = call.data.get("prompt") or DEFAULT_VIDEO_PROMPT
-        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True)
+        if not path or not entry.runtime_data.engine.hears(_route(entry, prompt, "video", call.data["model"]).role):
+            return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True)
+        async with temp_dir(hass, "sarai_track_") as folder:  # the model hears: the clip's sound goes too
+            track = await video_file_audio(hass, get_ffmpeg_manager(hass).binary, path, folder)
+            return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True, track=track)
 
     async def analyze_audio(call: ServiceCall) -> ServiceResponse:
         entry = loaded_entry(hass)
@@ -202,13 +207,21 @@ async def describe(
     model: str = "auto",
     max_tokens: int = DEFAULT_TASK_MAX_TOKENS,
     cameras: tuple[str, ...] = (),
+    track: Path | None = None,
 ) -> tuple[RouteDecision, ChatResult]:
-    """Frames and a prompt to a model that sees (the router's choice unless `model` says)."""
+    """Frames (and a video's sound track) with a prompt to a model that sees (and hears): the
+    router's choice unless `model` says."""
     decision = _route(entry, prompt, modality, model)
     async with temp_dir(hass, "sarai_analysis_") as folder:
         paths = await hass.async_add_executor_job(write_frames, frames, folder)
+        messages = _messages(prompt, paths, frames, video)
+        if track is not None:
+            messages[-1]["content"] += [
+                {"type": "text", "text": "\nThe clip's sound: "},
+                {"type": "audio", "path": str(track)},
+            ]
         request = ChatRequest(
-            messages=_messages(prompt, paths, frames, video),
+            messages=messages,
             role=decision.role,
             max_tokens=max_tokens,
             temperature=DEFAULT_TASK_TEMPERATURE,
@@ -228,6 +241,7 @@ async def _analyze(
     prompt: str,
     modality: str,
     video: bool,
+    track: Path | None = None,
 ) -> ServiceResponse:
     cameras = call.data.get("camera_entity_id") or []
     decision, result = await describe(
@@ -240,11 +254,13 @@ async def _analyze(
         model=call.data["model"],
         max_tokens=call.data["max_tokens"],
         cameras=tuple([cameras] if isinstance(cameras, str) else cameras),
+        track=track,
     )
     response = _response(decision, result)
     if video:
         response["frames"] = len(frames)
         response["frame_times"] = [f.at for f in frames]
+        response["audio_seconds"] = entry.runtime_data.engine.status(decision.role).get("audio_seconds", 0.0)
     _fire(hass, call, decision, response)
     return response
 

@@ -32,6 +32,7 @@ MAX_SIDE = 1024
 CANDIDATE_FPS = 2  # frames sampled per second of a video file before selection
 MAX_CANDIDATES = 120
 FFMPEG_TIMEOUT_S = 60
+AUDIO_TRACK_S = 30  # of a video's sound sent with its frames: one audio window of the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,29 @@ async def video_file_frames(hass: HomeAssistant, ffmpeg: str, path: str, width: 
     if proc.returncode != 0 or not frames:
         raise invalid("video_unreadable", path=path, error=err.decode(errors="replace").strip()[-200:] or "no frames")
     return frames
+
+
+async def video_file_audio(hass: HomeAssistant, ffmpeg: str, path: str, folder: str) -> Path | None:
+    """The file's audio track, its first AUDIO_TRACK_S, as 16 kHz mono WAV in `folder`; None when
+    the file has no audio (or ffmpeg cannot read it: the frames still go)."""
+    full = await hass.async_add_executor_job(checked_file, hass, path)
+    demuxer = await hass.async_add_executor_job(container_format, full)
+    out = Path(folder) / "track.wav"
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg,
+        *("-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer, "-i", str(full)),
+        *("-vn", "-ac", "1", "-ar", "16000", "-t", str(AUDIO_TRACK_S), "-y", str(out)),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.wait_for(proc.wait(), FFMPEG_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    exists = await hass.async_add_executor_job(out.is_file)
+    return out if proc.returncode == 0 and exists else None
 
 
 def _read_frames(folder: Path) -> list[Frame]:

@@ -243,3 +243,58 @@ async def test_without_a_model_that_hears_there_is_no_stt_and_audio_is_refused(
             "sarai_omni", "analyze_audio", {"audio_path": [str(text)]}, blocking=True, return_response=True
         )
     assert err.value.translation_key == "unsupported_audio"
+
+
+def clip_with_sound(path: Path, seconds: float = 3) -> Path:
+    """A real video file with a picture and a 440 Hz tone (ffmpeg's lavfi sources)."""
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"),
+            *("-f", "lavfi", "-i", "sine=frequency=440", "-t", str(seconds), "-pix_fmt", "yuv420p", str(path)),
+        ],
+        check=True,
+    )
+    return path
+
+
+async def test_analyze_video_sends_the_clips_sound_to_a_model_that_hears(
+    hass: HomeAssistant, omni_entry: MockConfigEntry, jpeg: Path
+) -> None:
+    assert await async_setup_component(hass, "ffmpeg", {})
+    video = await hass.async_add_executor_job(clip_with_sound, jpeg.parent / "with-sound.mp4")
+    hass.config.allowlist_external_dirs |= {str(video.parent)}
+    seen, spy = spy_requests(omni_entry)
+    with spy:
+        response = await hass.services.async_call(
+            "sarai_omni",
+            "analyze_video",
+            {"video_path": str(video), "max_frames": 2},
+            blocking=True,
+            return_response=True,
+        )
+    assert response is not None
+    assert response["model"] == "quality"
+    assert response["frames"] == 2
+    assert response["audio_seconds"] == pytest.approx(3.0, abs=0.1)
+    (request,) = seen
+    assert len(_audio_parts(request)) == 1
+    assert sum(1 for p in request.messages[-1]["content"] if p.get("type") == "image") == 2
+
+
+async def test_analyze_video_on_a_model_that_only_sees_sends_frames_only(
+    hass: HomeAssistant, vision_entry: MockConfigEntry, jpeg: Path
+) -> None:
+    video = await hass.async_add_executor_job(clip_with_sound, jpeg.parent / "with-sound-2.mp4")
+    hass.config.allowlist_external_dirs |= {str(video.parent)}
+    seen, spy = spy_requests(vision_entry)
+    with spy:
+        response = await hass.services.async_call(
+            "sarai_omni",
+            "analyze_video",
+            {"video_path": str(video), "max_frames": 2},
+            blocking=True,
+            return_response=True,
+        )
+    assert response is not None
+    assert response["audio_seconds"] == 0.0
+    assert not _audio_parts(seen[0])
