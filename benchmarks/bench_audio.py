@@ -1,6 +1,6 @@
 """What hearing costs, side by side in one run: a text-only turn vs the same turn with a 2 s and a
-5 s clip, through the engine (worker + mtmd), on the tiny Omni-style fixture (a Whisper-style audio
-encoder and a tiny text model, random weights) or on --model/--mmproj.
+5 s clip, through the engine (worker + mtmd), on the tiny Qwen2.5-Omni fixture (thinker `qwen2vl`,
+projector `qwen2.5o` with its Whisper-style audio tower; random weights) or on --model/--mmproj.
 
 Audio is encoded in 30 s windows, so a 2 s and a 5 s clip cost the same ~750 prompt tokens; the
 time to first token is the encoder plus the prefill of those tokens. From the measured audio tokens
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec  # noqa: E402
 from tests.conftest import write_wav  # noqa: E402
-from tests.tiny_models import VL_TEMPLATE, write_mmproj, write_text_model  # noqa: E402
+from tests.tiny_models import VL_TEMPLATE, write_omni_mmproj, write_text_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PREFILL_7B_TPS = 13.3  # perf-anchors.md: Qwen2.5-7B-shaped Q4_K_M, pp512, 2 threads, this machine kind
@@ -96,8 +96,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sarai_bench_audio_") as tmp:
         folder = Path(tmp)
-        model = args.model or write_text_model(folder / "tiny.gguf", "qwen2", chat_template=VL_TEMPLATE, seed=3)
-        mmproj = args.mmproj or write_mmproj(folder / "omni-mmproj.gguf", audio=True)
+        model = args.model or write_text_model(folder / "thinker.gguf", "qwen2vl", chat_template=VL_TEMPLATE, seed=5)
+        mmproj = args.mmproj or write_omni_mmproj(folder / "omni-mmproj.gguf")
         clips = {
             "text only": None,
             "2 s clip": write_wav(folder / "2s.wav", 2.0),

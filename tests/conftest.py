@@ -10,7 +10,14 @@ import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
 from tests.openai_server import OpenAIServer, sockets_open, tiny_models
-from tests.tiny_models import VL_TEMPLATE, write_mmproj, write_text_model
+from tests.tiny_models import (
+    VL_TEMPLATE,
+    Shape,
+    write_mmproj,
+    write_omni_mmproj,
+    write_qwen3vl_mmproj,
+    write_text_model,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -41,9 +48,28 @@ def tiny_mmproj(model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def omni_thinker(model_dir: Path) -> Path:
+    """The seed's quality model, tiny: Qwen2.5-Omni's thinker as llama.cpp writes it (`qwen2vl`)."""
+    return write_text_model(model_dir / "tiny-omni-thinker.gguf", "qwen2vl", chat_template=VL_TEMPLATE, seed=5)
+
+
+@pytest.fixture(scope="session")
 def omni_mmproj(model_dir: Path) -> Path:
-    """A tiny projector that sees and hears: the vision encoder plus a Whisper-style audio encoder."""
-    return write_mmproj(model_dir / "tiny-omni-mmproj.gguf", audio=True)
+    """Its projector (`qwen2.5o`): Qwen2.5-VL vision and a Whisper-style audio encoder: sees and hears."""
+    return write_omni_mmproj(model_dir / "tiny-omni-mmproj.gguf")
+
+
+@pytest.fixture(scope="session")
+def qwen3vl_model(model_dir: Path) -> Path:
+    """The seed's fast model, tiny: Qwen3-VL's text as llama.cpp writes it (`qwen3vl`, deepstack)."""
+    shape = Shape(n_layer=3)  # more text blocks than deepstack inputs, as in the 4B (36 > 3)
+    return write_text_model(model_dir / "tiny-qwen3vl.gguf", "qwen3vl", shape=shape, chat_template=VL_TEMPLATE, seed=6)
+
+
+@pytest.fixture(scope="session")
+def qwen3vl_mmproj(model_dir: Path) -> Path:
+    """Its projector (`qwen3vl_merger`, with deepstack mergers)."""
+    return write_qwen3vl_mmproj(model_dir / "tiny-qwen3vl-mmproj.gguf")
 
 
 def write_wav(path: Path, seconds: float, rate: int = 16000, tone_hz: float = 440.0) -> Path:

@@ -117,13 +117,26 @@ def write_text_model(
     w.add_head_count_kv(shape.n_head_kv)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(1_000_000.0)
-    if arch == "qwen3":
+    if arch in ("qwen3", "qwen3vl"):
         w.add_key_length(shape.head_dim)
         w.add_value_length(shape.head_dim)
+    if arch == "qwen3vl":  # Qwen3-VL's text: qwen3 with interleaved M-RoPE and deepstack inputs
+        w.add_rope_dimension_sections(mrope_sections(shape.head_dim, (24, 20, 20)))
+        w.add_uint32(f"{arch}.n_deepstack_layers", len(QWEN3VL_DEEPSTACK))
+    if arch == "qwen2vl":  # Qwen2.5-Omni's thinker: qwen2 with M-RoPE over (time, height, width)
+        w.add_rope_dimension_sections(mrope_sections(shape.head_dim))
     n_vocab = _add_tokenizer(w, chat_template)
     _add_tensors(w, np.random.default_rng(seed), arch, shape, n_vocab)
     _finish(w)
     return path
+
+
+def mrope_sections(head_dim: int, seed: tuple[int, int, int] = (16, 24, 24)) -> list[int]:
+    """The seed's M-RoPE sections of a 128-wide head (Omni [16, 24, 24], Qwen3-VL [24, 20, 20]) scaled
+    to `head_dim`, padded to 4 as the converter writes."""
+    half = head_dim // 2
+    t = half * seed[0] // 64
+    return [t, (half - t) // 2, half - t - (half - t) // 2, 0]
 
 
 def _add_tokenizer(w: gguf.GGUFWriter, chat_template: str | None) -> int:
@@ -160,7 +173,7 @@ def _add_tensors(w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape:
         tensor(f"{b}.attn_k.weight", kv_dim, embd)
         tensor(f"{b}.attn_v.weight", kv_dim, embd)
         tensor(f"{b}.attn_output.weight", embd, q_dim)
-        if arch == "qwen2":
+        if arch in ("qwen2", "qwen2vl"):  # q/k/v bias; qwen3 and qwen3vl norm q and k instead
             tensor(f"{b}.attn_q.bias", q_dim)
             tensor(f"{b}.attn_k.bias", kv_dim)
             tensor(f"{b}.attn_v.bias", kv_dim)
@@ -173,15 +186,197 @@ def _add_tensors(w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape:
         tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
 
 
+@dataclass(frozen=True)
+class OmniVisionShape:
+    """A tiny Qwen2.5-VL vision tower (Omni's): 14 px patches, 2x2 merge, windowed attention."""
+
+    n_embd: int = 32
+    n_head: int = 2
+    n_ff: int = 64
+    n_layer: int = 2
+    fullatt_block_indexes: tuple[int, ...] = (1,)  # every 2nd block attends fully (Omni: 7, 15, 23, 31)
+    patch_size: int = 14
+    image_size: int = 560  # the converter's default for Qwen2-VL/2.5-VL
+
+
+def write_omni_mmproj(
+    path: Path, text_embd: int = 64, *, shape: OmniVisionShape = OmniVisionShape(), seed: int = 11
+) -> Path:
+    """Write a tiny Qwen2.5-Omni projector as llama.cpp's converter does (conversion/qwenvl.py,
+    Qwen25OmniModel): `clip.projector_type` "qwen2.5o" with a vision and an audio encoder.
+
+    Vision (mtmd reads it as qwen2.5vl): the Conv3D patch embedding split into two Conv2Ds
+    (`v.patch_embd.weight`, `.weight.1`), no position embeddings (M-RoPE), RMS-normed blocks with
+    SwiGLU MLPs and biased q/k/v/out, the merger's ln_q as `v.post_ln`, its MLP as mm.0 / mm.2 over
+    2x2 merged patches. Audio: Whisper's encoder with sinusoidal positions and Qwen2-Audio's linear
+    projector (mtmd reads it as qwen2a), conv weights F16 as the converter forces.
+    """
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name("tiny-qwen2.5-omni-mmproj")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_audio_encoder", True)
+    w.add_string("clip.projector_type", "qwen2.5o")
+    w.add_bool("clip.use_silu", True)
+    embd = shape.n_embd
+    for key, value in (
+        ("embedding_length", embd),
+        ("feed_forward_length", shape.n_ff),
+        ("block_count", shape.n_layer),
+        ("projection_dim", text_embd),
+        ("attention.head_count", shape.n_head),
+        ("image_size", shape.image_size),
+        ("patch_size", shape.patch_size),
+        ("n_wa_pattern", shape.fullatt_block_indexes[0] + 1),
+    ):
+        w.add_uint32(f"clip.vision.{key}", value)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    w.add_array("clip.vision.image_mean", [0.48145466, 0.4578275, 0.40821073])
+    w.add_array("clip.vision.image_std", [0.26862954, 0.26130258, 0.27577711])
+
+    def tensor(name: str, *dims: int, scale: float = 0.02, dtype: Any = np.float32) -> None:
+        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(dtype))
+
+    def norm(name: str, n: int) -> None:
+        w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
+        w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
+
+    p = shape.patch_size
+    tensor("v.patch_embd.weight", embd, 3, p, p)
+    tensor("v.patch_embd.weight.1", embd, 3, p, p)
+    for i in range(shape.n_layer):
+        b = f"v.blk.{i}"
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensor(f"{b}.{part}.weight", embd, embd)
+            tensor(f"{b}.{part}.bias", embd)
+        w.add_tensor(f"{b}.ln1.weight", np.ones(embd, dtype=np.float32))  # RMSNorm: no bias
+        w.add_tensor(f"{b}.ln2.weight", np.ones(embd, dtype=np.float32))
+        for part, rows, cols in (
+            ("ffn_gate", shape.n_ff, embd),
+            ("ffn_up", shape.n_ff, embd),
+            ("ffn_down", embd, shape.n_ff),
+        ):
+            tensor(f"{b}.{part}.weight", rows, cols)
+            tensor(f"{b}.{part}.bias", rows)
+    w.add_tensor("v.post_ln.weight", np.ones(embd, dtype=np.float32))  # the merger's ln_q
+    merged = embd * 4
+    tensor("mm.0.weight", merged, merged)
+    tensor("mm.0.bias", merged)
+    tensor("mm.2.weight", text_embd, merged)
+    tensor("mm.2.bias", text_embd)
+    _audio_encoder(w, tensor, norm, text_embd, shape)
+    _finish(w)
+    return path
+
+
+QWEN3VL_DEEPSTACK = (0, 1)  # vision blocks whose features also feed the text model (4B: 5, 11, 17)
+
+
+@dataclass(frozen=True)
+class Qwen3VisionShape:
+    """A tiny Qwen3-VL vision tower: 16 px patches, learned positions, 2x2 merge, deepstack."""
+
+    n_embd: int = 32
+    n_head: int = 2
+    n_ff: int = 64
+    n_layer: int = 3
+    patch_size: int = 16
+    n_positions: int = 64  # the 4B's 2304 = 48x48
+
+
+def write_qwen3vl_mmproj(
+    path: Path, text_embd: int = 64, *, shape: Qwen3VisionShape = Qwen3VisionShape(), seed: int = 13
+) -> Path:
+    """Write a tiny Qwen3-VL projector as llama.cpp's converter does (conversion/qwen3vl.py,
+    Qwen3VLVisionModel): `clip.projector_type` "qwen3vl_merger".
+
+    The Conv3D patch embedding split in two with its bias, learned positions (interpolated by mtmd),
+    LayerNorm blocks with a fused qkv and GELU MLPs, the merger (`v.post_ln`, mm.0 / mm.2) and a deepstack merger
+    per deepstack block (`v.deepstack.N.*`); the output is text_embd x (1 + deepstack layers) wide.
+    """
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name("tiny-qwen3-vl-mmproj")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_audio_encoder", False)
+    w.add_string("clip.projector_type", "qwen3vl_merger")
+    w.add_bool("clip.use_gelu", True)
+    embd, side = shape.n_embd, int(shape.n_positions**0.5)
+    for key, value in (
+        ("embedding_length", embd),
+        ("feed_forward_length", shape.n_ff),
+        ("block_count", shape.n_layer),
+        ("projection_dim", text_embd),
+        ("attention.head_count", shape.n_head),
+        ("image_size", side * shape.patch_size),
+        ("patch_size", shape.patch_size),
+        ("spatial_merge_size", 2),
+    ):
+        w.add_uint32(f"clip.vision.{key}", value)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.is_deepstack_layers", [i in QWEN3VL_DEEPSTACK for i in range(shape.n_layer)])
+
+    def tensor(name: str, *dims: int, scale: float = 0.02) -> None:
+        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(np.float32))
+
+    def norm(name: str, n: int) -> None:
+        w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
+        w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
+
+    p, merged = shape.patch_size, embd * 4
+    tensor("v.patch_embd.weight", embd, 3, p, p)
+    tensor("v.patch_embd.weight.1", embd, 3, p, p)
+    tensor("v.patch_embd.bias", embd)
+    tensor("v.position_embd.weight", shape.n_positions, embd)
+    for i in range(shape.n_layer):
+        b = f"v.blk.{i}"
+        tensor(f"{b}.attn_qkv.weight", 3 * embd, embd)  # Qwen3-VL's fused qkv, kept fused by the converter
+        tensor(f"{b}.attn_qkv.bias", 3 * embd)
+        tensor(f"{b}.attn_out.weight", embd, embd)
+        tensor(f"{b}.attn_out.bias", embd)
+        norm(f"{b}.ln1", embd)
+        norm(f"{b}.ln2", embd)
+        tensor(f"{b}.ffn_up.weight", shape.n_ff, embd)
+        tensor(f"{b}.ffn_up.bias", shape.n_ff)
+        tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
+        tensor(f"{b}.ffn_down.bias", embd)
+        if i in QWEN3VL_DEEPSTACK:
+            norm(f"v.deepstack.{i}.norm", merged)
+            tensor(f"v.deepstack.{i}.fc1.weight", merged, merged)
+            tensor(f"v.deepstack.{i}.fc1.bias", merged)
+            tensor(f"v.deepstack.{i}.fc2.weight", text_embd, merged)
+            tensor(f"v.deepstack.{i}.fc2.bias", text_embd)
+    norm("v.post_ln", embd)
+    tensor("mm.0.weight", merged, merged)
+    tensor("mm.0.bias", merged)
+    tensor("mm.2.weight", text_embd, merged)
+    tensor("mm.2.bias", text_embd)
+    _finish(w)
+    return path
+
+
+def _sinusoids(length: int, channels: int) -> np.ndarray[Any, Any]:
+    """Whisper's SinusoidsPositionEmbedding (what the converter generates for Omni's audio tower)."""
+    increment = np.log(10000) / (channels // 2 - 1)
+    inv = np.exp(-increment * np.arange(channels // 2))
+    scaled = np.arange(length)[:, None] * inv[None, :]
+    table: np.ndarray[Any, Any] = np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+    return table
+
+
 N_MEL = 128  # Qwen2-Audio's and Qwen2.5-Omni's mel bins
 AUDIO_POSITIONS = 1500  # Whisper's: 30 s of 10 ms mel frames after the stride-2 convolution
 
 
-def _audio_encoder(w: gguf.GGUFWriter, tensor: Any, norm: Any, text_embd: int, shape: VisionShape) -> None:
-    """Whisper's encoder as mtmd reads it (models/whisper-enc.cpp): two 1-D convolutions, learned
-    positions, pre-norm blocks whose key has no bias, a final norm, and Qwen2-Audio's linear projector."""
+def _audio_encoder(w: gguf.GGUFWriter, tensor: Any, norm: Any, text_embd: int, shape: OmniVisionShape) -> None:
+    """Omni's audio tower as the converter writes it (Qwen25AudioModel) and mtmd reads it
+    (models/whisper-enc.cpp): two 1-D convolutions (F16), sinusoidal positions, pre-norm blocks whose
+    key has no bias, a final norm, and Qwen2-Audio's linear projector."""
     embd = shape.n_embd
-    w.add_string("clip.audio.projector_type", "qwen2a")
     for key, value in (
         ("embedding_length", embd),
         ("feed_forward_length", shape.n_ff),
@@ -192,11 +387,11 @@ def _audio_encoder(w: gguf.GGUFWriter, tensor: Any, norm: Any, text_embd: int, s
     ):
         w.add_uint32(f"clip.audio.{key}", value)
     w.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
-    tensor("a.conv1d.1.weight", embd, N_MEL, 3)  # ggml [kernel, in, out]
-    tensor("a.conv1d.1.bias", embd, 1)
-    tensor("a.conv1d.2.weight", embd, embd, 3)
+    tensor("a.conv1d.1.weight", embd, N_MEL, 3, dtype=np.float16)  # ggml [kernel, in, out]
+    tensor("a.conv1d.1.bias", embd, 1)  # the converter's unsqueeze(-1)
+    tensor("a.conv1d.2.weight", embd, embd, 3, dtype=np.float16)
     tensor("a.conv1d.2.bias", embd, 1)
-    tensor("a.position_embd.weight", AUDIO_POSITIONS, embd)
+    w.add_tensor("a.position_embd.weight", _sinusoids(AUDIO_POSITIONS, embd))
     for i in range(shape.n_layer):
         b = f"a.blk.{i}"
         for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
@@ -234,24 +429,19 @@ class VisionShape:
     hidden: int = 64
 
 
-def write_mmproj(
-    path: Path, text_embd: int = 64, *, shape: VisionShape = VisionShape(), seed: int = 7, audio: bool = False
-) -> Path:
+def write_mmproj(path: Path, text_embd: int = 64, *, shape: VisionShape = VisionShape(), seed: int = 7) -> Path:
     """Write a tiny vision projector (general.architecture "clip", projector "mlp").
 
-    Its output width equals the text model's embedding width, as llama.cpp's mtmd requires. With
-    `audio`, the file also holds a Whisper-style audio encoder with Qwen2-Audio's projector
-    (`clip.audio.projector_type` "qwen2a", the audio half of what Qwen2.5-Omni's "qwen2.5o" becomes
-    in mtmd): a projector that sees and hears.
+    Its output width equals the text model's embedding width, as llama.cpp's mtmd requires.
     """
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(str(path), "clip")
     w.add_name("tiny-mmproj")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.has_audio_encoder", audio)
+    w.add_bool("clip.has_audio_encoder", False)
     w.add_bool("clip.use_gelu", True)
-    w.add_string("clip.vision.projector_type" if audio else "clip.projector_type", "mlp")
+    w.add_string("clip.projector_type", "mlp")
     for key, value in (
         ("embedding_length", shape.n_embd),
         ("feed_forward_length", shape.n_ff),
@@ -292,7 +482,5 @@ def write_mmproj(
     tensor("mm.0.bias", shape.hidden)
     tensor("mm.2.weight", text_embd, shape.hidden)
     tensor("mm.2.bias", text_embd)
-    if audio:
-        _audio_encoder(w, tensor, norm, text_embd, shape)
     _finish(w)
     return path

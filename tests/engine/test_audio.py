@@ -1,5 +1,6 @@
-"""Audio through llama.cpp's mtmd in the worker: a projector with a Whisper-style encoder hears
-(real encoder, random weights); clips are encoded in 30 s windows of 750 tokens."""
+"""Audio through llama.cpp's mtmd in the worker, on the tiny Qwen2.5-Omni (thinker `qwen2vl`,
+projector `qwen2.5o` whose audio tower hears; random weights); clips are encoded in 30 s windows
+of 750 tokens."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ def test_omni_projector_header(omni_mmproj: Path) -> None:
     assert info.has_audio
 
 
-async def test_audio_tokens_and_seconds(tiny_qwen2: Path, omni_mmproj: Path, wav: Path, tmp_path: Path) -> None:
+async def test_audio_tokens_and_seconds(omni_thinker: Path, omni_mmproj: Path, wav: Path, tmp_path: Path) -> None:
     long_clip = write_wav(tmp_path / "long.wav", 5.0)
-    engine = vision_engine(tiny_qwen2, omni_mmproj)
+    engine = vision_engine(omni_thinker, omni_mmproj)
     try:
         text_only = await engine.complete(
             ChatRequest(messages=[SYSTEM, {"role": "user", "content": "What was that sound? "}], grammar=HELLO)
@@ -64,10 +65,10 @@ async def test_a_projector_that_does_not_hear_says_so(tiny_qwen2: Path, tiny_mmp
     assert after.text == "Hello there, friend."  # the worker survived the bad request
 
 
-async def test_a_clip_that_is_not_audio_is_a_clear_error(tiny_qwen2: Path, omni_mmproj: Path, tmp_path: Path) -> None:
+async def test_a_clip_that_is_not_audio_is_a_clear_error(omni_thinker: Path, omni_mmproj: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really a wave file")
-    engine = vision_engine(tiny_qwen2, omni_mmproj)
+    engine = vision_engine(omni_thinker, omni_mmproj)
     try:
         with pytest.raises(InvalidInput, match="audio clip could not be decoded"):
             await engine.complete(ChatRequest(messages=audio_turn(broken)))

@@ -27,6 +27,8 @@ from custom_components.sarai_omni.const import (
     CONF_FAST_MODEL,
     CONF_N_CTX,
     CONF_N_THREADS,
+    CONF_QUALITY_MMPROJ,
+    CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     CONF_TEMPERATURE,
     DOMAIN,
@@ -162,6 +164,31 @@ async def vision_entry(
     hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
     assert await async_setup_component(hass, "ffmpeg", {})
     entry = make_entry(hass, {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj)})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    return entry
+
+
+@pytest.fixture
+async def seed_entry(
+    hass: HomeAssistant,
+    *,
+    entry_data: dict[str, Any],
+    qwen3vl_model: Path,
+    qwen3vl_mmproj: Path,
+    omni_thinker: Path,
+    omni_mmproj: Path,
+) -> MockConfigEntry:
+    """The seeds' pair, tiny: fast a Qwen3-VL (sees), quality a Qwen2.5-Omni (sees and hears)."""
+    data = {
+        **entry_data,
+        CONF_FAST_MODEL: str(qwen3vl_model),
+        CONF_FAST_MMPROJ: str(qwen3vl_mmproj),
+        CONF_QUALITY_MODEL: str(omni_thinker),
+        CONF_QUALITY_MMPROJ: str(omni_mmproj),
+        CONF_RAM_BUDGET_MB: 4096,
+    }
+    entry = make_entry(hass, data)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_loaded(entry)
     return entry

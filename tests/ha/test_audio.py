@@ -1,6 +1,7 @@
 """Omni's ears on real HA + real llama.cpp (issue 13): the STT entity in an Assist pipeline,
-`analyze_audio`, and audio attachments in AI Task. The quality model hears through a tiny projector
-with a Whisper-style audio encoder (random weights: the transcript is noise, its path is real)."""
+`analyze_audio`, audio attachments in AI Task, a video's sound. On the seeds' layouts, tiny: the fast
+model a Qwen3-VL, the quality model a Qwen2.5-Omni whose projector hears (random weights: the
+transcript is noise, its path is real)."""
 
 from __future__ import annotations
 
@@ -22,37 +23,13 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.audio import transcription_prompt
-from custom_components.sarai_omni.const import (
-    CONF_FAST_MMPROJ,
-    CONF_QUALITY_MMPROJ,
-    CONF_QUALITY_MODEL,
-    CONF_RAM_BUDGET_MB,
-)
 from custom_components.sarai_omni.engine import ChatRequest
 from custom_components.sarai_omni.services import EVENT_ANALYSIS
 
-from .conftest import agent_id, make_entry, wait_loaded
+from .conftest import agent_id
 from .test_assist import spy_requests, state_attrs
 
 SPOKEN = {"en": "Turn on the kitchen light", "es": "Enciende la luz de la cocina"}
-
-
-@pytest.fixture
-async def omni_entry(
-    hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, tiny_qwen3: Path, omni_mmproj: Path
-) -> MockConfigEntry:
-    """fast: sees (vision projector); quality: sees and hears (Omni-style projector)."""
-    data = {
-        **entry_data,
-        CONF_FAST_MMPROJ: str(tiny_mmproj),
-        CONF_QUALITY_MODEL: str(tiny_qwen3),
-        CONF_QUALITY_MMPROJ: str(omni_mmproj),
-        CONF_RAM_BUDGET_MB: 4096,
-    }
-    entry = make_entry(hass, data)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_loaded(entry)
-    return entry
 
 
 def stt_entity(hass: HomeAssistant, entry: MockConfigEntry) -> str | None:
@@ -108,15 +85,15 @@ def _audio_parts(request: ChatRequest) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("language", ["en", "es"])
 async def test_stt_entity_transcribes_with_the_model_that_hears(
-    hass: HomeAssistant, omni_entry: MockConfigEntry, speech: dict[str, Path], language: str
+    hass: HomeAssistant, seed_entry: MockConfigEntry, speech: dict[str, Path], language: str
 ) -> None:
-    entity_id = stt_entity(hass, omni_entry)
+    entity_id = stt_entity(hass, seed_entry)
     assert entity_id is not None
     entity = stt.async_get_speech_to_text_entity(hass, entity_id)
     assert entity is not None
     assert language in entity.supported_languages
     pcm, seconds = pcm_and_seconds(speech[language])
-    seen, spy = spy_requests(omni_entry)
+    seen, spy = spy_requests(seed_entry)
     with spy:
         result = await entity.internal_async_process_audio_stream(metadata(language), chunks(pcm))
     assert result.result is stt.SpeechResultState.SUCCESS
@@ -125,7 +102,7 @@ async def test_stt_entity_transcribes_with_the_model_that_hears(
     assert request.messages[-1]["content"][0]["text"] == transcription_prompt(language)
     assert len(_audio_parts(request)) == 1
     assert request.tools is None  # the transcript only: no chat, no tool calls
-    attrs = state_attrs(hass, omni_entry, "quality")
+    attrs = state_attrs(hass, seed_entry, "quality")
     assert attrs["audio_seconds"] == pytest.approx(seconds, abs=0.01)
     assert attrs["prompt_tokens"] >= 750  # one 30 s window of audio tokens
     assert result.text is not None
@@ -133,10 +110,10 @@ async def test_stt_entity_transcribes_with_the_model_that_hears(
 
 
 async def test_assist_pipeline_from_audio_runs_stt_and_the_agent(
-    hass: HomeAssistant, omni_entry: MockConfigEntry, speech: dict[str, Path]
+    hass: HomeAssistant, seed_entry: MockConfigEntry, speech: dict[str, Path]
 ) -> None:
     assert await async_setup_component(hass, "assist_pipeline", {})
-    stt_id = stt_entity(hass, omni_entry)
+    stt_id = stt_entity(hass, seed_entry)
     assert stt_id is not None
     pipeline = await assist_pipeline.async_create_default_pipeline(
         hass,
@@ -146,11 +123,11 @@ async def test_assist_pipeline_from_audio_runs_stt_and_the_agent(
     )
     assert pipeline is not None
     await assist_pipeline.async_update_pipeline(
-        hass, pipeline, conversation_engine=agent_id(hass, omni_entry), language="en", stt_language="en"
+        hass, pipeline, conversation_engine=agent_id(hass, seed_entry), language="en", stt_language="en"
     )
     events: list[PipelineEvent] = []
     pcm, _ = pcm_and_seconds(speech["en"])
-    seen, spy = spy_requests(omni_entry)
+    seen, spy = spy_requests(seed_entry)
     with spy:
         await assist_pipeline.async_pipeline_from_audio_stream(
             hass,
@@ -175,7 +152,7 @@ async def test_assist_pipeline_from_audio_runs_stt_and_the_agent(
 
 
 async def test_analyze_audio_answers_from_the_quality_model(
-    hass: HomeAssistant, local_media: str, omni_entry: MockConfigEntry, wav: Path
+    hass: HomeAssistant, local_media: str, seed_entry: MockConfigEntry, wav: Path
 ) -> None:
     hass.config.allowlist_external_dirs |= {str(wav.parent)}
     fired: list[dict[str, Any]] = []
@@ -208,11 +185,11 @@ async def local_media(hass: HomeAssistant, wav: Path) -> str:
 
 
 async def test_ai_task_with_an_audio_attachment_goes_to_the_model_that_hears(
-    hass: HomeAssistant, local_media: str, omni_entry: MockConfigEntry
+    hass: HomeAssistant, local_media: str, seed_entry: MockConfigEntry
 ) -> None:
-    entities = er.async_entries_for_config_entry(er.async_get(hass), omni_entry.entry_id)
+    entities = er.async_entries_for_config_entry(er.async_get(hass), seed_entry.entry_id)
     task = next(e.entity_id for e in entities if e.domain == "ai_task")
-    seen, spy = spy_requests(omni_entry)
+    seen, spy = spy_requests(seed_entry)
     with spy:
         await ai_task.async_generate_data(
             hass,
@@ -258,12 +235,12 @@ def clip_with_sound(path: Path, seconds: float = 3) -> Path:
 
 
 async def test_analyze_video_sends_the_clips_sound_to_a_model_that_hears(
-    hass: HomeAssistant, omni_entry: MockConfigEntry, jpeg: Path
+    hass: HomeAssistant, seed_entry: MockConfigEntry, jpeg: Path
 ) -> None:
     assert await async_setup_component(hass, "ffmpeg", {})
     video = await hass.async_add_executor_job(clip_with_sound, jpeg.parent / "with-sound.mp4")
     hass.config.allowlist_external_dirs |= {str(video.parent)}
-    seen, spy = spy_requests(omni_entry)
+    seen, spy = spy_requests(seed_entry)
     with spy:
         response = await hass.services.async_call(
             "sarai_omni",

@@ -22,7 +22,6 @@ from custom_components.sarai_omni.llm_api import CAMERA_API_ID
 
 from .conftest import EN, GardenCamera, agent_id, make_entry, wait_loaded
 from .test_assist import force, spy_requests, state_attrs
-from .test_services import quality_entry
 
 SEEN = 'root ::= "I see a red square."'
 
@@ -87,16 +86,10 @@ def _images(request: ChatRequest) -> list[Path]:
     [("what do you see on the garden camera?", "en"), ("¿qué ves en la cámara del jardín?", "es")],
 )
 async def test_a_camera_question_reaches_the_quality_model_with_the_snapshot(
-    hass: HomeAssistant,
-    *,
-    entry_data: dict[str, Any],
-    tiny_mmproj: Path,
-    tiny_qwen3: Path,
-    cameras: dict[str, GardenCamera],
-    text: str,
-    language: str,
+    hass: HomeAssistant, seed_entry: MockConfigEntry, cameras: dict[str, GardenCamera], text: str, language: str
 ) -> None:
-    entry = await quality_entry(hass, entry_data, tiny_mmproj, tiny_qwen3, room_for_both=True)
+    """On the seeds' layouts: the fast Qwen3-VL and the quality Qwen2.5-Omni, both tiny."""
+    entry = seed_entry
     result, seen = await _ask(hass, entry, text, language)
     assert result.response.speech["plain"]["speech"] == "I see a red square."
     (request,) = seen
