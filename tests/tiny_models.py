@@ -186,6 +186,44 @@ def _add_tensors(w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape:
         tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
 
 
+class _Clip:
+    """A projector GGUF (general.architecture "clip") being written: its keys and random tensors."""
+
+    def __init__(self, path: Path, name: str, projector: str, seed: int, *, audio: bool = False) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.w = gguf.GGUFWriter(str(path), "clip")
+        self.w.add_name(name)
+        self.w.add_file_type(gguf.LlamaFileType.ALL_F32)
+        self.w.add_bool("clip.has_vision_encoder", True)
+        self.w.add_bool("clip.has_audio_encoder", audio)
+        self.w.add_string("clip.projector_type", projector)
+
+    def keys(self, section: str, eps: float, values: dict[str, int]) -> None:
+        for key, value in values.items():
+            self.w.add_uint32(f"clip.{section}.{key}", value)
+        self.w.add_float32(f"clip.{section}.attention.layer_norm_epsilon", eps)
+
+    def image_norm(self, mean: list[float], std: list[float]) -> None:
+        self.w.add_array("clip.vision.image_mean", mean)
+        self.w.add_array("clip.vision.image_std", std)
+
+    def tensor(self, name: str, *dims: int, dtype: Any = np.float32) -> None:
+        self.w.add_tensor(name, (self.rng.standard_normal(dims) * 0.02).astype(dtype))
+
+    def linear(self, name: str, rows: int, cols: int, bias: bool = True) -> None:
+        self.tensor(f"{name}.weight", rows, cols)
+        if bias:
+            self.tensor(f"{name}.bias", rows)
+
+    def norm(self, name: str, n: int, bias: bool = True) -> None:
+        self.w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
+        if bias:
+            self.w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
+
+    def finish(self) -> None:
+        _finish(self.w)
+
+
 @dataclass(frozen=True)
 class OmniVisionShape:
     """A tiny Qwen2.5-VL vision tower (Omni's): 14 px patches, 2x2 merge, windowed attention."""
@@ -211,63 +249,48 @@ def write_omni_mmproj(
     2x2 merged patches. Audio: Whisper's encoder with sinusoidal positions and Qwen2-Audio's linear
     projector (mtmd reads it as qwen2a), conv weights F16 as the converter forces.
     """
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "clip")
-    w.add_name("tiny-qwen2.5-omni-mmproj")
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.has_audio_encoder", True)
-    w.add_string("clip.projector_type", "qwen2.5o")
-    w.add_bool("clip.use_silu", True)
-    embd = shape.n_embd
-    for key, value in (
-        ("embedding_length", embd),
-        ("feed_forward_length", shape.n_ff),
-        ("block_count", shape.n_layer),
-        ("projection_dim", text_embd),
-        ("attention.head_count", shape.n_head),
-        ("image_size", shape.image_size),
-        ("patch_size", shape.patch_size),
-        ("n_wa_pattern", shape.fullatt_block_indexes[0] + 1),
-    ):
-        w.add_uint32(f"clip.vision.{key}", value)
-    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    w.add_array("clip.vision.image_mean", [0.48145466, 0.4578275, 0.40821073])
-    w.add_array("clip.vision.image_std", [0.26862954, 0.26130258, 0.27577711])
-
-    def tensor(name: str, *dims: int, scale: float = 0.02, dtype: Any = np.float32) -> None:
-        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(dtype))
-
-    def norm(name: str, n: int) -> None:
-        w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
-        w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
-
-    p = shape.patch_size
-    tensor("v.patch_embd.weight", embd, 3, p, p)
-    tensor("v.patch_embd.weight.1", embd, 3, p, p)
+    clip = _Clip(path, "tiny-qwen2.5-omni-mmproj", "qwen2.5o", seed, audio=True)
+    clip.w.add_bool("clip.use_silu", True)
+    embd, p = shape.n_embd, shape.patch_size
+    clip.keys(
+        "vision",
+        1e-6,
+        _vision_keys(shape.n_embd, shape.n_ff, shape.n_layer, shape.n_head, text_embd)
+        | {"image_size": shape.image_size, "patch_size": p, "n_wa_pattern": shape.fullatt_block_indexes[0] + 1},
+    )
+    clip.image_norm([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711])
+    clip.tensor("v.patch_embd.weight", embd, 3, p, p)
+    clip.tensor("v.patch_embd.weight.1", embd, 3, p, p)
     for i in range(shape.n_layer):
         b = f"v.blk.{i}"
         for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            tensor(f"{b}.{part}.weight", embd, embd)
-            tensor(f"{b}.{part}.bias", embd)
-        w.add_tensor(f"{b}.ln1.weight", np.ones(embd, dtype=np.float32))  # RMSNorm: no bias
-        w.add_tensor(f"{b}.ln2.weight", np.ones(embd, dtype=np.float32))
-        for part, rows, cols in (
-            ("ffn_gate", shape.n_ff, embd),
-            ("ffn_up", shape.n_ff, embd),
-            ("ffn_down", embd, shape.n_ff),
-        ):
-            tensor(f"{b}.{part}.weight", rows, cols)
-            tensor(f"{b}.{part}.bias", rows)
-    w.add_tensor("v.post_ln.weight", np.ones(embd, dtype=np.float32))  # the merger's ln_q
-    merged = embd * 4
-    tensor("mm.0.weight", merged, merged)
-    tensor("mm.0.bias", merged)
-    tensor("mm.2.weight", text_embd, merged)
-    tensor("mm.2.bias", text_embd)
-    _audio_encoder(w, tensor, norm, text_embd, shape)
-    _finish(w)
+            clip.linear(f"{b}.{part}", embd, embd)
+        clip.norm(f"{b}.ln1", embd, bias=False)  # RMSNorm: no bias
+        clip.norm(f"{b}.ln2", embd, bias=False)
+        clip.linear(f"{b}.ffn_gate", shape.n_ff, embd)
+        clip.linear(f"{b}.ffn_up", shape.n_ff, embd)
+        clip.linear(f"{b}.ffn_down", embd, shape.n_ff)
+    clip.norm("v.post_ln", embd, bias=False)  # the merger's ln_q
+    _merger(clip, embd * 4, embd * 4, text_embd)
+    _audio_encoder(clip, text_embd, shape)
+    clip.finish()
     return path
+
+
+def _vision_keys(n_embd: int, n_ff: int, n_layer: int, n_head: int, text_embd: int) -> dict[str, int]:
+    return {
+        "embedding_length": n_embd,
+        "feed_forward_length": n_ff,
+        "block_count": n_layer,
+        "projection_dim": text_embd,
+        "attention.head_count": n_head,
+    }
+
+
+def _merger(clip: _Clip, width: int, hidden: int, text_embd: int) -> None:
+    """The projector's MLP to the text model's width (mm.0, GELU, mm.2), as LLaVA and Qwen-VL name it."""
+    clip.linear("mm.0", hidden, width)
+    clip.linear("mm.2", text_embd, hidden)
 
 
 QWEN3VL_DEEPSTACK = (0, 1)  # vision blocks whose features also feed the text model (4B: 5, 11, 17)
@@ -292,70 +315,41 @@ def write_qwen3vl_mmproj(
     Qwen3VLVisionModel): `clip.projector_type` "qwen3vl_merger".
 
     The Conv3D patch embedding split in two with its bias, learned positions (interpolated by mtmd),
-    LayerNorm blocks with a fused qkv and GELU MLPs, the merger (`v.post_ln`, mm.0 / mm.2) and a deepstack merger
-    per deepstack block (`v.deepstack.N.*`); the output is text_embd x (1 + deepstack layers) wide.
+    LayerNorm blocks with a fused qkv and GELU MLPs, the merger (`v.post_ln`, mm.0 / mm.2) and a
+    deepstack merger per deepstack block (`v.deepstack.N.*`); the output is text_embd x (1 +
+    deepstack layers) wide.
     """
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "clip")
-    w.add_name("tiny-qwen3-vl-mmproj")
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.has_audio_encoder", False)
-    w.add_string("clip.projector_type", "qwen3vl_merger")
-    w.add_bool("clip.use_gelu", True)
-    embd, side = shape.n_embd, int(shape.n_positions**0.5)
-    for key, value in (
-        ("embedding_length", embd),
-        ("feed_forward_length", shape.n_ff),
-        ("block_count", shape.n_layer),
-        ("projection_dim", text_embd),
-        ("attention.head_count", shape.n_head),
-        ("image_size", side * shape.patch_size),
-        ("patch_size", shape.patch_size),
-        ("spatial_merge_size", 2),
-    ):
-        w.add_uint32(f"clip.vision.{key}", value)
-    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
-    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    w.add_array("clip.vision.is_deepstack_layers", [i in QWEN3VL_DEEPSTACK for i in range(shape.n_layer)])
-
-    def tensor(name: str, *dims: int, scale: float = 0.02) -> None:
-        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(np.float32))
-
-    def norm(name: str, n: int) -> None:
-        w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
-        w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
-
-    p, merged = shape.patch_size, embd * 4
-    tensor("v.patch_embd.weight", embd, 3, p, p)
-    tensor("v.patch_embd.weight.1", embd, 3, p, p)
-    tensor("v.patch_embd.bias", embd)
-    tensor("v.position_embd.weight", shape.n_positions, embd)
+    clip = _Clip(path, "tiny-qwen3-vl-mmproj", "qwen3vl_merger", seed)
+    clip.w.add_bool("clip.use_gelu", True)
+    embd, p, merged = shape.n_embd, shape.patch_size, shape.n_embd * 4
+    side = int(shape.n_positions**0.5)
+    clip.keys(
+        "vision",
+        1e-6,
+        _vision_keys(embd, shape.n_ff, shape.n_layer, shape.n_head, text_embd)
+        | {"image_size": side * p, "patch_size": p, "spatial_merge_size": 2},
+    )
+    clip.image_norm([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    clip.w.add_array("clip.vision.is_deepstack_layers", [i in QWEN3VL_DEEPSTACK for i in range(shape.n_layer)])
+    clip.tensor("v.patch_embd.weight", embd, 3, p, p)
+    clip.tensor("v.patch_embd.weight.1", embd, 3, p, p)
+    clip.tensor("v.patch_embd.bias", embd)
+    clip.tensor("v.position_embd.weight", shape.n_positions, embd)
     for i in range(shape.n_layer):
         b = f"v.blk.{i}"
-        tensor(f"{b}.attn_qkv.weight", 3 * embd, embd)  # Qwen3-VL's fused qkv, kept fused by the converter
-        tensor(f"{b}.attn_qkv.bias", 3 * embd)
-        tensor(f"{b}.attn_out.weight", embd, embd)
-        tensor(f"{b}.attn_out.bias", embd)
-        norm(f"{b}.ln1", embd)
-        norm(f"{b}.ln2", embd)
-        tensor(f"{b}.ffn_up.weight", shape.n_ff, embd)
-        tensor(f"{b}.ffn_up.bias", shape.n_ff)
-        tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
-        tensor(f"{b}.ffn_down.bias", embd)
+        clip.linear(f"{b}.attn_qkv", 3 * embd, embd)  # Qwen3-VL's fused qkv, kept fused by the converter
+        clip.linear(f"{b}.attn_out", embd, embd)
+        clip.norm(f"{b}.ln1", embd)
+        clip.norm(f"{b}.ln2", embd)
+        clip.linear(f"{b}.ffn_up", shape.n_ff, embd)
+        clip.linear(f"{b}.ffn_down", embd, shape.n_ff)
         if i in QWEN3VL_DEEPSTACK:
-            norm(f"v.deepstack.{i}.norm", merged)
-            tensor(f"v.deepstack.{i}.fc1.weight", merged, merged)
-            tensor(f"v.deepstack.{i}.fc1.bias", merged)
-            tensor(f"v.deepstack.{i}.fc2.weight", text_embd, merged)
-            tensor(f"v.deepstack.{i}.fc2.bias", text_embd)
-    norm("v.post_ln", embd)
-    tensor("mm.0.weight", merged, merged)
-    tensor("mm.0.bias", merged)
-    tensor("mm.2.weight", text_embd, merged)
-    tensor("mm.2.bias", text_embd)
-    _finish(w)
+            clip.norm(f"v.deepstack.{i}.norm", merged)
+            clip.linear(f"v.deepstack.{i}.fc1", merged, merged)
+            clip.linear(f"v.deepstack.{i}.fc2", text_embd, merged)
+    clip.norm("v.post_ln", embd)
+    _merger(clip, merged, merged, text_embd)
+    clip.finish()
     return path
 
 
@@ -372,41 +366,29 @@ N_MEL = 128  # Qwen2-Audio's and Qwen2.5-Omni's mel bins
 AUDIO_POSITIONS = 1500  # Whisper's: 30 s of 10 ms mel frames after the stride-2 convolution
 
 
-def _audio_encoder(w: gguf.GGUFWriter, tensor: Any, norm: Any, text_embd: int, shape: OmniVisionShape) -> None:
+def _audio_encoder(clip: _Clip, text_embd: int, shape: OmniVisionShape) -> None:
     """Omni's audio tower as the converter writes it (Qwen25AudioModel) and mtmd reads it
     (models/whisper-enc.cpp): two 1-D convolutions (F16), sinusoidal positions, pre-norm blocks whose
     key has no bias, a final norm, and Qwen2-Audio's linear projector."""
     embd = shape.n_embd
-    for key, value in (
-        ("embedding_length", embd),
-        ("feed_forward_length", shape.n_ff),
-        ("block_count", shape.n_layer),
-        ("projection_dim", text_embd),
-        ("attention.head_count", shape.n_head),
-        ("num_mel_bins", N_MEL),
-    ):
-        w.add_uint32(f"clip.audio.{key}", value)
-    w.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
-    tensor("a.conv1d.1.weight", embd, N_MEL, 3, dtype=np.float16)  # ggml [kernel, in, out]
-    tensor("a.conv1d.1.bias", embd, 1)  # the converter's unsqueeze(-1)
-    tensor("a.conv1d.2.weight", embd, embd, 3, dtype=np.float16)
-    tensor("a.conv1d.2.bias", embd, 1)
-    w.add_tensor("a.position_embd.weight", _sinusoids(AUDIO_POSITIONS, embd))
+    clip.keys(
+        "audio", 1e-5, _vision_keys(embd, shape.n_ff, shape.n_layer, shape.n_head, text_embd) | {"num_mel_bins": N_MEL}
+    )
+    clip.tensor("a.conv1d.1.weight", embd, N_MEL, 3, dtype=np.float16)  # ggml [kernel, in, out]
+    clip.tensor("a.conv1d.1.bias", embd, 1)  # the converter's unsqueeze(-1)
+    clip.tensor("a.conv1d.2.weight", embd, embd, 3, dtype=np.float16)
+    clip.tensor("a.conv1d.2.bias", embd, 1)
+    clip.w.add_tensor("a.position_embd.weight", _sinusoids(AUDIO_POSITIONS, embd))
     for i in range(shape.n_layer):
         b = f"a.blk.{i}"
         for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            tensor(f"{b}.{part}.weight", embd, embd)
-            if part != "attn_k":
-                tensor(f"{b}.{part}.bias", embd)
-        norm(f"{b}.ln1", embd)
-        norm(f"{b}.ln2", embd)
-        tensor(f"{b}.ffn_up.weight", shape.n_ff, embd)
-        tensor(f"{b}.ffn_up.bias", shape.n_ff)
-        tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
-        tensor(f"{b}.ffn_down.bias", embd)
-    norm("a.post_ln", embd)
-    tensor("mm.a.fc.weight", text_embd, embd)
-    tensor("mm.a.fc.bias", text_embd)
+            clip.linear(f"{b}.{part}", embd, embd, bias=part != "attn_k")
+        clip.norm(f"{b}.ln1", embd)
+        clip.norm(f"{b}.ln2", embd)
+        clip.linear(f"{b}.ffn_up", shape.n_ff, embd)
+        clip.linear(f"{b}.ffn_down", embd, shape.n_ff)
+    clip.norm("a.post_ln", embd)
+    clip.linear("mm.a.fc", text_embd, embd)
 
 
 def _finish(w: gguf.GGUFWriter) -> None:
@@ -434,53 +416,27 @@ def write_mmproj(path: Path, text_embd: int = 64, *, shape: VisionShape = Vision
 
     Its output width equals the text model's embedding width, as llama.cpp's mtmd requires.
     """
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "clip")
-    w.add_name("tiny-mmproj")
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_bool("clip.has_vision_encoder", True)
-    w.add_bool("clip.has_audio_encoder", False)
-    w.add_bool("clip.use_gelu", True)
-    w.add_string("clip.projector_type", "mlp")
-    for key, value in (
-        ("embedding_length", shape.n_embd),
-        ("feed_forward_length", shape.n_ff),
-        ("block_count", shape.n_layer),
-        ("projection_dim", text_embd),
-        ("attention.head_count", shape.n_head),
-        ("image_size", shape.image_size),
-        ("patch_size", shape.patch_size),
-    ):
-        w.add_uint32(f"clip.vision.{key}", value)
-    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
-    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
-    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-
-    def tensor(name: str, *dims: int, scale: float = 0.02) -> None:
-        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(np.float32))
-
-    def norm(name: str, n: int) -> None:
-        w.add_tensor(f"{name}.weight", np.ones(n, dtype=np.float32))
-        w.add_tensor(f"{name}.bias", np.zeros(n, dtype=np.float32))
-
-    embd, n_pos = shape.n_embd, (shape.image_size // shape.patch_size) ** 2
-    tensor("v.patch_embd.weight", embd, 3, shape.patch_size, shape.patch_size)
-    tensor("v.position_embd.weight", n_pos, embd)
-    norm("v.pre_ln", embd)
+    clip = _Clip(path, "tiny-mmproj", "mlp", seed)
+    clip.w.add_bool("clip.use_gelu", True)
+    embd, p = shape.n_embd, shape.patch_size
+    clip.keys(
+        "vision",
+        1e-5,
+        _vision_keys(embd, shape.n_ff, shape.n_layer, shape.n_head, text_embd)
+        | {"image_size": shape.image_size, "patch_size": p},
+    )
+    clip.image_norm([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    clip.tensor("v.patch_embd.weight", embd, 3, p, p)
+    clip.tensor("v.position_embd.weight", (shape.image_size // p) ** 2, embd)
+    clip.norm("v.pre_ln", embd)
     for i in range(shape.n_layer):
         b = f"v.blk.{i}"
         for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            tensor(f"{b}.{part}.weight", embd, embd)
-            tensor(f"{b}.{part}.bias", embd)
-        norm(f"{b}.ln1", embd)
-        norm(f"{b}.ln2", embd)
-        tensor(f"{b}.ffn_up.weight", shape.n_ff, embd)
-        tensor(f"{b}.ffn_up.bias", shape.n_ff)
-        tensor(f"{b}.ffn_down.weight", embd, shape.n_ff)
-        tensor(f"{b}.ffn_down.bias", embd)
-    tensor("mm.0.weight", shape.hidden, embd)
-    tensor("mm.0.bias", shape.hidden)
-    tensor("mm.2.weight", text_embd, shape.hidden)
-    tensor("mm.2.bias", text_embd)
-    _finish(w)
+            clip.linear(f"{b}.{part}", embd, embd)
+        clip.norm(f"{b}.ln1", embd)
+        clip.norm(f"{b}.ln2", embd)
+        clip.linear(f"{b}.ffn_up", shape.n_ff, embd)
+        clip.linear(f"{b}.ffn_down", embd, shape.n_ff)
+    _merger(clip, embd, shape.hidden, text_embd)
+    clip.finish()
     return path

@@ -234,13 +234,11 @@ def clip_with_sound(path: Path, seconds: float = 3) -> Path:
     return path
 
 
-async def test_analyze_video_sends_the_clips_sound_to_a_model_that_hears(
-    hass: HomeAssistant, seed_entry: MockConfigEntry, jpeg: Path
-) -> None:
-    assert await async_setup_component(hass, "ffmpeg", {})
-    video = await hass.async_add_executor_job(clip_with_sound, jpeg.parent / "with-sound.mp4")
+async def _analyze_video(
+    hass: HomeAssistant, entry: MockConfigEntry, video: Path
+) -> tuple[dict[str, Any], list[ChatRequest]]:
     hass.config.allowlist_external_dirs |= {str(video.parent)}
-    seen, spy = spy_requests(seed_entry)
+    seen, spy = spy_requests(entry)
     with spy:
         response = await hass.services.async_call(
             "sarai_omni",
@@ -250,6 +248,15 @@ async def test_analyze_video_sends_the_clips_sound_to_a_model_that_hears(
             return_response=True,
         )
     assert response is not None
+    return dict(response), seen
+
+
+async def test_analyze_video_sends_the_clips_sound_to_a_model_that_hears(
+    hass: HomeAssistant, seed_entry: MockConfigEntry, jpeg: Path
+) -> None:
+    assert await async_setup_component(hass, "ffmpeg", {})
+    video = await hass.async_add_executor_job(clip_with_sound, jpeg.parent / "with-sound.mp4")
+    response, seen = await _analyze_video(hass, seed_entry, video)
     assert response["model"] == "quality"
     assert response["frames"] == 2
     assert response["audio_seconds"] == pytest.approx(3.0, abs=0.1)
@@ -262,16 +269,6 @@ async def test_analyze_video_on_a_model_that_only_sees_sends_frames_only(
     hass: HomeAssistant, vision_entry: MockConfigEntry, jpeg: Path
 ) -> None:
     video = await hass.async_add_executor_job(clip_with_sound, jpeg.parent / "with-sound-2.mp4")
-    hass.config.allowlist_external_dirs |= {str(video.parent)}
-    seen, spy = spy_requests(vision_entry)
-    with spy:
-        response = await hass.services.async_call(
-            "sarai_omni",
-            "analyze_video",
-            {"video_path": str(video), "max_frames": 2},
-            blocking=True,
-            return_response=True,
-        )
-    assert response is not None
+    response, seen = await _analyze_video(hass, vision_entry, video)
     assert response["audio_seconds"] == 0.0
     assert not _audio_parts(seen[0])
