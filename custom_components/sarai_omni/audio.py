@@ -15,6 +15,7 @@ from homeassistant.components import media_source
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 
+from .engine.media import audio_kind
 from .vision import checked_file, invalid
 
 MAX_AUDIO_BYTES = 32 * 2**20  # ~16 min of 16 kHz 16-bit mono WAV; longer clips cannot fit a context
@@ -40,17 +41,6 @@ def wav_bytes(pcm: bytes, rate: int, channels: int = 1, width: int = 2) -> bytes
         wav.setframerate(rate)
         wav.writeframes(pcm)
     return out.getvalue()
-
-
-def audio_kind(head: bytes) -> str | None:
-    """wav, flac or mp3 from a file's first bytes; None for anything mtmd does not decode."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"fLaC":
-        return "flac"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return None
 
 
 def checked_audio_file(hass: HomeAssistant, path: str) -> Path:

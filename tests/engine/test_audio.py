@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest, InvalidInput, read_gguf
+from custom_components.sarai_omni.engine.media import audio_kind
 
 from ..conftest import write_wav
 from .conftest import HELLO
@@ -74,3 +75,13 @@ async def test_a_clip_that_is_not_audio_is_a_clear_error(omni_thinker: Path, omn
             await engine.complete(ChatRequest(messages=audio_turn(broken)))
     finally:
         await engine.close()
+
+
+def test_audio_is_told_from_images_by_mtmds_rule(wav: Path, jpeg: Path) -> None:
+    """One sniff for the worker and the HA side, mtmd's own (is_audio_file): a RIFF file is audio
+    only when it is WAVE, so a WEBP image is an image."""
+    assert audio_kind(wav.read_bytes()[:16]) == "wav"
+    assert audio_kind(b"fLaC" + bytes(12)) == "flac"
+    assert audio_kind(b"ID3\x04" + bytes(12)) == "mp3"
+    assert audio_kind(b"RIFF\x00\x00\x00\x00WEBPVP8 ") is None
+    assert audio_kind(jpeg.read_bytes()[:16]) is None

@@ -78,12 +78,13 @@ class Vision:
         self.audio_seconds = 0.0
         try:
             for raw in media:
-                if _looks_like_audio(raw) and not self.has_audio:  # mtmd would not even decode it
+                audio = audio_kind(raw) is not None
+                if audio and not self.has_audio:  # mtmd would not even decode it
                     raise InvalidInput(NO_HEARING)
                 buf = (ctypes.c_uint8 * len(raw)).from_buffer(bytearray(raw))
                 bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(raw), False)
                 if not bitmap:
-                    what = "an audio clip" if _looks_like_audio(raw) else "an image"
+                    what = "an audio clip" if audio else "an image"
                     raise InvalidInput(f"{what} could not be decoded")
                 made.append(bitmap)
                 self._check_modality(bitmap)
@@ -93,10 +94,9 @@ class Vision:
                 self._mtmd.mtmd_bitmap_free(bitmap)
 
     def _check_modality(self, bitmap: Any) -> None:
-        """A clip needs a projector that hears, an image one that sees; clips add to audio_seconds."""
+        """An image needs a projector that sees (a clip's was checked before decoding: mtmd decodes
+        audio only for a projector that hears); clips add to audio_seconds."""
         if self._mtmd.mtmd_bitmap_is_audio(bitmap):
-            if not self.has_audio:
-                raise InvalidInput(NO_HEARING)
             rate = self._mtmd.mtmd_get_audio_sample_rate(self._ctx) or 16000
             self.audio_seconds += self._mtmd.mtmd_bitmap_get_nx(bitmap) / rate
         elif not self.has_vision:
@@ -111,9 +111,19 @@ class Vision:
             self._mtmd.mtmd_input_chunks_free(chunks)
 
 
-def _looks_like_audio(raw: bytes) -> bool:
-    """WAV, FLAC, MP3 (ID3 tag or frame sync), Ogg: what mtmd's audio decoder is asked to read."""
-    return raw[:4] in (b"RIFF", b"fLaC", b"OggS") or raw[:3] == b"ID3" or raw[:2] in (b"\xff\xfb", b"\xff\xf3")
+def audio_kind(head: bytes) -> str | None:
+    """wav, flac or mp3 from a file's first bytes, by mtmd's own rule (mtmd-helper.cpp
+    is_audio_file): what its decoder reads as audio; None for anything else (images included:
+    a RIFF/WEBP file is an image). The HA side checks audio files with it too."""
+    if len(head) < 12:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:3] == b"ID3" or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
 
 
 def _too_long(llm: Any, text: str, images: int, needed: int) -> str:
