@@ -95,11 +95,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
             raise invalid("no_input")
         frames = await hass.async_add_executor_job(select_frames, candidates, count)
         prompt = call.data.get("prompt") or DEFAULT_VIDEO_PROMPT
-        if not path or not entry.runtime_data.engine.hears(_route(entry, prompt, "video", call.data["model"]).role):
-            return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True)
-        async with temp_dir(hass, "sarai_track_") as folder:  # the model hears: the clip's sound goes too
-            track = await video_file_audio(hass, get_ffmpeg_manager(hass).binary, path, folder)
-            return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True, track=track)
+        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True, sound_of=path)
 
     async def analyze_audio(call: ServiceCall) -> ServiceResponse:
         entry = loaded_entry(hass)
@@ -110,8 +106,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         decision, result = await hear(
             hass, entry, paths, prompt=prompt, model=call.data["model"], max_tokens=call.data["max_tokens"]
         )
-        response = _response(decision, result)
-        response["audio_seconds"] = entry.runtime_data.engine.status(decision.role).get("audio_seconds", 0.0)
+        response = _response(decision, result) | {"audio_seconds": result.audio_seconds}
         _fire(hass, call, decision, response)
         return response
 
@@ -207,14 +202,17 @@ async def describe(
     model: str = "auto",
     max_tokens: int = DEFAULT_TASK_MAX_TOKENS,
     cameras: tuple[str, ...] = (),
-    track: Path | None = None,
+    sound_of: str | None = None,
 ) -> tuple[RouteDecision, ChatResult]:
-    """Frames (and a video's sound track) with a prompt to a model that sees (and hears): the
-    router's choice unless `model` says."""
+    """Frames with a prompt to a model that sees: the router's choice unless `model` says. With
+    `sound_of` (a video file), its sound track goes too when the chosen model hears."""
     decision = _route(entry, prompt, modality, model)
     async with temp_dir(hass, "sarai_analysis_") as folder:
         paths = await hass.async_add_executor_job(write_frames, frames, folder)
         messages = _messages(prompt, paths, frames, video)
+        track = None
+        if sound_of and entry.runtime_data.engine.hears(decision.role):
+            track = await video_file_audio(hass, get_ffmpeg_manager(hass).binary, sound_of, folder)
         if track is not None:
             messages[-1]["content"] += [
                 {"type": "text", "text": "\nThe clip's sound: "},
@@ -241,7 +239,7 @@ async def _analyze(
     prompt: str,
     modality: str,
     video: bool,
-    track: Path | None = None,
+    sound_of: str | None = None,
 ) -> ServiceResponse:
     cameras = call.data.get("camera_entity_id") or []
     decision, result = await describe(
@@ -254,13 +252,13 @@ async def _analyze(
         model=call.data["model"],
         max_tokens=call.data["max_tokens"],
         cameras=tuple([cameras] if isinstance(cameras, str) else cameras),
-        track=track,
+        sound_of=sound_of,
     )
     response = _response(decision, result)
     if video:
         response["frames"] = len(frames)
         response["frame_times"] = [f.at for f in frames]
-        response["audio_seconds"] = entry.runtime_data.engine.status(decision.role).get("audio_seconds", 0.0)
+        response["audio_seconds"] = result.audio_seconds
     _fire(hass, call, decision, response)
     return response
 

@@ -136,7 +136,6 @@ class Generated:
     cached_tokens: int = 0
     evaluated_prompt_tokens: int = 0
     dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
-    images: int = 0
     audio_seconds: float = 0.0  # of the clips the prompt carried
 
     @classmethod

@@ -76,6 +76,7 @@ class ChatResult:
     completion_tokens: int
     finish_reason: str
     dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
+    audio_seconds: float = 0.0  # of the clips the prompt carried
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +123,7 @@ class ChatStream:
                 completion_tokens=done.completion_tokens,
                 finish_reason=done.finish_reason,
                 dropped_messages=done.dropped_messages,
+                audio_seconds=round(done.audio_seconds, 2),
             )
             slot.last.update(  # the last request's figures, beside what the pool keeps of the load
                 ttft_ms=round(done.ttft_ms, 1),
@@ -131,7 +133,7 @@ class ChatStream:
                 cached_tokens=done.cached_tokens,
                 route_reason=req.route_reason,
                 images=count_parts(req.messages, "image"),
-                audio_seconds=round(done.audio_seconds, 2),
+                audio_seconds=self.result.audio_seconds,
                 cameras=list(req.cameras),
             )
 

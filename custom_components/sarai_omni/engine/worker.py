@@ -30,7 +30,7 @@ from . import defaults, protocol
 from .calibrate import variant
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache, remove_stale_parked
-from .prompts import Message, StopMatcher, count_parts, drop_oldest_turn, has_media, media_parts, render_prompt
+from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
 from .toolcalls import CLOSE, OPEN
 
 Send = Callable[[dict[str, Any]], None]
@@ -178,7 +178,6 @@ class Runner:
             "prompt_tokens": n_prompt,
             "cached_tokens": 0,
             "evaluated_prompt_tokens": n_prompt,
-            "images": count_parts(msg["messages"], "image"),
             "audio_seconds": self._vision.audio_seconds,
             "dropped_messages": 0,
             "prompt_format": rendered.format,
