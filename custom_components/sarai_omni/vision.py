@@ -135,67 +135,50 @@ def container_format(path: Path) -> str:
     raise invalid("video_unreadable", path=str(path.name), error="not a video container this integration reads")
 
 
-async def video_file_frames(hass: HomeAssistant, ffmpeg: str, path: str, width: int) -> list[Frame]:
-    """Sample a video file at CANDIDATE_FPS with ffmpeg, scaled to `width`."""
+async def _ffmpeg_read(hass: HomeAssistant, ffmpeg: str, path: str, output: list[str]) -> tuple[int | None, str]:
+    """Run ffmpeg on an allow-listed video file, told its container and reading only that file
+    (see container_format), with `output` arguments; (return code, or None after the timeout;
+    its error output)."""
     full = await hass.async_add_executor_job(checked_file, hass, path)
     demuxer = await hass.async_add_executor_job(container_format, full)
     if not await hass.async_add_executor_job(shutil.which, ffmpeg):
         raise invalid("ffmpeg_missing", binary=ffmpeg)
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg,
+        *("-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer, "-i", str(full)),
+        *output,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), FFMPEG_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None, "ffmpeg timed out"
+    return proc.returncode, err.decode(errors="replace").strip()[-200:]
+
+
+async def video_file_frames(hass: HomeAssistant, ffmpeg: str, path: str, width: int) -> list[Frame]:
+    """Sample a video file at CANDIDATE_FPS with ffmpeg, scaled to `width`."""
     async with temp_dir(hass, "sarai_frames_") as out:
-        proc = await asyncio.create_subprocess_exec(
-            ffmpeg,
-            "-nostdin",
-            "-v",
-            "error",
-            "-protocol_whitelist",
-            "file",
-            "-f",
-            demuxer,
-            "-i",
-            str(full),
-            "-vf",
-            f"fps={CANDIDATE_FPS},scale={width}:-2",
-            "-frames:v",
-            str(MAX_CANDIDATES),
-            "-q:v",
-            "3",
-            f"{out}/f%04d.jpg",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), FFMPEG_TIMEOUT_S)
-        except TimeoutError as exc:
-            proc.kill()
-            await proc.wait()
-            raise invalid("video_unreadable", path=path, error="ffmpeg timed out") from exc
+        scale = ["-vf", f"fps={CANDIDATE_FPS},scale={width}:-2", "-frames:v", str(MAX_CANDIDATES)]
+        code, err = await _ffmpeg_read(hass, ffmpeg, path, [*scale, "-q:v", "3", f"{out}/f%04d.jpg"])
+        if code is None:
+            raise invalid("video_unreadable", path=path, error=err)
         frames = await hass.async_add_executor_job(_read_frames, Path(out))
-    if proc.returncode != 0 or not frames:
-        raise invalid("video_unreadable", path=path, error=err.decode(errors="replace").strip()[-200:] or "no frames")
+    if code != 0 or not frames:
+        raise invalid("video_unreadable", path=path, error=err or "no frames")
     return frames
 
 
 async def video_file_audio(hass: HomeAssistant, ffmpeg: str, path: str, folder: str) -> Path | None:
     """The file's audio track, its first AUDIO_TRACK_S, as 16 kHz mono WAV in `folder`; None when
     the file has no audio (or ffmpeg cannot read it: the frames still go)."""
-    full = await hass.async_add_executor_job(checked_file, hass, path)
-    demuxer = await hass.async_add_executor_job(container_format, full)
     out = Path(folder) / "track.wav"
-    proc = await asyncio.create_subprocess_exec(
-        ffmpeg,
-        *("-nostdin", "-v", "error", "-protocol_whitelist", "file", "-f", demuxer, "-i", str(full)),
-        *("-vn", "-ac", "1", "-ar", "16000", "-t", str(AUDIO_TRACK_S), "-y", str(out)),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        await asyncio.wait_for(proc.wait(), FFMPEG_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return None
-    exists = await hass.async_add_executor_job(out.is_file)
-    return out if proc.returncode == 0 and exists else None
+    wav = ["-vn", "-ac", "1", "-ar", "16000", "-t", str(AUDIO_TRACK_S), "-y", str(out)]
+    code, _ = await _ffmpeg_read(hass, ffmpeg, path, wav)
+    return out if code == 0 and await hass.async_add_executor_job(out.is_file) else None
 
 
 def _read_frames(folder: Path) -> list[Frame]:
