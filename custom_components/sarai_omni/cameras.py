@@ -26,6 +26,13 @@ CAMERA_CUES = re.compile(r"\b(?:camaras?|cameras?|cams?|webcams?)\b")
 SNAPSHOT_WIDTH = 672  # what a Qwen-VL projector takes as 24x24 patches of 28 px: ~576 image tokens
 
 
+def _words(text: str, *, keep_cues: bool = False) -> str:
+    """Lower case, accents and punctuation gone, single spaces; without the camera words unless kept
+    (so a name and a turn are compared in one form)."""
+    plain = re.sub(r"[^\w\s]", " ", normalize(text))
+    return " ".join((plain if keep_cues else CAMERA_CUES.sub(" ", plain)).split())
+
+
 def camera_names(hass: HomeAssistant, entity_id: str) -> set[str]:
     """How a person may call a camera: its name, aliases and area, normalized, without the cue words."""
     state = hass.states.get(entity_id)
@@ -37,13 +44,12 @@ def camera_names(hass: HomeAssistant, entity_id: str) -> set[str]:
             area_id = device.area_id
         if area_id and (area := ar.async_get(hass).async_get_area(area_id)):
             names |= {area.name, *area.aliases}
-    phrases = (" ".join(CAMERA_CUES.sub(" ", normalize(n)).split()) for n in names)
-    return {p for p in phrases if p}
+    return {p for p in map(_words, names) if p}
 
 
 def mentioned_cameras(hass: HomeAssistant, text: str) -> list[str]:
     """The camera entities a turn asks about, in entity-id order (none without a camera word)."""
-    norm = " ".join(re.sub(r"[^\w\s]", " ", normalize(text)).split())
+    norm = _words(text, keep_cues=True)
     if not CAMERA_CUES.search(norm):
         return []
     found = []
@@ -100,5 +106,5 @@ def camera_by_name(hass: HomeAssistant, name: str, allowed: Iterable[str]) -> st
     allowed = list(allowed)
     if name in allowed:
         return name
-    wanted = " ".join(CAMERA_CUES.sub(" ", re.sub(r"[^\w\s]", " ", normalize(name))).split())
+    wanted = _words(name)
     return next((e for e in allowed if wanted and wanted in camera_names(hass, e)), None)
