@@ -81,19 +81,19 @@ class CalibrationStore:
 
     def put(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
         self._data[key] = record
-        self._save()
+        self.save()
         return record
 
     def rule_out(self, key: str, model: str, way: str, reason: str) -> dict[str, Any]:
-        """`way` died on this machine (e.g. repacking with trapping AMX): never load it that way again."""
+        """`way` died on this machine (e.g. repacking with trapping AMX): never load it that way
+        again. In memory at once (the next load reads it); `save()` writes it to the file."""
         record = self._data.setdefault(key, {"model": model, "repack": False, "measured": {}})
         record.setdefault("unusable", {})[way] = reason
         if way == REPACK:
             record["repack"] = False
-        self._save()
         return record
 
-    def _save(self) -> None:
+    def save(self) -> None:
         """Write atomically; a state folder that cannot be written (read-only, full) keeps the
         decisions in memory for this run, and says so."""
         if not self._path:

@@ -283,8 +283,9 @@ class ModelPool:
     def _rule_out_repack(self, slot: ModelSlot, reason: str) -> None:
         slot.unusable[REPACK] = reason
         if self._calibration is not None and slot.calibration_key is not None:
-            store, key = self._calibration, slot.calibration_key
-            self._spawn(asyncio.to_thread(store.rule_out, key, slot.name, REPACK, reason), "sarai_omni calibration")
+            # In the store's memory now: a load that starts before the file is written reads it there.
+            self._calibration.rule_out(slot.calibration_key, slot.name, REPACK, reason)
+            self._spawn(asyncio.to_thread(self._calibration.save), "sarai_omni calibration")
 
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         """Run `work` in the background from a callback; close() waits for what is still running."""
