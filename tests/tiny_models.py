@@ -189,8 +189,11 @@ def _add_tensors(w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape:
 class _Clip:
     """A projector GGUF (general.architecture "clip") being written: its keys and random tensors."""
 
-    def __init__(self, path: Path, name: str, projector: str, seed: int, *, audio: bool = False) -> None:
+    def __init__(
+        self, path: Path, name: str, projector: str, seed: int, *, audio: bool = False, weights: Any = np.float32
+    ) -> None:
         self.rng = np.random.default_rng(seed)
+        self.weights = weights  # dtype of matrices and convolutions (the converter's F16 at the seeds' scale)
         self.w = gguf.GGUFWriter(str(path), "clip")
         self.w.add_name(name)
         self.w.add_file_type(gguf.LlamaFileType.ALL_F32)
@@ -207,8 +210,11 @@ class _Clip:
         self.w.add_array("clip.vision.image_mean", mean)
         self.w.add_array("clip.vision.image_std", std)
 
-    def tensor(self, name: str, *dims: int, dtype: Any = np.float32) -> None:
-        self.w.add_tensor(name, (self.rng.standard_normal(dims) * 0.02).astype(dtype))
+    def tensor(self, name: str, *dims: int, dtype: Any = None) -> None:
+        """Random values; vectors (norms, biases) stay F32 as the converter keeps them."""
+        dtype = dtype or (self.weights if len(dims) > 1 and min(dims) > 1 else np.float32)
+        data = self.rng.standard_normal(dims, dtype=np.float32) * np.float32(0.02)
+        self.w.add_tensor(name, data.astype(dtype))
 
     def linear(self, name: str, rows: int, cols: int, bias: bool = True) -> None:
         self.tensor(f"{name}.weight", rows, cols)
@@ -235,10 +241,16 @@ class OmniVisionShape:
     fullatt_block_indexes: tuple[int, ...] = (1,)  # every 2nd block attends fully (Omni: 7, 15, 23, 31)
     patch_size: int = 14
     image_size: int = 560  # the converter's default for Qwen2-VL/2.5-VL
+    audio: Shape | None = None  # the audio tower (Omni's: 1280 wide, 20 heads, 5120, 32 blocks); None: as vision
 
 
 def write_omni_mmproj(
-    path: Path, text_embd: int = 64, *, shape: OmniVisionShape = OmniVisionShape(), seed: int = 11
+    path: Path,
+    text_embd: int = 64,
+    *,
+    shape: OmniVisionShape = OmniVisionShape(),
+    seed: int = 11,
+    weights: Any = np.float32,
 ) -> Path:
     """Write a tiny Qwen2.5-Omni projector as llama.cpp's converter does (conversion/qwenvl.py,
     Qwen25OmniModel): `clip.projector_type` "qwen2.5o" with a vision and an audio encoder.
@@ -249,7 +261,7 @@ def write_omni_mmproj(
     2x2 merged patches. Audio: Whisper's encoder with sinusoidal positions and Qwen2-Audio's linear
     projector (mtmd reads it as qwen2a), conv weights F16 as the converter forces.
     """
-    clip = _Clip(path, "tiny-qwen2.5-omni-mmproj", "qwen2.5o", seed, audio=True)
+    clip = _Clip(path, "tiny-qwen2.5-omni-mmproj", "qwen2.5o", seed, audio=True, weights=weights)
     clip.w.add_bool("clip.use_silu", True)
     embd, p = shape.n_embd, shape.patch_size
     clip.keys(
@@ -306,10 +318,16 @@ class Qwen3VisionShape:
     n_layer: int = 3
     patch_size: int = 16
     n_positions: int = 64  # the 4B's 2304 = 48x48
+    deepstack: tuple[int, ...] = QWEN3VL_DEEPSTACK
 
 
 def write_qwen3vl_mmproj(
-    path: Path, text_embd: int = 64, *, shape: Qwen3VisionShape = Qwen3VisionShape(), seed: int = 13
+    path: Path,
+    text_embd: int = 64,
+    *,
+    shape: Qwen3VisionShape = Qwen3VisionShape(),
+    seed: int = 13,
+    weights: Any = np.float32,
 ) -> Path:
     """Write a tiny Qwen3-VL projector as llama.cpp's converter does (conversion/qwen3vl.py,
     Qwen3VLVisionModel): `clip.projector_type` "qwen3vl_merger".
@@ -319,7 +337,7 @@ def write_qwen3vl_mmproj(
     deepstack merger per deepstack block (`v.deepstack.N.*`); the output is text_embd x (1 +
     deepstack layers) wide.
     """
-    clip = _Clip(path, "tiny-qwen3-vl-mmproj", "qwen3vl_merger", seed)
+    clip = _Clip(path, "tiny-qwen3-vl-mmproj", "qwen3vl_merger", seed, weights=weights)
     clip.w.add_bool("clip.use_gelu", True)
     embd, p, merged = shape.n_embd, shape.patch_size, shape.n_embd * 4
     side = int(shape.n_positions**0.5)
@@ -330,7 +348,7 @@ def write_qwen3vl_mmproj(
         | {"image_size": side * p, "patch_size": p, "spatial_merge_size": 2},
     )
     clip.image_norm([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
-    clip.w.add_array("clip.vision.is_deepstack_layers", [i in QWEN3VL_DEEPSTACK for i in range(shape.n_layer)])
+    clip.w.add_array("clip.vision.is_deepstack_layers", [i in shape.deepstack for i in range(shape.n_layer)])
     clip.tensor("v.patch_embd.weight", embd, 3, p, p)
     clip.tensor("v.patch_embd.weight.1", embd, 3, p, p)
     clip.tensor("v.patch_embd.bias", embd)
@@ -343,7 +361,7 @@ def write_qwen3vl_mmproj(
         clip.norm(f"{b}.ln2", embd)
         clip.linear(f"{b}.ffn_up", shape.n_ff, embd)
         clip.linear(f"{b}.ffn_down", embd, shape.n_ff)
-        if i in QWEN3VL_DEEPSTACK:
+        if i in shape.deepstack:
             clip.norm(f"v.deepstack.{i}.norm", merged)
             clip.linear(f"v.deepstack.{i}.fc1", merged, merged)
             clip.linear(f"v.deepstack.{i}.fc2", text_embd, merged)
@@ -366,10 +384,11 @@ N_MEL = 128  # Qwen2-Audio's and Qwen2.5-Omni's mel bins
 AUDIO_POSITIONS = 1500  # Whisper's: 30 s of 10 ms mel frames after the stride-2 convolution
 
 
-def _audio_encoder(clip: _Clip, text_embd: int, shape: OmniVisionShape) -> None:
+def _audio_encoder(clip: _Clip, text_embd: int, vision: OmniVisionShape) -> None:
     """Omni's audio tower as the converter writes it (Qwen25AudioModel) and mtmd reads it
     (models/whisper-enc.cpp): two 1-D convolutions (F16), sinusoidal positions, pre-norm blocks whose
     key has no bias, a final norm, and Qwen2-Audio's linear projector."""
+    shape = vision.audio or Shape(vision.n_embd, vision.n_head, vision.n_head, vision.n_layer, vision.n_ff)
     embd = shape.n_embd
     clip.keys(
         "audio", 1e-5, _vision_keys(embd, shape.n_ff, shape.n_layer, shape.n_head, text_embd) | {"num_mel_bins": N_MEL}
