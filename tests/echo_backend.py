@@ -80,7 +80,7 @@ class EchoBackend:
     async def load(self, spec: ModelSpec) -> LoadResult:
         await asyncio.sleep(0)
         self._spec = spec
-        return LoadResult(load_ms=0.1, n_ctx=spec.n_ctx, chat_template=True, vision=spec.mmproj is not None)
+        return LoadResult(load_ms=0.1, n_ctx=spec.n_ctx, chat_template=True)
 
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
         async with self._lock:
@@ -116,7 +116,13 @@ class EchoBackend:
                 evaluated_prompt_tokens=prompt,
             )
 
-    async def warm(self, messages: list[Message]) -> dict[str, Any]:
+    async def media_ready(self) -> str | None:
+        return None
+
+    async def prespawn(self) -> None:
+        return
+
+    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         self._require()
         return {"source": "evaluated", "prompt_tokens": len(messages), "evaluated_prompt_tokens": len(messages)}
 

@@ -33,6 +33,7 @@ async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
         idle_unload_s: float = 600.0,
         backend: BackendFactory | None = None,
         max_queue: int = 8,
+        prompt_lookup: bool = True,
     ) -> Engine:
         specs = tuple(
             ModelSpec(
@@ -43,6 +44,7 @@ async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
                 pinned=role in pinned,
                 kv_cache_dir=kv_cache_dir,
                 repack=False,
+                prompt_lookup=prompt_lookup,
             )  # calibration has its own tests
             for role in roles
         )

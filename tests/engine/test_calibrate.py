@@ -16,6 +16,7 @@ from custom_components.sarai_omni.engine.calibrate import (
     CalibrationStore,
     Measurement,
     calibration_key,
+    choose_flash_attn,
     choose_repack,
     make_record,
 )
@@ -35,6 +36,14 @@ def test_repack_only_when_it_pays() -> None:
     assert not choose_repack(PLAIN, None)  # repacked did not fit: never chosen
 
 
+def test_flash_attention_only_when_it_pays() -> None:
+    assert not choose_flash_attn(PLAIN, None)  # not measured: never chosen
+    assert choose_flash_attn(PLAIN, Measurement(False, PLAIN.rss, 28.0, 8.30, flash_attn=True))  # prefill +8 %
+    assert choose_flash_attn(PLAIN, Measurement(False, PLAIN.rss, 25.7, 8.90, flash_attn=True))  # decode +7 %
+    assert not choose_flash_attn(PLAIN, Measurement(False, PLAIN.rss, 28.0, 8.00, flash_attn=True))  # decode -4 %
+    assert not choose_flash_attn(PLAIN, Measurement(False, PLAIN.rss, 26.5, 8.40, flash_attn=True))  # noise
+
+
 def engine(model: Path, state_dir: Path, budget_mb: int = 4096) -> Engine:
     spec = ModelSpec("fast", str(model), n_ctx=1024, n_threads=2, pinned=True)
     return Engine(EngineConfig(models=(spec,), ram_budget_mb=budget_mb, state_dir=str(state_dir)))
@@ -49,6 +58,10 @@ async def test_first_load_measures_both_ways_and_remembers(tiny_qwen2: Path, tmp
     assert set(record["measured"]) == {"False", "True"}
     plain, repacked = (Measurement(**record["measured"][k]) for k in ("False", "True"))
     assert record["repack"] == choose_repack(plain, repacked)
+    flash = Measurement(**record["flash_attn_measured"])  # the chosen way, with flash attention
+    assert flash.flash_attn
+    assert flash.repack == record["repack"]
+    assert record["flash_attn"] == choose_flash_attn(repacked if record["repack"] else plain, flash)
     assert plain.rss > 0
     assert plain.decode_tps > 0
 
@@ -56,6 +69,7 @@ async def test_first_load_measures_both_ways_and_remembers(tiny_qwen2: Path, tmp
     await again.start()
     assert again.pool.calibrations_run == 0
     assert again.snapshot()["models"]["fast"]["repack"] == record["repack"]
+    assert again.snapshot()["models"]["fast"]["flash_attn"] == record["flash_attn"]
     await again.close()
 
 

@@ -11,6 +11,7 @@ import pytest
 from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine, ModelSpec
 from custom_components.sarai_omni.engine.backend import BackendFactory
 from custom_components.sarai_omni.engine.pool import MB
+from custom_components.sarai_omni.engine.procmem import alive
 
 from .conftest import HELLO, USER, EngineFactory
 
@@ -128,3 +129,30 @@ def test_offloaded_layers_leave_the_ram_estimate(tiny_qwen2: Path, tiny_mmproj: 
     assert cpu > half > full
     kv = 4096 * info.kv_bytes_per_token(2.0)
     assert cpu - full >= kv + proj.tensor_bytes  # all KV and the projector moved to the GPU
+
+
+async def test_a_model_loaded_on_demand_has_a_spare_worker_waiting(make_engine: EngineFactory) -> None:
+    """The quality model's worker process is started (and imports llama.cpp) before it is needed, at
+    start and after each unload: the on-demand load costs the model only. close() ends the spares."""
+    engine = make_engine(("fast", "quality"))
+    await engine.start()
+    quality = engine.pool.slot("quality")
+
+    async def spare_up() -> int:
+        async with asyncio.timeout(60):  # a guard against a hang, not a measurement
+            while quality.backend.pid is None:
+                await asyncio.sleep(0.05)
+        return quality.backend.pid
+
+    spare = await spare_up()
+    assert quality.state == "unloaded"
+    assert quality.charged() == 0  # a spare holds no model: nothing counts against the budget
+    await engine.load("quality")
+    assert quality.backend.pid == spare  # the load went to the waiting process
+    await engine.unload("quality")
+    assert quality.state == "unloaded"
+    second = await spare_up()
+    assert second != spare
+    await engine.close()
+    assert quality.backend.pid is None
+    assert not alive(second)

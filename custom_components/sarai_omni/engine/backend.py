@@ -50,7 +50,9 @@ class ModelSpec:
     n_gpu_layers: int = 0
     pinned: bool = False
     repack: bool | None = None  # CPU weight repacking (a second copy of the weights); None: measure
+    flash_attn: bool | None = None  # flash attention (always on with a quantized KV cache); None: measure
     kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
+    prompt_lookup: bool = True  # speculative decoding by prompt lookup, where it measurably pays
     remote: RemoteModel | None = None  # served by a server: no local file, no local memory
 
     @property
@@ -68,7 +70,9 @@ class ModelSpec:
             "kv_type": self.kv_type,
             "n_gpu_layers": self.n_gpu_layers,
             "repack": bool(self.repack),
+            "flash_attn": bool(self.flash_attn),
             "kv_cache_dir": self.kv_cache_dir,
+            "prompt_lookup": self.prompt_lookup,
         }
 
 
@@ -112,8 +116,7 @@ class LoadResult:
     load_ms: float
     n_ctx: int = 0
     chat_template: bool = False
-    vision: bool = False
-    vision_error: str | None = None  # the projector failed to load (text still works)
+    vision_pending: bool = False  # the projector is still loading: `media_ready` says when and how
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,8 +189,14 @@ class Backend(Protocol):
     def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
         """Stream a reply; abandoning the iterator stops the work. `deadline` is event-loop time."""
 
-    async def warm(self, messages: list[Message]) -> dict[str, Any]:
-        """Put a standing prompt in the cache (from disk when saved before)."""
+    async def media_ready(self) -> str | None:
+        """Wait until the projector has loaded; its error, if it failed (text still works)."""
+
+    async def prespawn(self) -> None:
+        """Get ready for a load that may come (a spare worker process); nothing where nothing starts."""
+
+    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Put a standing prompt (with the tools a turn lists) in the cache (from disk when saved before)."""
 
     async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
         """Next-token logits after `messages` (tests and benchmarks)."""

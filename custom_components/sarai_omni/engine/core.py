@@ -178,14 +178,24 @@ class Engine:
                 await self.pool.ensure_loaded(slot)
                 if warm_messages:
                     await self.warm(slot.spec.role, warm_messages)
+        self.pool.prespawn()  # the models loaded on demand get a worker process that waits for them
 
-    async def warm(self, role: str, messages: list[Message]) -> dict[str, Any]:
+    async def warm(
+        self, role: str, messages: list[Message], tools: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """Put `messages` (the standing prompt) in the model's KV cache, from disk when saved before.
 
         Later turns that start with the same messages evaluate only their new tokens.
         """
         async with self.pool.use(role) as (slot, _):
-            return await slot.backend.warm(clean(messages))
+            result = await slot.backend.warm(clean(messages), tools)
+        slot.standing = {
+            "source": result.get("source", "server"),  # context, disk, evaluated; a server keeps its own
+            "tokens": int(result.get("prompt_tokens", 0)),
+            "ms": round(float(result.get("ms", 0.0))),
+        }
+        self._changed()
+        return result
 
     async def logits(self, role: str, messages: list[Message], top: int = 20) -> dict[str, Any]:
         """Next-token logits after `messages` (top ids and values), reusing the cached prefix."""

@@ -51,15 +51,22 @@ class LlamaCppBackend:
     def crashes_within(self, seconds: float) -> int:
         return self.client.crashes_within(seconds)
 
+    async def prespawn(self) -> None:
+        """Start the worker process (it imports llama.cpp while idle): a later load costs the model only."""
+        await self.client.start()
+
     async def load(self, spec: ModelSpec) -> LoadResult:
         data = await self.client.call(protocol.OP_LOAD, spec.load_params())
         return LoadResult(
             load_ms=float(data.get("load_ms", 0.0)),
             n_ctx=int(data.get("n_ctx", 0)),
             chat_template=bool(data.get("chat_template")),
-            vision=bool(data.get("vision")),
-            vision_error=data.get("vision_error"),
+            vision_pending=bool(data.get("vision_pending")),
         )
+
+    async def media_ready(self) -> str | None:
+        data = await self.client.call(protocol.OP_MEDIA_READY)
+        return data.get("vision_error")
 
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
         async for event in self.client.stream(protocol.OP_GENERATE, request.payload(), deadline):
@@ -68,8 +75,8 @@ class LlamaCppBackend:
             else:
                 yield Generated.from_dict(event.get("data", {}))
 
-    async def warm(self, messages: list[Message]) -> dict[str, Any]:
-        return await self.client.call(protocol.OP_WARM, {"messages": messages})
+    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return await self.client.call(protocol.OP_WARM, {"messages": messages, "tools": tools})
 
     async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
         return await self.client.call(protocol.OP_LOGITS, {"messages": messages, "top": top})

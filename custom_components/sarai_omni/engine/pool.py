@@ -32,7 +32,7 @@ from typing import Any
 
 from . import defaults
 from .backend import Backend, BackendFactory, LoadResult, ModelSpec, server_label
-from .calibrate import PLAIN, REPACK, CalibrationStore, calibrate, calibration_key, variant
+from .calibrate import FLASH, PLAIN, REPACK, CalibrationStore, calibrate, calibration_key, variant
 from .errors import (
     BackendMissing,
     Busy,
@@ -98,10 +98,12 @@ class ModelSlot:
     last_used: float = 0.0
     load_ms: float = 0.0
     last: dict[str, Any] = field(default_factory=dict)
+    standing: dict[str, Any] | None = None  # the standing prompt last put in the KV cache, and how
     error: str | None = None
     error_key: str | None = None  # the EngineError key of the last failed load
     vision_error: str | None = None  # the projector did not load: text works, images are refused
     variant: str = ""  # how the running (or last) load was made: calibrate.PLAIN or calibrate.REPACK
+    flash_attn: bool = False  # ... and whether with flash attention
     unusable: dict[str, str] = field(default_factory=dict)  # load variants that died here, and why
     fault: str | None = None  # the safe way itself died natively: llama.cpp cannot run on this machine
     calibration_key: str | None = None
@@ -162,10 +164,12 @@ class ModelSlot:
             "error_key": self.error_key,
             "vision_error": self.vision_error,
             "repack": self.variant == REPACK,
+            "flash_attn": self.flash_attn,
             "unusable_variants": dict(self.unusable),
             "remote": self.spec.remote is not None,
             "server": server_label(self.spec.remote.base_url) if self.spec.remote else None,
             "failures": self.backend.failures,
+            "standing_prompt": self.standing,
             **self.last,
         }
 
@@ -187,6 +191,7 @@ class ModelPool:
         self.budget = budget_bytes
         self.state_dir = state_dir
         self.calibrations_run = 0
+        self._closed = False
         self.prepared = False
         self._calibration: CalibrationStore | None = None
         self.idle_unload_s = idle_unload_s
@@ -248,14 +253,27 @@ class ModelPool:
         self.prepared = True
 
     async def close(self) -> None:
+        self._closed = True  # no spare worker starts from now on
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._background:  # a ruled-out variant being saved, an idle unload or a spare under way
+            await asyncio.gather(*self._background, return_exceptions=True)
         for slot in self.slots.values():
             self._cancel_idle_timer(slot)
             await slot.backend.close()
             slot.state = STATE_UNLOADED
-        if self._background:  # a ruled-out variant being saved, an idle unload under way
-            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def prespawn(self) -> None:
+        """A spare worker for each model loaded on demand: its next load skips the process start."""
+        for slot in self.slots.values():
+            if not slot.spec.pinned and slot.state == STATE_UNLOADED and not self._closed:
+                self._spawn(self._spare(slot), f"sarai_omni spare worker for {slot.spec.role}")
+
+    async def _spare(self, slot: ModelSlot) -> None:
+        try:
+            await slot.backend.prespawn()
+        except (EngineError, OSError) as err:  # the load that needs it will say why
+            _LOGGER.debug("no spare worker for %s: %s", slot.spec.role, err)
 
     def _new_slot(self, spec: ModelSpec) -> ModelSlot:
         def crashed() -> None:
@@ -395,7 +413,9 @@ class ModelPool:
             raise
         slot.state, slot.load_ms, slot.last_used = STATE_LOADED, result.load_ms, time.monotonic()
         slot.error = slot.error_key = slot.fault = None
-        slot.vision_error = result.vision_error
+        slot.vision_error = None
+        if result.vision_pending:
+            self._spawn(self._projector(slot), f"sarai_omni {slot.spec.role} projector")
         await self._check_measured(slot, slot.backend.resident_bytes())
         self._arm_idle_timer(slot)
         self._on_change()
@@ -409,6 +429,7 @@ class ModelPool:
     async def _start_backend(self, slot: ModelSlot, spec: ModelSpec) -> LoadResult:
         """Load `spec`; a repacked load that dies natively is ruled out and the safe way follows."""
         slot.variant = variant(bool(spec.repack))
+        slot.flash_attn = bool(spec.flash_attn)
         try:
             return await slot.backend.load(spec)
         except WorkerCrashed as err:
@@ -432,7 +453,12 @@ class ModelPool:
         slot.calibration_key = key
         record = self._calibration.get(key) or await self._calibrate(slot, key)
         slot.unusable = dict(record.get("unusable", {}))
-        spec = replace(slot.spec, repack=bool(record["repack"]) and REPACK not in slot.unusable)
+        flash = record.get("flash_attn", False) and FLASH not in slot.unusable  # older records: not measured
+        spec = replace(
+            slot.spec,
+            repack=bool(record["repack"]) and REPACK not in slot.unusable,
+            flash_attn=slot.spec.flash_attn if slot.spec.flash_attn is not None else bool(flash),
+        )
         measured = record["measured"].get(str(spec.repack), {}).get("rss", 0)
         slot.estimate = max(estimate_bytes(slot.info, spec, slot.mmproj_info), int(measured * 1.05))
         return spec
@@ -450,7 +476,7 @@ class ModelPool:
 
         record = await calibrate(
             slot.name,
-            lambda repack: replace(slot.spec, repack=repack),
+            lambda repack, flash: replace(slot.spec, repack=repack, flash_attn=flash),
             fits,
             lambda name: self._factory(replace(slot.spec, role=name), None),  # its deaths are trials, not crashes
         )
@@ -470,11 +496,18 @@ class ModelPool:
                 slot.name, round(rss / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
             )
 
+    async def _projector(self, slot: ModelSlot) -> None:
+        """Record how the projector's background load ended (the worker answers text meanwhile)."""
+        with contextlib.suppress(EngineError):  # the worker went away: its next load tells
+            slot.vision_error = await slot.backend.media_ready()
+            self._on_change()
+
     async def load(self, role: str) -> dict[str, Any]:
-        """Load `role` now (in its turn), as a request would; return its status."""
+        """Load `role` now (in its turn), projector included; return its status."""
         slot = self.slot(role)
         async with slot.lock:
             await self.ensure_loaded(slot)
+            slot.vision_error = await slot.backend.media_ready()
             slot.last_used = time.monotonic()
         self._arm_idle_timer(slot)
         return slot.status()
@@ -488,6 +521,7 @@ class ModelPool:
         self._cancel_idle_timer(slot)
         await slot.backend.close()
         slot.state = STATE_UNLOADED
+        self.prespawn()
         self._on_change()
 
     # -- the memory watchdog: the budget holds in every sample, not only after a load ----------

@@ -21,7 +21,7 @@ MAX_LINE_BYTES = 64 * 2**20
 
 OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats"
 OP_UNLOAD, OP_SHUTDOWN, OP_WARM, OP_LOGITS = "unload", "shutdown", "warm", "logits"
-OP_BENCH = "bench"
+OP_BENCH, OP_MEDIA_READY = "bench", "media_ready"  # media_ready: answered when the projector is loaded
 EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
 EV_CRASHED = "crashed"  # made by the client itself when the worker process dies: never sent by a worker
 # Tests only: `variant=SIGNAL[,variant=SIGNAL]` makes a load of that variant (`plain` or `repack`) die

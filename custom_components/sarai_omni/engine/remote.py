@@ -307,7 +307,7 @@ class RemoteBackend:
                 f"{self.server} does not serve '{self.remote.model}' (it lists: {', '.join(models) or 'nothing'})"
             )
         self._connected = True
-        return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True, vision=self.remote.vision)
+        return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True)
 
     async def _with_retries[T](self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` (a coroutine factory), retrying connection failures with backoff."""
@@ -444,8 +444,14 @@ class RemoteBackend:
         return data
 
     # -- the rest of the seam -------------------------------------------------------------------
-    async def warm(self, messages: list[Message]) -> dict[str, Any]:
-        return {"cached": False, "remote": True}  # the server keeps its own prompt cache
+    async def media_ready(self) -> str | None:
+        return None
+
+    async def prespawn(self) -> None:
+        return  # nothing to start: the server is there or not
+
+    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {"source": "server", "remote": True}  # the server keeps its own prompt cache
 
     async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
         raise InvalidInput("next-token logits are not available from a remote server")

@@ -31,6 +31,7 @@ from .calibrate import variant
 from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache, remove_stale_parked
 from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
+from .speculate import Drafter, decode
 from .toolcalls import CLOSE, OPEN
 
 Send = Callable[[dict[str, Any]], None]
@@ -49,9 +50,12 @@ class Runner:
         self.load_ms = 0.0
         self.model_path: str | None = None
         self._kv: KVStateFiles | None = None
+        self._drafter = Drafter()
         self._vision_error: str | None = None
         self._dropped: tuple[str, int] = ("", 0)  # (conversation, oldest turns it drops): a stable cut
         self._vision: Vision | None = None
+        self._vision_ready = threading.Event()
+        self._vision_ready.set()
         self._load_msg: dict[str, Any] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=8)  # how recent generations ended
 
@@ -109,24 +113,42 @@ class Runner:
         self._kv = KVStateFiles(msg)
         remove_stale_parked(self._kv.dir)
         self._load_msg = msg
+        self._drafter = Drafter(enabled=bool(msg.get("prompt_lookup", True)))
         self._vision_error = None
-        if msg.get("mmproj_path"):
-            try:
-                threads, use_gpu = int(msg.get("n_threads", defaults.N_THREADS)), int(msg.get("n_gpu_layers", 0)) != 0
-                self._vision = Vision(self._llm, msg["mmproj_path"], threads, use_gpu)
-            except LoadFailed as err:  # e.g. another model's projector: text turns still work
-                self._vision_error = str(err)
+        self._vision_ready = threading.Event()
+        if msg.get("mmproj_path"):  # read while text is already answered (a 7B's is 2.6 GB)
+            threading.Thread(target=self._load_vision, args=(msg,), name="projector", daemon=True).start()
+        else:
+            self._vision_ready.set()
         meta = self._llm.metadata
         self._template = meta.get("tokenizer.chat_template") or None
         return {
             "load_ms": self.load_ms,
             "n_ctx": self._llm.n_ctx(),
             "chat_template": bool(self._template),
-            "vision": bool(self._vision and self._vision.has_vision),
-            "vision_error": self._vision_error,
+            "vision_pending": not self._vision_ready.is_set(),
         }
 
+    def _load_vision(self, msg: dict[str, Any]) -> None:
+        try:
+            threads, use_gpu = int(msg.get("n_threads", defaults.N_THREADS)), int(msg.get("n_gpu_layers", 0)) != 0
+            self._vision = Vision(self._llm, msg["mmproj_path"], threads, use_gpu)
+        except LoadFailed as err:  # e.g. another model's projector: text turns still work
+            self._vision_error = str(err)
+        finally:
+            self._vision_ready.set()
+
+    def answer_when_media_ready(self, rid: int) -> None:
+        """Answer `rid` once the projector is loaded (or failed), without holding up other requests."""
+
+        def wait() -> None:
+            self._vision_ready.wait()
+            self._send({"id": rid, "event": protocol.EV_RESULT, "data": {"vision_error": self._vision_error}})
+
+        threading.Thread(target=wait, name="media-ready", daemon=True).start()
+
     def unload(self) -> None:
+        self._vision_ready.wait()  # the projector holds the model while it loads
         if self._vision is not None:
             self._vision.close()
             self._vision = None
@@ -142,6 +164,8 @@ class Runner:
             "n_tokens": self._llm.n_tokens if self._llm is not None else 0,
             "finished": list(self._finished),
             "pending_cancels": self.pending_cancels(),
+            "n_batch": self._llm.n_batch if self._llm is not None else 0,
+            "prompt_lookup": self._drafter.stats(),
         }
 
     # -- generate -------------------------------------------------------------------------------
@@ -164,6 +188,7 @@ class Runner:
 
     def _generate_media(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
         llm = self._llm
+        self._vision_ready.wait()
         if self._vision is None:
             raise InvalidInput(self._vision_error or "this model has no vision projector (mmproj) configured")
         messages, paths = media_parts(msg["messages"], self._vision.marker)
@@ -342,17 +367,17 @@ class Runner:
         return llm.detokenize([llm.token_eos()], special=True).decode(errors="ignore") if llm.token_eos() >= 0 else ""
 
     def _sample(self, tokens: list[int], msg: dict[str, Any], grammar: Any) -> Iterator[int]:
-        temperature = float(msg.get("temperature", defaults.TEMPERATURE))
-        return self._llm.generate(  # type: ignore[no-any-return]
-            tokens,
-            temp=temperature,
+        """Tokens after `tokens` (evaluated after the cached prefix _reuse_prefix kept), with the
+        sampler llama-cpp-python's own generate() would build, drafting by prompt lookup when it pays."""
+        sampler = self._llm._init_sampler(
+            temp=float(msg.get("temperature", defaults.TEMPERATURE)),
             top_k=int(msg.get("top_k", defaults.TOP_K)),
             top_p=float(msg.get("top_p", defaults.TOP_P)),
             min_p=float(msg.get("min_p", defaults.MIN_P)),
             repeat_penalty=float(msg.get("repeat_penalty", defaults.REPEAT_PENALTY)),
             grammar=grammar,
-            reset=False,  # _reuse_prefix already positioned the context after the cached prefix
         )
+        return decode(self._llm, tokens, sampler, self._drafter)
 
 
 DROP_TO = 0.6  # share of the prompt room that history is cut down to when it overflows
@@ -502,6 +527,11 @@ def _injected_fault(msg: dict[str, Any]) -> None:
         time.sleep(5)  # the signal is delivered at once; never go on loading
 
 
+def _preimport() -> None:
+    with contextlib.suppress(Exception):
+        _import_llama_cpp()
+
+
 def _import_llama_cpp() -> Any:
     try:
         import llama_cpp  # noqa: PLC0415  (imported only in the worker, on demand)
@@ -532,7 +562,7 @@ def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
             seed=int(msg.get("seed", 0xC0FFEE)),
             type_k=kv_type,
             type_v=kv_type,
-            flash_attn=kv_type != 1,  # a quantized V cache needs flash attention
+            flash_attn=bool(msg.get("flash_attn")) or kv_type != 1,  # a quantized V cache needs it
             use_mmap=True,
             swa_full=True,  # sliding-window caches must be able to drop a suffix for prefix reuse
             verbose=False,
@@ -572,6 +602,8 @@ def _read(stdin: BinaryIO, runner: Runner, requests: queue.Queue[dict[str, Any] 
             continue
         if msg.get("op") == protocol.OP_CANCEL:
             runner.cancel(int(msg.get("target", -1)))
+        elif msg.get("op") == protocol.OP_MEDIA_READY:
+            runner.answer_when_media_ready(int(msg.get("id", 0)))
         else:
             requests.put(msg)
     requests.put(None)  # the engine went away: exit
@@ -592,6 +624,9 @@ def main() -> None:
     reader = threading.Thread(target=_read, args=(sys.stdin.buffer, runner, requests), daemon=True)
     reader.start()
     send({"id": 0, "event": protocol.EV_READY, "data": {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid()}})
+    # While no request is here yet (a spare worker waits for its model), import the native library
+    # (~0.6 s); a load that comes first waits on Python's import lock. A failure is the load's to report.
+    threading.Thread(target=_preimport, daemon=True).start()
     _serve(runner, requests, send)
     runner.unload()
     # The client closes our stdin after a shutdown: let the reader see EOF and let go of stdin's

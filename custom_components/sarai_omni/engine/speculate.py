@@ -1,0 +1,129 @@
+"""The worker's decode loop, with speculative decoding by prompt lookup.
+
+Assist replies repeat what the prompt holds: entity names, areas, states, the user's own words. A
+prompt-lookup draft takes the tokens that followed the latest earlier occurrence of the last few
+tokens and the model checks them all in one batch: each draft token it would have sampled itself is
+kept, the first one it would not have sampled is replaced by its own choice, so the text is exactly
+what plain decoding gives (same sampler, same grammar) and only the number of forward passes falls.
+
+A batch of k+1 tokens costs more than one token, so drafting pays only when enough drafts are
+accepted, which depends on the machine and the text. The `Drafter` therefore measures both ways as
+it goes (seconds per emitted token of drafted and of plain steps) and drafts only while drafted
+steps are the faster ones, probing again now and then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+import time
+from typing import Any
+
+import numpy as np
+
+MIN_NGRAM, MAX_NGRAM = 2, 4  # a 1-token match is too weak a hint
+MAX_DRAFT = 8
+PROBE_EVERY = 32  # steps: drafting is retried this often after it stopped paying
+MIN_SAMPLES = 4  # drafted steps measured before the comparison is trusted
+
+
+def lookup(history: np.ndarray[Any, Any], max_draft: int = MAX_DRAFT) -> list[int]:
+    """The tokens after the latest earlier occurrence of the history's last n-gram (longest first)."""
+    size = len(history)
+    for n in range(min(MAX_NGRAM, size - 1), MIN_NGRAM - 1, -1):
+        windows = np.lib.stride_tricks.sliding_window_view(history[:-1], n)
+        hits = np.flatnonzero((windows == history[-n:]).all(axis=1))
+        if hits.size:
+            start = int(hits[-1]) + n
+            return [int(t) for t in history[start : start + max_draft]]
+    return []
+
+
+@dataclass(slots=True)
+class _Mean:
+    seconds: float = 0.0
+    tokens: int = 0
+    steps: int = 0
+
+    def add(self, seconds: float, tokens: int) -> None:
+        self.seconds, self.tokens, self.steps = self.seconds + seconds, self.tokens + tokens, self.steps + 1
+
+    @property
+    def per_token(self) -> float:
+        return self.seconds / self.tokens if self.tokens else 0.0
+
+
+@dataclass(slots=True)
+class Drafter:
+    """Prompt-lookup drafts, kept only while they measurably pay (per worker, across requests)."""
+
+    enabled: bool = True
+    drafted: _Mean = field(default_factory=_Mean)
+    plain: _Mean = field(default_factory=_Mean)
+    accepted: int = 0
+    proposed: int = 0
+    _since_probe: int = 0
+
+    def pays(self) -> bool:
+        if not self.enabled:
+            return False
+        if self.drafted.steps < MIN_SAMPLES or self.plain.steps < MIN_SAMPLES:
+            return True  # still measuring
+        if self.drafted.per_token < self.plain.per_token:
+            return True
+        self._since_probe += 1
+        if self._since_probe >= PROBE_EVERY:  # the text may have changed: measure again
+            self._since_probe = 0
+            return True
+        return False
+
+    def record(self, seconds: float, emitted: int, proposed: int, accepted: int) -> None:
+        (self.drafted if proposed else self.plain).add(seconds, emitted)
+        self.proposed, self.accepted = self.proposed + proposed, self.accepted + accepted
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "proposed": self.proposed,
+            "accepted": self.accepted,
+            "drafted_ms_per_token": round(self.drafted.per_token * 1000, 2),
+            "plain_ms_per_token": round(self.plain.per_token * 1000, 2),
+        }
+
+
+def decode(llm: Any, tokens: list[int], sampler: Any, drafter: Drafter) -> Iterator[int]:
+    """Evaluate `tokens` after the context's cached prefix, then yield sampled tokens for ever.
+
+    `llm` is a llama-cpp-python `Llama` whose context already holds the prefix (`n_tokens`);
+    `sampler` is its LlamaSampler (sampling and grammar state, accepting each token it samples).
+    """
+    if tokens:
+        llm.eval(tokens)
+    token = sampler.sample(llm._ctx, -1)
+    while True:
+        yield token
+        n_past = llm.n_tokens
+        room = llm.n_ctx() - n_past - 1
+        draft = lookup(np.append(llm.input_ids[:n_past], token), min(MAX_DRAFT, room)) if drafter.pays() else []
+        started = time.perf_counter()
+        _decode_batch(llm, [token, *draft], n_past)
+        accepted = 0
+        for i in range(len(draft) + 1):
+            token = sampler.sample(llm._ctx, i)
+            if i == len(draft) or token != draft[i]:
+                break
+            accepted += 1
+            yield token
+        drafter.record(time.perf_counter() - started, accepted + 1, len(draft), accepted)
+        keep = n_past + 1 + accepted  # the fed token and the accepted drafts; the rest is dropped
+        if keep < llm.n_tokens:
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            llm.n_tokens = keep
+
+
+def _decode_batch(llm: Any, batch: list[int], n_past: int) -> None:
+    """Decode `batch` at `n_past` with logits for every position (each one is verified)."""
+    llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
+    llm._ctx.decode(llm._batch)
+    llm.input_ids[n_past : n_past + len(batch)] = batch
+    llm.n_tokens = n_past + len(batch)

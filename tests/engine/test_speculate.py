@@ -1,0 +1,80 @@
+"""Speculative decoding by prompt lookup: the drafts, the measured on/off rule, and the real worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from custom_components.sarai_omni.engine import ChatRequest
+from custom_components.sarai_omni.engine.speculate import MIN_SAMPLES, PROBE_EVERY, Drafter, lookup
+from tests.engine.conftest import EngineFactory
+
+
+def ids(*tokens: int) -> np.ndarray:
+    return np.array(tokens, dtype=np.intc)
+
+
+def test_the_draft_follows_the_latest_earlier_occurrence_of_the_last_ngram() -> None:
+    # ... 7 8 -> 1 2 earlier, 7 8 -> 3 4 5 later: the later continuation is drafted
+    assert lookup(ids(7, 8, 1, 2, 9, 7, 8, 3, 4, 5, 6, 7, 8)) == [3, 4, 5, 6, 7, 8]
+    assert lookup(ids(7, 8, 1, 2, 9, 7, 8, 3, 4, 5, 6, 7, 8), max_draft=2) == [3, 4]
+
+
+def test_a_longer_match_wins_over_a_later_shorter_one() -> None:
+    # "5 7 8" occurred once (followed by 1); "7 8" alone occurred later (followed by 2)
+    assert lookup(ids(5, 7, 8, 1, 0, 7, 8, 2, 0, 5, 7, 8))[:1] == [1]
+
+
+def test_no_draft_without_a_repeated_bigram() -> None:
+    assert lookup(ids(1, 2, 3, 4, 5)) == []
+    assert lookup(ids(1, 2, 1)) == []  # one repeated token is too weak a hint
+    assert lookup(ids(4)) == []
+
+
+def test_drafting_stops_when_it_measurably_loses_and_is_probed_again() -> None:
+    drafter = Drafter()
+    for _ in range(MIN_SAMPLES):
+        assert drafter.pays()  # still measuring
+        drafter.record(0.3, 1, proposed=8, accepted=0)  # a whole batch for one token
+        drafter.record(0.1, 1, proposed=0, accepted=0)
+    assert not drafter.pays()
+    probes = [drafter.pays() for _ in range(2 * PROBE_EVERY)]
+    assert probes.count(True) == 2  # one probe every PROBE_EVERY steps
+
+
+def test_drafting_stays_on_while_it_wins() -> None:
+    drafter = Drafter()
+    for _ in range(MIN_SAMPLES):
+        drafter.record(0.2, 5, proposed=8, accepted=4)
+        drafter.record(0.1, 1, proposed=0, accepted=0)
+    assert all(drafter.pays() for _ in range(3 * PROBE_EVERY))
+    assert drafter.stats()["accepted"] == 4 * MIN_SAMPLES
+
+
+def test_switched_off_it_never_drafts() -> None:
+    assert not Drafter(enabled=False).pays()
+
+
+@pytest.mark.parametrize("temperature", [0.0])
+async def test_the_worker_accepts_drafts_and_the_reply_is_the_plain_one(
+    make_engine: EngineFactory, temperature: float
+) -> None:
+    """A tiny random model falls into loops: its own reply is the prompt it looks up. With drafting the
+    worker accepts drafts (fewer forward passes) and writes the same greedy reply as without."""
+    replies, stats = [], []
+    for prompt_lookup in (False, True):
+        engine = make_engine(prompt_lookup=prompt_lookup)
+        await engine.start()
+        request = ChatRequest(
+            messages=[{"role": "user", "content": "the the the the"}],
+            temperature=temperature,
+            max_tokens=96,
+            ignore_eos=True,
+        )
+        result = await engine.complete(request)
+        replies.append(result.text)
+        stats.append((await engine.pool.slot("fast").backend.stats())["prompt_lookup"])
+        await engine.close()
+    assert stats[0]["proposed"] == 0
+    assert stats[1]["accepted"] > 0, stats[1]
+    assert replies[1] == replies[0]
