@@ -34,6 +34,9 @@ CONF_REQUEST_TIMEOUT_S: Final = "request_timeout_s"
 CONF_N_GPU_LAYERS: Final = "n_gpu_layers"
 CONF_ROUTER_SHORT_CHARS: Final = "router_short_chars"
 CONF_ROUTER_SOFT_THRESHOLD: Final = "router_soft_threshold"
+CONF_FAST_N_BATCH: Final = "fast_n_batch"
+CONF_QUALITY_N_BATCH: Final = "quality_n_batch"
+CONF_PROMPT_LOOKUP: Final = "prompt_lookup"
 KV_TYPES: Final = defaults.KV_TYPES
 
 # Conversation subentry.
@@ -45,6 +48,7 @@ CONF_TEMPERATURE: Final = "temperature"
 # The seed's defaults, from the engine's one table (engine/defaults.py).
 DEFAULT_RAM_BUDGET_MB: Final = defaults.RAM_BUDGET_MB
 DEFAULT_N_CTX: Final = defaults.N_CTX
+DEFAULT_N_BATCH: Final = defaults.N_BATCH
 QUALITY_N_CTX: Final = defaults.QUALITY_N_CTX
 DEFAULT_KV_TYPE: Final = defaults.KV_TYPE
 DEFAULT_IDLE_UNLOAD_S: Final = defaults.IDLE_UNLOAD_S

@@ -8,17 +8,18 @@ from typing import Literal
 from homeassistant.components import conversation
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import CONF_LLM_HASS_API, MATCH_ALL
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import Context, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import chat_session, intent, llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.translation import async_get_translations
 
 from .cameras import mentioned_cameras, snapshots_attached
 from .const import CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
 from .engine import FAST, EngineError
 from .engine.prompts import Message
-from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, chat_messages
+from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, ToolDef, chat_messages, tool_definitions
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,17 +70,32 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
     def supported_languages(self) -> list[str] | Literal["*"]:
         return MATCH_ALL
 
+    async def async_added_to_hass(self) -> None:
+        """Warm the standing prompt once Home Assistant runs (the exposed entities are known then):
+        after a restart the KV state comes back from disk, so even the first turn evaluates only the
+        user's words, not ~1.5k tokens of instructions, tools and entities."""
+        await super().async_added_to_hass()
+        self.async_on_remove(async_at_started(self.hass, self._warm_at_start))
+
+    @callback
+    def _warm_at_start(self, _hass: HomeAssistant) -> None:
+        self.entry.async_create_background_task(
+            self.hass, self.async_prepare(), f"{DOMAIN} warm {self.entity_id}", eager_start=False
+        )
+
     async def async_prepare(self, language: str | None = None) -> None:
         """Before the user finishes speaking: load the fast model and evaluate the standing prompt,
         so the user's words are the only new tokens of the turn."""
         language = language or self.hass.config.language
         try:
-            await self.entry.runtime_data.engine.warm(FAST, [await self._standing_prompt(language)])
+            system, tools = await self._standing_prompt(language)
+            await self.entry.runtime_data.engine.warm(FAST, [system], tools)
         except EngineError as err:
             _LOGGER.debug("Pre-warming the fast model failed: %s", err)
 
-    async def _standing_prompt(self, language: str) -> Message:
-        """The system prompt a turn in `language` would start with (exposed entities included)."""
+    async def _standing_prompt(self, language: str) -> tuple[Message, list[ToolDef] | None]:
+        """The system prompt a turn in `language` would start with (exposed entities included), and
+        the tools it lists: Qwen's template puts them in the system block, ~1k tokens of the prefix."""
         context = llm.LLMContext(
             platform=DOMAIN, context=Context(), language=language, assistant=conversation.DOMAIN, device_id=None
         )
@@ -93,7 +109,8 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
                 localized_prompt(self.options.get(CONF_PROMPT), language),
                 language_line(language),
             )
-            return chat_messages(chat_log)[0]  # the same conversion as a real turn, clock moved out
+            # the same conversions as a real turn, clock moved out
+            return chat_messages(chat_log)[0], tool_definitions(chat_log)
 
     async def _async_handle_message(
         self, user_input: conversation.ConversationInput, chat_log: conversation.ChatLog

@@ -117,7 +117,12 @@ def last_user_text(chat_log: conversation.ChatLog) -> str:
 
 
 def tool_definitions(chat_log: conversation.ChatLog) -> list[ToolDef] | None:
-    """The LLM API's tools in the OpenAI function format that Qwen's chat template lists."""
+    """The LLM API's tools in the OpenAI function format that Qwen's chat template lists.
+
+    In one canonical form (tools by name, enums sorted): HA builds some enums from sets, whose order
+    changes with each process's hash seed, and a prompt that differs after a restart would miss its
+    KV snapshot on disk.
+    """
     api = chat_log.llm_api
     if api is None or not api.tools:
         return None
@@ -127,11 +132,25 @@ def tool_definitions(chat_log: conversation.ChatLog) -> list[ToolDef] | None:
             "function": {
                 "name": tool.name,
                 "description": tool.description or "",
-                "parameters": convert(tool.parameters, custom_serializer=api.custom_serializer),
+                "parameters": _canonical(convert(tool.parameters, custom_serializer=api.custom_serializer)),
             },
         }
-        for tool in api.tools
+        for tool in sorted(api.tools, key=lambda t: t.name)
     ]
+
+
+def _sorted_enum(values: Any) -> Any:
+    return sorted(values, key=str) if isinstance(values, list) else _canonical(values)
+
+
+def _canonical(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: sorted(v, key=str) if k == "enum" and isinstance(v, list) else _canonical(v) for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_canonical(v) for v in schema]
+    return schema
 
 
 async def transform_stream(stream: ChatStream, tools_enabled: bool) -> AsyncGenerator[Delta]:

@@ -24,13 +24,16 @@ from .const import (
     CONF_BACKEND,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
+    CONF_FAST_N_BATCH,
     CONF_IDLE_UNLOAD_S,
     CONF_KV_TYPE,
     CONF_N_CTX,
     CONF_N_GPU_LAYERS,
     CONF_N_THREADS,
+    CONF_PROMPT_LOOKUP,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
+    CONF_QUALITY_N_BATCH,
     CONF_RAM_BUDGET_MB,
     CONF_REMOTE,
     CONF_REMOTE_MODEL,
@@ -41,6 +44,7 @@ from .const import (
     CONF_VISION,
     DEFAULT_IDLE_UNLOAD_S,
     DEFAULT_KV_TYPE,
+    DEFAULT_N_BATCH,
     DEFAULT_N_CTX,
     DEFAULT_RAM_BUDGET_MB,
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -88,10 +92,11 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
     kv_dir = str(Path(state_dir) / "kv_cache")
     remote = conf.get(CONF_REMOTE) or {}
 
-    def spec(role: str, model_key: str, mmproj_key: str, ctx: int) -> ModelSpec | None:
+    def spec(role: str, model_key: str, mmproj_key: str, batch_key: str, ctx: int) -> ModelSpec | None:
         local = ModelSpec(
             role, "", n_ctx=ctx, n_threads=threads, kv_type=kv_type, pinned=role == FAST, kv_cache_dir=kv_dir,
-            n_gpu_layers=gpu_layers,
+            n_gpu_layers=gpu_layers, n_batch=int(conf.get(batch_key, DEFAULT_N_BATCH)),
+            prompt_lookup=bool(conf.get(CONF_PROMPT_LOOKUP, True)),
         )  # fmt: skip
         if server := remote.get(role):
             return replace(local, remote=remote_model(server))
@@ -103,8 +108,8 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
     specs = [
         s
         for s in (
-            spec(FAST, CONF_FAST_MODEL, CONF_FAST_MMPROJ, n_ctx),
-            spec(QUALITY, CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, max(n_ctx, QUALITY_N_CTX)),
+            spec(FAST, CONF_FAST_MODEL, CONF_FAST_MMPROJ, CONF_FAST_N_BATCH, n_ctx),
+            spec(QUALITY, CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, CONF_QUALITY_N_BATCH, max(n_ctx, QUALITY_N_CTX)),
         )
         if s is not None
     ]

@@ -145,9 +145,11 @@ class ModelSensor(EngineSensor):
             "tokens_per_second",
             "route_reason",
             "repack",
+            "flash_attn",
             "unusable_variants",
             "remote",
             "server",
+            "standing_prompt",
         )
         return {k: status[k] for k in keys if k in status}
 

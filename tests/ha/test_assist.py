@@ -9,22 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
-from homeassistant.helpers import entity_registry as er, llm
+from homeassistant.helpers import config_validation as cv, entity_registry as er, llm
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
+import voluptuous as vol
 
 from custom_components.sarai_omni.const import CONF_N_CTX, CONF_QUALITY_MODEL
 from custom_components.sarai_omni.conversation import SaraiConversationEntity
 from custom_components.sarai_omni.engine import FAST, QUALITY, ChatRequest, ChatStream
+from custom_components.sarai_omni.entity import tool_definitions
 
-from .conftest import agent_id, make_entry, turn, wait_loaded
+from .conftest import agent_id, engine_reaches, make_entry, turn, wait_loaded
 
 TOOL_CALL = (
     '<tool_call>\\n{\\"name\\": \\"HassTurnOn\\", \\"arguments\\": {\\"name\\": \\"Kitchen light\\"}}\\n</tool_call>'
@@ -142,7 +145,8 @@ async def test_prepare_prewarms_the_standing_prompt(hass: HomeAssistant, loaded_
     engine = loaded_entry.runtime_data.engine
     await conversation.async_prepare_agent(hass, agent, "en")
     entity = hass.data[conversation.DOMAIN].get_entity(agent)
-    standing = await engine.warm(FAST, [await entity._standing_prompt("en")])
+    system, tools = await entity._standing_prompt("en")
+    standing = await engine.warm(FAST, [system], tools)
     assert standing["source"] == "context"  # async_prepare already evaluated it
     with force(lambda log: HELLO):
         await conversation.async_converse(hass, "hello", None, Context(), language="en", agent_id=agent)
@@ -230,3 +234,65 @@ async def test_text_pipeline_runs_on_the_agent(
     assert kinds.count("intent-progress") > 1  # streamed into the pipeline
     end = next(e for e in events if e["type"] == "intent-end")
     assert end["data"]["intent_output"]["response"]["speech"]["plain"]["speech"] == "Hello there, friend."
+
+
+async def test_the_standing_prompt_is_warmed_at_start_and_restored_after_a_restart(
+    hass: HomeAssistant, entry_data: dict[str, Any]
+) -> None:
+    """No turn and no async_prepare: the agent warms its prompt once HA runs; the KV state saved then
+    comes back from disk when the entry starts again (an HA restart), and the first turn after it
+    evaluates only its own words."""
+    entry = make_entry(hass, entry_data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    engine = entry.runtime_data.engine
+    await engine_reaches(engine, lambda: engine.status(FAST)["standing_prompt"] is not None)
+    first = engine.status(FAST)["standing_prompt"]
+    assert first["source"] == "evaluated"
+    assert first["tokens"] > 100
+    state = hass.states.get(next(e for e in hass.states.async_entity_ids("sensor") if e.endswith("fast_state")))
+    assert state is not None
+    assert state.attributes["standing_prompt"] == first
+
+    assert await hass.config_entries.async_reload(entry.entry_id)  # new workers, as after a restart
+    engine = entry.runtime_data.engine
+    await engine_reaches(engine, lambda: engine.status(FAST)["standing_prompt"] is not None)
+    again = engine.status(FAST)["standing_prompt"]
+    assert again["source"] == "disk"
+    assert again["tokens"] == first["tokens"]
+    with force(lambda log: HELLO):
+        await conversation.async_converse(hass, "hello", None, Context(), language="en", agent_id=agent_id(hass, entry))
+    status = engine.status(FAST)
+    assert status["cached_tokens"] >= first["tokens"] - 12  # the assistant header closes the warmed prompt
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_the_warmed_prefix_holds_the_tools(hass: HomeAssistant, tool_entry: MockConfigEntry) -> None:
+    """Qwen's template lists the tools inside the system block: a standing prompt warmed without them
+    would leave ~1k tokens of tool definitions to every first turn."""
+    engine = tool_entry.runtime_data.engine
+    await engine_reaches(engine, lambda: engine.status(FAST)["standing_prompt"] is not None)
+    standing = engine.status(FAST)["standing_prompt"]
+    with force(lambda log: HELLO):
+        await conversation.async_converse(
+            hass, "hello", None, Context(), language="en", agent_id=agent_id(hass, tool_entry)
+        )
+    status = engine.status(FAST)
+    assert status["prompt_tokens"] > standing["tokens"] > 1000  # tools and entities in both
+    assert status["cached_tokens"] >= standing["tokens"] - 12
+    assert status["evaluated_prompt_tokens"] < 100  # the clock line and "hello" only
+
+
+def test_tool_definitions_do_not_depend_on_set_order() -> None:
+    """HA builds some enums from sets (their order follows the process's hash seed): the tools a
+    standing prompt lists must be the same text in every process, or its KV snapshot is never hit."""
+
+    def chat_log(domains: list[str], names: list[str]) -> Any:
+        schema = vol.Schema({vol.Optional("domain"): vol.All(cv.ensure_list, [vol.In(domains)])})
+        tools = [SimpleNamespace(name=n, description=f"{n} tool", parameters=schema) for n in names]
+        return SimpleNamespace(llm_api=SimpleNamespace(tools=tools, custom_serializer=llm.selector_serializer))
+
+    one = tool_definitions(chat_log(["light", "switch", "fan"], ["HassTurnOn", "HassTurnOff"]))
+    other = tool_definitions(chat_log(["fan", "switch", "light"], ["HassTurnOff", "HassTurnOn"]))
+    assert json.dumps(one) == json.dumps(other)
+    assert one is not None
+    assert [t["function"]["name"] for t in one] == ["HassTurnOff", "HassTurnOn"]

@@ -11,6 +11,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 import pytest
 
+from custom_components.sarai_omni.config_flow import options_schema
 from custom_components.sarai_omni.const import (
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
@@ -169,15 +170,33 @@ async def test_options_flow_retunes_the_engine(hass: HomeAssistant, loaded_entry
         "request_timeout_s": 30,
         "router_short_chars": 100,
         "router_soft_threshold": 0.9,
+        "fast_n_batch": 128,
+        "quality_n_batch": 1024,
+        "prompt_lookup": False,
     }
     result = await hass.config_entries.options.async_configure(result["flow_id"], options)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()  # reloaded with the new options
     engine = loaded_entry.runtime_data.engine
     assert engine.pool.slot("fast").spec.kv_type == "q8_0"
+    assert engine.pool.slot("fast").spec.n_batch == 128
+    assert engine.pool.slot("fast").spec.prompt_lookup is False
     assert engine.config.request_timeout_s == 30
     assert engine.config.router.soft_threshold == 0.9
     assert dict(loaded_entry.data)[CONF_N_CTX] == 2048  # the setup data is untouched
+
+
+async def test_batch_and_prompt_lookup_options_reach_the_worker(hass: HomeAssistant, loaded_entry: Any) -> None:
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    options = {**options_schema()({}), "fast_n_batch": 96, "prompt_lookup": False}  # the rest as shown
+    result = await hass.config_entries.options.async_configure(result["flow_id"], options)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    engine = loaded_entry.runtime_data.engine
+    await engine.load("fast")
+    stats = await engine.pool.slot("fast").backend.stats()  # what the worker process really runs with
+    assert stats["n_batch"] == 96
+    assert stats["prompt_lookup"]["enabled"] is False
 
 
 async def test_reconfigure_changes_models_and_keeps_validation(
