@@ -42,13 +42,24 @@ class HomeAssistant:
         storage.mkdir()
         onboarding = {"version": 4, "minor_version": 1, "key": "onboarding", "data": {"done": ONBOARDED_LATER}}
         (storage / "onboarding").write_text(json.dumps(onboarding))
+        self.boot()
+        self._create_owner()
+        return self
+
+    def restart(self) -> HomeAssistant:
+        """Stop and boot again on the same config and storage (the owner's token stays valid)."""
+        self.stop()
+        self.boot()
+        return self
+
+    def boot(self) -> None:
         env = {
             **os.environ,
             "SARAI_MODELS_DIR": str(self.models_dir),
             "SARAI_MEDIA_DIR": str(self.models_dir),
             "SARAI_HTTP_PORT": str(self.port),
         }
-        with (self.config / "hass.log").open("wb") as log:
+        with (self.config / "hass.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [str(Path(sys.prefix) / "bin" / "hass"), "-c", str(self.config), "--skip-pip"],
                 stdout=subprocess.DEVNULL,
@@ -56,8 +67,6 @@ class HomeAssistant:
                 env=env,
             )
         self._wait_up()
-        self._create_owner()
-        return self
 
     def stop(self) -> None:
         """End the process this object started, by its PID."""
@@ -73,7 +82,9 @@ class HomeAssistant:
     def log_tail(self) -> str:
         return (self.config / "hass.log").read_text(errors="replace")[-3000:]
 
-    def request(self, method: str, path: str, body: Any = None, form: dict[str, str] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, form: dict[str, str] | None = None, timeout: float = 60
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         data = None
         if form is not None:
@@ -82,7 +93,7 @@ class HomeAssistant:
         elif body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
 
@@ -100,7 +111,7 @@ class HomeAssistant:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Home Assistant exited ({self.process.returncode}): {self.log_tail()}")
             try:
-                self.request("GET", "/api/onboarding")
+                self.request("GET", "/api/" if self.token else "/api/onboarding")  # onboarded: no onboarding API
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.25)
