@@ -47,8 +47,22 @@ def test_drafting_stays_on_while_it_wins() -> None:
     for _ in range(MIN_SAMPLES):
         drafter.record(0.2, 5, proposed=8, accepted=4)
         drafter.record(0.1, 1, proposed=0, accepted=0)
-    assert all(drafter.pays() for _ in range(3 * PROBE_EVERY))
+    steps = [drafter.pays() for _ in range(3 * PROBE_EVERY)]
+    assert steps.count(False) == 3  # one plain step every PROBE_EVERY, to notice when drafting stops paying
     assert drafter.stats()["accepted"] == 4 * MIN_SAMPLES
+
+
+def test_plain_steps_are_measured_even_when_every_step_finds_a_draft() -> None:
+    """A long standing prompt has a match for almost every bigram: without forced plain steps the
+    comparison would never be made and a losing drafter would stay on."""
+    drafter = Drafter()
+    for _ in range(MIN_SAMPLES):
+        assert drafter.pays()
+        drafter.record(0.3, 1, proposed=8, accepted=0)
+    assert not drafter.pays()  # now plain decoding is measured
+    for _ in range(MIN_SAMPLES):
+        drafter.record(0.1, 1, proposed=0, accepted=0)
+    assert not drafter.pays()  # and it was faster
 
 
 def test_switched_off_it_never_drafts() -> None:

@@ -40,17 +40,19 @@ def lookup(history: np.ndarray[Any, Any], max_draft: int = MAX_DRAFT) -> list[in
 
 
 @dataclass(slots=True)
-class _Mean:
-    seconds: float = 0.0
-    tokens: int = 0
+class _Rate:
+    """Seconds per emitted token, a moving average (recent steps weigh most: the text changes)."""
+
+    per_token: float = 0.0
     steps: int = 0
 
     def add(self, seconds: float, tokens: int) -> None:
-        self.seconds, self.tokens, self.steps = self.seconds + seconds, self.tokens + tokens, self.steps + 1
+        value = seconds / max(tokens, 1)
+        self.per_token = value if not self.steps else self.per_token + WEIGHT * (value - self.per_token)
+        self.steps += 1
 
-    @property
-    def per_token(self) -> float:
-        return self.seconds / self.tokens if self.tokens else 0.0
+
+WEIGHT = 0.25
 
 
 @dataclass(slots=True)
@@ -58,24 +60,27 @@ class Drafter:
     """Prompt-lookup drafts, kept only while they measurably pay (per worker, across requests)."""
 
     enabled: bool = True
-    drafted: _Mean = field(default_factory=_Mean)
-    plain: _Mean = field(default_factory=_Mean)
+    drafted: _Rate = field(default_factory=_Rate)
+    plain: _Rate = field(default_factory=_Rate)
     accepted: int = 0
     proposed: int = 0
     _since_probe: int = 0
 
     def pays(self) -> bool:
+        """Draft this step? Both ways are measured first; then the faster one, and every
+        PROBE_EVERY steps the other one once, so a change in the text is seen."""
         if not self.enabled:
             return False
-        if self.drafted.steps < MIN_SAMPLES or self.plain.steps < MIN_SAMPLES:
-            return True  # still measuring
-        if self.drafted.per_token < self.plain.per_token:
+        if self.drafted.steps < MIN_SAMPLES:
             return True
+        if self.plain.steps < MIN_SAMPLES:
+            return False
+        wins = self.drafted.per_token < self.plain.per_token
         self._since_probe += 1
-        if self._since_probe >= PROBE_EVERY:  # the text may have changed: measure again
+        if self._since_probe >= PROBE_EVERY:
             self._since_probe = 0
-            return True
-        return False
+            return not wins
+        return wins
 
     def record(self, seconds: float, emitted: int, proposed: int, accepted: int) -> None:
         (self.drafted if proposed else self.plain).add(seconds, emitted)
