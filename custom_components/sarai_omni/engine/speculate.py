@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-MIN_NGRAM, MAX_NGRAM = 2, 4  # a 1-token match is too weak a hint
-MAX_DRAFT = 8
-PROBE_EVERY = 32  # steps: drafting is retried this often after it stopped paying
-MIN_SAMPLES = 4  # drafted steps measured before the comparison is trusted
+MIN_NGRAM, MAX_NGRAM = 3, 5  # shorter matches are accepted too rarely to pay for their batch
+MAX_DRAFT = 5  # a rejected draft costs its whole batch: on a 2-core CPU 9 tokens cost ~3 decode steps
+PROBE_EVERY = 32  # steps: the other way is tried this often, doubling while the choice holds ...
+MAX_PROBE_EVERY = 1024  # ... up to this
+MIN_SAMPLES = 3  # steps of each way measured before the comparison is trusted
 
 
 def lookup(history: np.ndarray[Any, Any], max_draft: int = MAX_DRAFT) -> list[int]:
@@ -65,6 +66,8 @@ class Drafter:
     accepted: int = 0
     proposed: int = 0
     _since_probe: int = 0
+    _probe_every: int = PROBE_EVERY
+    _last_choice: bool = True
 
     def pays(self) -> bool:
         """Draft this step? Both ways are measured first; then the faster one, and every
@@ -76,9 +79,11 @@ class Drafter:
         if self.plain.steps < MIN_SAMPLES:
             return False
         wins = self.drafted.per_token < self.plain.per_token
+        if wins != self._last_choice:  # the choice changed: look again soon
+            self._last_choice, self._probe_every, self._since_probe = wins, PROBE_EVERY, 0
         self._since_probe += 1
-        if self._since_probe >= PROBE_EVERY:
-            self._since_probe = 0
+        if self._since_probe >= self._probe_every:  # the other way once; the same answer: ask less often
+            self._since_probe, self._probe_every = 0, min(2 * self._probe_every, MAX_PROBE_EVERY)
             return not wins
         return wins
 
