@@ -52,7 +52,7 @@ class Vision:
     def evaluate(self, llm: Any, text: str, images: list[bytes], n_batch: int) -> int:
         """Evaluate `text` (one marker per image or clip) with the media into a cleared context.
 
-        Returns the number of prompt positions; logits of the last one are ready for sampling.
+        Returns the number of prompt tokens; logits of the last one are ready for sampling.
         """
         mtmd = self._mtmd
         with self._bitmaps(images) as bitmaps, self._chunks() as chunks:
@@ -70,7 +70,7 @@ class Vision:
             if mtmd.mtmd_helper_eval_chunks(self._ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
                 raise InvalidInput("llama.cpp failed to evaluate the images")
             llm.n_tokens = n_past.value
-            return int(n_past.value)
+            return int(needed)  # tokens; with M-RoPE an image takes fewer positions (n_past) than tokens
 
     @contextlib.contextmanager
     def _bitmaps(self, media: list[bytes]) -> Iterator[list[Any]]:
