@@ -11,12 +11,15 @@ clock around the request:
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 import shutil
 import statistics
 import tempfile
 import time
 from typing import Any
+
+import aiohttp
 
 from benchmarks.common import median
 from tests.browser.home_assistant import HomeAssistant
@@ -55,7 +58,37 @@ class Bench:
         data = {"fast_model": str(self.model), "ram_budget_mb": 12288, "n_threads": self.threads, "n_ctx": 4096}
         result = ha.request("POST", f"/api/config/config_entries/flow/{flow['flow_id']}", data)
         assert result.get("type") == "create_entry", result
-        self.agent = self._add_agent(result["result"]["entry_id"])
+        entry_id = result["result"]["entry_id"]
+        self.agent = self._add_agent(entry_id)
+        self._remove_default_agent(entry_id)
+
+    def _remove_default_agent(self, entry_id: str) -> None:
+        """One agent, so the standing prompt at start and after the restart is that agent's warm."""
+        listed = self.ws({"type": "config_entries/subentries/list", "entry_id": entry_id})
+        for sub in listed:
+            if sub["subentry_type"] == "conversation" and sub["title"] != "Bench agent":
+                self.ws(
+                    {
+                        "type": "config_entries/subentries/delete",
+                        "entry_id": entry_id,
+                        "subentry_id": sub["subentry_id"],
+                    }
+                )
+
+    def ws(self, message: dict[str, Any]) -> Any:
+        """One command over HA's websocket API (what the frontend uses for subentries)."""
+
+        async def call() -> Any:
+            async with aiohttp.ClientSession() as session, session.ws_connect(f"{self.ha.base}/api/websocket") as ws:
+                await ws.receive_json()  # auth_required
+                await ws.send_json({"type": "auth", "access_token": self.ha.token})
+                await ws.receive_json()  # auth_ok
+                await ws.send_json({"id": 1, **message})
+                reply = await ws.receive_json()
+                assert reply.get("success"), reply
+                return reply["result"]
+
+        return asyncio.run(call())
 
     def _add_agent(self, entry_id: str) -> str:
         """A conversation subentry like the default one (Assist API on), with short answers: a

@@ -88,11 +88,10 @@ async def run(fast: Seed, omni: Seed, threads: int, quick: bool) -> dict[str, An
         out["rss_mb"] = {role: snap[role]["rss_mb"] for role in ("fast", "quality")}
         with rss.during("image"):
             out["first_image"] = await ask(eng, [{"type": "image", "path": frames[0]}], "What do you see?")
-            counts = (1, 2) if quick else (1, 2, 4)
-            out["images"] = {
-                str(n): await ask(eng, [{"type": "image", "path": p} for p in frames[:n]], "What changed?")
-                for n in counts
-            }
+            out["images"] = {"1": out["first_image"]} if quick else {}  # --quick: the first image only
+            for n in () if quick else (1, 2, 4):
+                parts = [{"type": "image", "path": p} for p in frames[:n]]
+                out["images"][str(n)] = await ask(eng, parts, "What changed?")
         with rss.during("audio"):
             out["audio"] = {}
             for seconds in () if quick else (2, 5):

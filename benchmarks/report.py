@@ -25,6 +25,7 @@ def render(r: dict[str, Any], name: str) -> str:
         + ", ".join(f"{bw} GB/s at {t} thread(s)" for t, bw in m["read_bandwidth_gbs"].items())
         + f". Raw data: [`benchmarks/{name}.json`](benchmarks/{name}.json).",
         "",
+        *([f"Note: {r['remeasured']}.", ""] if r.get("remeasured") else []),
         "The models are **random-weight GGUFs with the seed models' exact shapes**"
         " (`benchmarks/seed_models.py`): Qwen3-VL-4B-Instruct's text tower and projector, Qwen2.5-Omni-7B's"
         " thinker and its vision + audio projector, quantized to Q4_K_M by llama.cpp's own quantizer."
@@ -137,8 +138,10 @@ def _assist(r: dict[str, Any]) -> list[str]:
             a["restored"]["evaluated_prompt_tokens"],
         ),
         "",
-        f"At start the agent warms its prompt by itself: {a['start_warm']['ms']} ms ({a['start_warm']['source']})"
-        f" on the first start, {a['restart_warm']['ms']} ms ({a['restart_warm']['source']}) after the restart."
+        f"The agent warms its standing prompt by itself once Home Assistant runs. First start: ready"
+        f" {a['setup_to_ready_s']} s after the integration was added (the load calibration's three trial loads"
+        f" and the cold prompt; last warm: {a['start_warm']['source']}, {a['start_warm']['ms']} ms). After the"
+        f" restart, last warm: {a['restart_warm']['source']}, {a['restart_warm']['ms']} ms."
         f" Full turns over {len(a['warm'])} warm turns: P50 {a['turn_p50_ms']} ms, P95 {a['turn_p95_ms']} ms.",
         "",
         f"![assist](benchmarks/{r['name']}-assist.png)",
@@ -153,12 +156,14 @@ def _quality(r: dict[str, Any]) -> list[str]:
         "",
         _row("", "ms"),
         _row("---", "---"),
-        _row("7B + projector load, cold page cache", q["load_7b_cold"]["wall_ms"]),
-        _row("7B + projector load, warm page cache", q["load_7b_warm"]["wall_ms"]),
+        _row("7B loaded on demand, answering text: cold page cache", q["load_7b_cold"]["wall_ms"]),
+        _row("... its projector loaded too (in the background meanwhile)", q["load_7b_cold"]["projector_ready_ms"]),
+        _row("7B loaded on demand, answering text: warm page cache, spare worker", q["load_7b_warm"]["wall_ms"]),
+        _row("... its projector loaded too", q["load_7b_warm"]["projector_ready_ms"]),
         _row("first image analysis after the load (TTFT, one 672 px frame)", q["first_image"]["ttft_ms"]),
     ]
     for n, v in q["images"].items():
-        lines.append(_row(f"{n} frame(s): encode + prefill ({v['prompt_tokens']} prompt tokens)", v["ttft_ms"]))
+        lines.append(_row(f"{n} frame(s) of 672 x 378 px: encode + prefill (time to first token)", v["ttft_ms"]))
     for sec, v in q["audio"].items():
         lines.append(_row(f"{sec} s audio clip: encode + prefill ({v['prompt_tokens']} prompt tokens)", v["ttft_ms"]))
     lines.append(_row("a text-only question to the 7B", q["text_only"]["ttft_ms"]))
@@ -213,8 +218,9 @@ def _context(r: dict[str, Any]) -> list[str]:
         "",
         f"Decode of a short turn, 4B shape: n_ctx 512 {c['512']['decode_tps']} tok/s, n_ctx 4096"
         f" {c['4096']['decode_tps']} tok/s (ratio {c['small_over_full_decode']}). llama.cpp attends only over"
-        " the cells in use, so a smaller context buys no speed here, and switching contexts would mean a"
-        " reload and the loss of the cached standing prompt: the option is not kept.",
+        " the cells in use, so a smaller context buys little; and Assist's standing prompt alone is"
+        f" {r['assist']['standing_prompt_tokens']} tokens, more than a 512-token context holds, while switching"
+        " contexts would mean a reload and the loss of the cached prompt. The option is not kept.",
     ]
 
 

@@ -53,16 +53,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["seconds"][name] = round(time.perf_counter() - started, 1)
         print(f"[bench] {name}: {result['seconds'][name]} s", file=sys.stderr, flush=True)
 
-    tokens, repeat = (32, 3) if quick else (64, 5)
+    tokens, repeat = (24, 3) if quick else (64, 5)
     result["decode"] = {}
     for label, seed in (("4b", fast), ("7b", omni)):
         work = decode.side_by_side(
-            seed.model, threads, tokens, repeat, bandwidth_gbs=bandwidth, prefill_words=20 if quick else 60
+            seed.model, threads, tokens, repeat, bandwidth_gbs=bandwidth, prefill_words=16 if quick else 60
         )
         await section(f"decode_{label}", work)
         result["decode"][label] = result.pop(f"decode_{label}")
     await section("context_size", decode.context_size(fast.model, threads, 16 if quick else 32, 1 if quick else 3))
-    await section("assist", asyncio.to_thread(assist.run, fast.model, threads, 6 if quick else 20, 16 if quick else 24))
+    await section("assist", asyncio.to_thread(assist.run, fast.model, threads, 5 if quick else 20, 16 if quick else 24))
     await section("quality", quality.run(fast, omni, threads, quick))
     models = [GEMMA] if quick else [GEMMA, fast.model]
     lookups = {}

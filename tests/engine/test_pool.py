@@ -10,6 +10,7 @@ import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine, ModelSpec
 from custom_components.sarai_omni.engine.backend import BackendFactory
+from custom_components.sarai_omni.engine.llamacpp import LlamaCppBackend
 from custom_components.sarai_omni.engine.pool import MB
 from custom_components.sarai_omni.engine.procmem import alive
 
@@ -137,22 +138,27 @@ async def test_a_model_loaded_on_demand_has_a_spare_worker_waiting(make_engine: 
     engine = make_engine(("fast", "quality"))
     await engine.start()
     quality = engine.pool.slot("quality")
+    backend = quality.backend
+    assert isinstance(backend, LlamaCppBackend)
+
+    def pid() -> int | None:
+        return backend.pid
 
     async def spare_up() -> int:
         async with asyncio.timeout(60):  # a guard against a hang, not a measurement
-            while quality.backend.pid is None:
+            while (found := pid()) is None:  # noqa: ASYNC110  (a spare's start fires no engine event)
                 await asyncio.sleep(0.05)
-        return quality.backend.pid
+        return found
 
     spare = await spare_up()
     assert quality.state == "unloaded"
     assert quality.charged() == 0  # a spare holds no model: nothing counts against the budget
     await engine.load("quality")
-    assert quality.backend.pid == spare  # the load went to the waiting process
+    assert pid() == spare  # the load went to the waiting process
     await engine.unload("quality")
     assert quality.state == "unloaded"
     second = await spare_up()
     assert second != spare
     await engine.close()
-    assert quality.backend.pid is None
+    assert pid() is None
     assert not alive(second)
