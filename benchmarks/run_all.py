@@ -53,7 +53,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["seconds"][name] = round(time.perf_counter() - started, 1)
         print(f"[bench] {name}: {result['seconds'][name]} s", file=sys.stderr, flush=True)
 
-    tokens, repeat = (24, 3) if quick else (64, 5)
+    tokens, repeat = (48, 3) if quick else (64, 5)
     result["decode"] = {}
     for label, seed in (("4b", fast), ("7b", omni)):
         work = decode.side_by_side(
