@@ -79,6 +79,8 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
 
     @callback
     def _warm_at_start(self, _hass: HomeAssistant) -> None:
+        if self.entry.runtime_data.engine.status(FAST)["remote"]:  # a server keeps its own prompt cache
+            return
         self.entry.async_create_background_task(
             self.hass, self.async_prepare(), f"{DOMAIN} warm {self.entity_id}", eager_start=False
         )

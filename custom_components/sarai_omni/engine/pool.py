@@ -85,6 +85,9 @@ def gpu_fraction(info: GGUFInfo, n_gpu_layers: int) -> float:
     return 1.0 if n_gpu_layers < 0 else min(n_gpu_layers, layers) / layers
 
 
+SPARE_BYTES = 128 * MB  # the room a spare worker needs (Python with llama.cpp imported, no model)
+
+
 @dataclass
 class ModelSlot:
     """One model role: its spec, its worker, and what was measured."""
@@ -111,6 +114,7 @@ class ModelSlot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
     idle_timer: asyncio.TimerHandle | None = None
+    spare: bool = False  # a spare worker is (being) started for this unloaded model: SPARE_BYTES reserved
 
     @property
     def name(self) -> str:
@@ -142,9 +146,9 @@ class ModelSlot:
         return self.state == STATE_LOADED and self.backend.running
 
     def charged(self) -> int:
-        """Bytes this slot counts against the budget."""
+        """Bytes this slot counts against the budget (a spare worker's own, when it has one)."""
         if self.state not in (STATE_LOADED, STATE_LOADING):
-            return 0
+            return max(SPARE_BYTES, self.backend.resident_bytes()) if self.spare else 0
         return max(self.estimate, self.backend.resident_bytes() if self.state == STATE_LOADED else 0)
 
     def status(self) -> dict[str, Any]:
@@ -266,14 +270,20 @@ class ModelPool:
     def prespawn(self) -> None:
         """A spare worker for each model loaded on demand: its next load skips the process start."""
         for slot in self.slots.values():
-            if not slot.spec.pinned and slot.state == STATE_UNLOADED and not self._closed:
+            if not slot.spec.pinned:
                 self._spawn(self._spare(slot), f"sarai_omni spare worker for {slot.spec.role}")
 
     async def _spare(self, slot: ModelSlot) -> None:
-        try:
-            await slot.backend.prespawn()
-        except (EngineError, OSError) as err:  # the load that needs it will say why
-            _LOGGER.debug("no spare worker for %s: %s", slot.spec.role, err)
+        async with self._load_lock:  # decided and reserved where loads decide: the budget holds
+            room = self.budget - self.used_bytes() >= SPARE_BYTES  # a spare counts its own RSS
+            if self._closed or slot.spare or slot.state != STATE_UNLOADED or not room:
+                return
+            slot.spare = True
+            try:
+                await slot.backend.prespawn()
+            except (EngineError, OSError) as err:  # the load that needs it will say why
+                _LOGGER.debug("no spare worker for %s: %s", slot.spec.role, err)
+            slot.spare = slot.backend.running  # backends without a process start nothing
 
     def _new_slot(self, spec: ModelSpec) -> ModelSlot:
         def crashed() -> None:
@@ -374,6 +384,11 @@ class ModelPool:
             return await self._load(slot)
 
     async def _make_room(self, slot: ModelSlot) -> None:
+        if self.used_bytes(exclude=slot) + slot.estimate > self.budget:  # spares go first: they hold no model
+            for other in self.slots.values():
+                if other is not slot and other.state == STATE_UNLOADED and other.spare:
+                    await other.backend.close()
+                    other.spare = False
         while self.used_bytes(exclude=slot) + slot.estimate > self.budget:
             victims = [
                 s for s in self.slots.values() if s is not slot and s.loaded and not s.spec.pinned and not s.busy
@@ -388,7 +403,7 @@ class ModelPool:
             await self._unload(victim)
 
     async def _load(self, slot: ModelSlot) -> float:
-        slot.state, slot.error, slot.over_budget_mb = STATE_LOADING, None, 0
+        slot.state, slot.error, slot.over_budget_mb, slot.spare = STATE_LOADING, None, 0, False
         self._on_change()
         self._watch()
         try:
@@ -516,12 +531,12 @@ class ModelPool:
         slot = self.slot(role)
         async with slot.lock, self._load_lock:
             await self._unload(slot)
+        self.prespawn()  # not after evictions: a spare must not take the room a load made
 
     async def _unload(self, slot: ModelSlot) -> None:
         self._cancel_idle_timer(slot)
         await slot.backend.close()
-        slot.state = STATE_UNLOADED
-        self.prespawn()
+        slot.state, slot.spare = STATE_UNLOADED, False
         self._on_change()
 
     # -- the memory watchdog: the budget holds in every sample, not only after a load ----------
@@ -583,6 +598,7 @@ class ModelPool:
             if slot.loaded and not slot.busy and slot.idle_timer is None:
                 _LOGGER.info("unloading idle %s model", slot.spec.role)
                 await self._unload(slot)
+                self.prespawn()
 
 
 def _read_model(path: str) -> GGUFInfo:
