@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 import signal
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from . import defaults
 from .backend import Backend, BackendFactory, LoadResult, ModelSpec, server_label
@@ -47,6 +47,8 @@ from .errors import (
 )
 from .gguf import GGUFInfo, read_gguf
 
+# Not PEP 695 generics: the transformers worker imports the engine under torch's Python 3.11.
+T = TypeVar("T")
 _LOGGER = logging.getLogger(__name__)
 MB = 2**20
 # Python + llama_cpp + numpy in the worker before any model (measured ~60 MB), with headroom.
@@ -607,7 +609,9 @@ def _read_model(path: str) -> GGUFInfo:
     return read_gguf(path)
 
 
-async def _within[T](awaitable: Awaitable[T], deadline: float | None, what: str) -> T:
+async def _within(  # noqa: UP047  (Python 3.11: see T)
+    awaitable: Awaitable[T], deadline: float | None, what: str
+) -> T:
     if deadline is None:
         return await awaitable
     remaining = deadline - asyncio.get_running_loop().time()

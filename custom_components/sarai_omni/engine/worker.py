@@ -11,30 +11,29 @@ from __future__ import annotations
 from array import array
 import codecs
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 import contextlib
 import ctypes
 import hashlib
 import json
 import os
 from pathlib import Path
-import queue
 import re
 import signal
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import Any
 
-from . import defaults, protocol
+from . import defaults, protocol, serve
 from .calibrate import variant
-from .errors import BackendMissing, EngineError, InvalidInput, LoadFailed
+from .errors import BackendMissing, InvalidInput, LoadFailed
 from .media import Vision, parked_text_cache, remove_stale_parked
 from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
 from .speculate import Drafter, decode
 from .toolcalls import CLOSE, OPEN
 
-Send = Callable[[dict[str, Any]], None]
+Send = serve.Send
 
 
 class Runner:
@@ -44,9 +43,7 @@ class Runner:
         self._send = send
         self._llm: Any = None
         self._template: str | None = None
-        self._cancelled: set[int] = set()
-        self._served = 0  # the highest request id finished: requests are served in id order
-        self._lock = threading.Lock()
+        self.requests = serve.Requests()
         self.load_ms = 0.0
         self.model_path: str | None = None
         self._kv: KVStateFiles | None = None
@@ -58,26 +55,6 @@ class Runner:
         self._vision_ready.set()
         self._load_msg: dict[str, Any] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=8)  # how recent generations ended
-
-    # -- requests -------------------------------------------------------------------------------
-    def cancel(self, target: int) -> None:
-        with self._lock:
-            if target > self._served:  # a cancel for a finished request would stay forever
-                self._cancelled.add(target)
-
-    def finished(self, rid: int) -> None:
-        """`rid` got its answer: forget its cancel (the set holds only requests still to come)."""
-        with self._lock:
-            self._served = max(self._served, rid)
-            self._cancelled.discard(rid)
-
-    def pending_cancels(self) -> int:
-        with self._lock:
-            return len(self._cancelled)
-
-    def is_cancelled(self, rid: int) -> bool:
-        with self._lock:
-            return rid in self._cancelled
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
@@ -163,7 +140,7 @@ class Runner:
             "load_ms": self.load_ms,
             "n_tokens": self._llm.n_tokens if self._llm is not None else 0,
             "finished": list(self._finished),
-            "pending_cancels": self.pending_cancels(),
+            "pending_cancels": self.requests.pending_cancels(),
             "n_batch": self._llm.n_batch if self._llm is not None else 0,
             "prompt_lookup": self._drafter.stats(),
         }
@@ -233,7 +210,7 @@ class Runner:
             if matcher.stopped:
                 reason = "stop"
                 break
-            if self.is_cancelled(rid):
+            if self.requests.is_cancelled(rid):
                 reason = "cancelled"
                 break
             if n_out >= max_tokens:
@@ -571,67 +548,8 @@ def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
         low.llama_model_default_params = default_params
 
 
-def _serve(runner: Runner, requests: queue.Queue[dict[str, Any] | None], send: Send) -> None:
-    while (msg := requests.get()) is not None:
-        if msg.get("op") == protocol.OP_SHUTDOWN:
-            send({"id": msg.get("id", 0), "event": protocol.EV_RESULT, "data": {}})
-            break
-        rid = msg.get("id", 0)
-        if runner.is_cancelled(rid):  # cancelled while it waited: never start it
-            send({"id": rid, "event": protocol.EV_ERROR, "kind": "Cancelled", "message": "cancelled"})
-        else:
-            _answer(runner, msg, send)
-        runner.finished(rid)
-
-
-def _answer(runner: Runner, msg: dict[str, Any], send: Send) -> None:
-    rid = msg.get("id", 0)
-    try:
-        send({"id": rid, "event": protocol.EV_RESULT, "data": runner.handle(msg)})
-    except EngineError as err:
-        send({"id": rid, "event": protocol.EV_ERROR, "kind": type(err).__name__, "message": str(err)})
-    except Exception as err:  # noqa: BLE001  (the client must always get an answer)
-        send({"id": rid, "event": protocol.EV_ERROR, "kind": "EngineError", "message": repr(err)})
-
-
-def _read(stdin: BinaryIO, runner: Runner, requests: queue.Queue[dict[str, Any] | None]) -> None:
-    for line in stdin:
-        try:
-            msg = protocol.decode(line)
-        except ValueError:
-            continue
-        if msg.get("op") == protocol.OP_CANCEL:
-            runner.cancel(int(msg.get("target", -1)))
-        elif msg.get("op") == protocol.OP_MEDIA_READY:
-            runner.answer_when_media_ready(int(msg.get("id", 0)))
-        else:
-            requests.put(msg)
-    requests.put(None)  # the engine went away: exit
-
-
 def main() -> None:
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # C code printing to stdout now lands on stderr, not in the protocol
-    sys.stdout = sys.stderr
-    lock = threading.Lock()
-
-    def send(message: dict[str, Any]) -> None:
-        with lock:
-            out.write(protocol.encode(message))
-
-    runner = Runner(send)
-    requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    reader = threading.Thread(target=_read, args=(sys.stdin.buffer, runner, requests), daemon=True)
-    reader.start()
-    send({"id": 0, "event": protocol.EV_READY, "data": {"protocol": protocol.PROTOCOL_VERSION, "pid": os.getpid()}})
-    # While no request is here yet (a spare worker waits for its model), import the native library
-    # (~0.6 s); a load that comes first waits on Python's import lock. A failure is the load's to report.
-    threading.Thread(target=_preimport, daemon=True).start()
-    _serve(runner, requests, send)
-    runner.unload()
-    # The client closes our stdin after a shutdown: let the reader see EOF and let go of stdin's
-    # lock, or interpreter shutdown aborts (SIGABRT) on the lock that thread holds.
-    reader.join(timeout=2.0)
+    serve.main(Runner, _preimport)
 
 
 if __name__ == "__main__":
