@@ -10,6 +10,7 @@ import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
 from tests.openai_server import OpenAIServer, sockets_open, tiny_models
+from tests.torch_env import MISSING, torch_python, write_tiny_omni
 from tests.tiny_models import (
     VL_TEMPLATE,
     Shape,
@@ -134,3 +135,18 @@ def gemma() -> Path:
         GEMMA.parent.mkdir(exist_ok=True)
         assemble(GEMMA)
     return GEMMA
+
+
+@pytest.fixture(scope="session")
+def torch_venv_python() -> Path:
+    """The torch venv's interpreter (the transformers worker runs under it, never HA's)."""
+    python = torch_python()
+    if python is None:
+        pytest.skip(MISSING)
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_omni(tmp_path_factory: pytest.TempPathFactory, torch_venv_python: Path) -> Path:
+    """A tiny random-weight Qwen2.5-Omni folder (HF layout) with a talker and two voices."""
+    return write_tiny_omni(tmp_path_factory.mktemp("hf") / "tiny-omni", torch_venv_python)

@@ -21,6 +21,7 @@ from custom_components.sarai_omni.engine.backend import (
     Generated,
     LoadResult,
     ModelSpec,
+    Speech,
 )
 from custom_components.sarai_omni.engine.errors import InvalidInput, RequestTimeout, WorkerCrashed
 from custom_components.sarai_omni.engine.prompts import Message, has_media
@@ -34,6 +35,7 @@ class EchoBackend:
     """backend.Backend without a model; resident while loaded: a fixed 8 MB."""
 
     calibrates = False
+    spare_bytes = 0  # no process of its own
     available = True
     failures = 0
 
@@ -121,6 +123,9 @@ class EchoBackend:
 
     async def prespawn(self) -> None:
         return
+
+    async def speak(self, text: str, voice: str) -> Speech:
+        raise InvalidInput(f"{self.name}: this model does not speak")
 
     async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         self._require()

@@ -114,5 +114,5 @@ def write(out: Path, spec: dict[str, Any], seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     target = Path(sys.argv[1])
-    write(target, json.loads(Path(sys.argv[2]).read_text()))
+    write(target, json.loads(Path(sys.argv[2]).read_text()), int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     print(target)

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine, ModelSpec
-from custom_components.sarai_omni.engine.backend import BackendFactory
+from custom_components.sarai_omni.engine.backend import SPARE_BYTES, BackendFactory
 from custom_components.sarai_omni.engine.llamacpp import LlamaCppBackend
-from custom_components.sarai_omni.engine.pool import MB, SPARE_BYTES
+from custom_components.sarai_omni.engine.pool import MB
 from custom_components.sarai_omni.engine.procmem import alive
 
 from .conftest import HELLO, USER, EngineFactory

@@ -1,7 +1,7 @@
 """The backend seam: what the pool and the chat stream need from whatever runs a model.
 
-Every backend (the llama.cpp worker process today; a remote OpenAI-compatible server and a
-transformers worker next) implements `Backend`. The pool, the router, the HA services and entities
+Every backend (the llama.cpp worker process, a remote OpenAI-compatible server, a transformers
+worker in the torch venv's interpreter) implements `Backend`. The pool, the router, the HA services and entities
 never know which one they talk to: they pass a `ModelSpec` to load and a `ChatRequest` to generate,
 and get typed results back. Errors are the engine's typed errors (errors.py), whichever backend.
 """
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
+import io
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
+import wave
 
 from . import defaults
 from .prompts import Message
+
+SPARE_BYTES = 128 * 2**20  # what an idle llama.cpp worker holds (Python with llama.cpp imported, no model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,16 @@ class RemoteModel:
     api_key: str | None = field(default=None, repr=False)  # never printed
     vision: bool = False  # the server takes images for this model
     audio: bool = False  # ... and audio (input_audio)
+
+
+@dataclass(frozen=True, slots=True)
+class TransformersModel:
+    """How a model folder (Hugging Face layout) runs on transformers/torch, in its own interpreter."""
+
+    python: str  # the torch venv's interpreter: torch never enters Home Assistant's venv
+    dtype: str = defaults.TORCH_DTYPE  # float32 or bfloat16
+    device: str = defaults.TORCH_DEVICE  # cpu, cuda or auto (cuda when torch sees one)
+    quantization: str = defaults.TORCH_QUANTIZATION  # none or int8 (weight-only, the thinker's linears)
 
 
 def server_label(base_url: str) -> str:
@@ -54,14 +68,25 @@ class ModelSpec:
     kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
     prompt_lookup: bool = True  # speculative decoding by prompt lookup, where it measurably pays
     remote: RemoteModel | None = None  # served by a server: no local file, no local memory
+    transformers: TransformersModel | None = None  # `path` is a model folder run by transformers
 
     @property
     def name(self) -> str:
         """What the user calls this model: the file name, or the server's model id."""
         return self.remote.model if self.remote else Path(self.path).name
 
+    @property
+    def backend(self) -> str:
+        """Which kind of runner this spec needs: llama_cpp, transformers or remote."""
+        return "remote" if self.remote else "transformers" if self.transformers else "llama_cpp"
+
     def load_params(self) -> dict[str, Any]:
-        return {
+        torch = (
+            {"dtype": self.transformers.dtype, "device": self.transformers.device,
+             "quantization": self.transformers.quantization}
+            if self.transformers else {}
+        )  # fmt: skip
+        return torch | {
             "model_path": self.path,
             "mmproj_path": self.mmproj,
             "n_ctx": self.n_ctx,
@@ -117,6 +142,7 @@ class LoadResult:
     n_ctx: int = 0
     chat_template: bool = False
     vision_pending: bool = False  # the projector is still loading: `media_ready` says when and how
+    voices: tuple[str, ...] = ()  # the voices a model with a talker speaks in
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +173,36 @@ class Generated:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """Spoken text: 16-bit mono PCM and what it took."""
+
+    pcm: bytes = field(repr=False)
+    sample_rate: int
+    voice: str
+    ms: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate if self.sample_rate else 0.0
+
+    def wav(self) -> bytes:
+        """The PCM in a WAV container (the header says its true length)."""
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            w.writeframes(self.pcm)
+        return out.getvalue()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One model role's runner. `generate` yields text deltas (str), then exactly one `Generated`."""
 
     name: str
+    spare_bytes: int  # what an idle runner process holds (a spare is reserved that much; 0: none starts)
 
     @property
     def crashes(self) -> int:
@@ -194,6 +245,9 @@ class Backend(Protocol):
 
     async def prespawn(self) -> None:
         """Get ready for a load that may come (a spare worker process); nothing where nothing starts."""
+
+    async def speak(self, text: str, voice: str) -> Speech:
+        """Say `text` in `voice` (a model with a talker); InvalidInput where the model does not speak."""
 
     async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Put a standing prompt (with the tools a turn lists) in the cache (from disk when saved before)."""

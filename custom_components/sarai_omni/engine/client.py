@@ -27,7 +27,14 @@ _IMPORT_ROOT = Path(__file__).resolve().parents[len(_ENGINE_PACKAGE.split("."))]
 _STDERR_TAIL = 20
 _ERRORS: dict[str, type[errors.EngineError]] = {
     cls.__name__: cls
-    for cls in (errors.InvalidInput, errors.LoadFailed, errors.BackendMissing, errors.Cancelled, errors.EngineError)
+    for cls in (
+        errors.InvalidInput,
+        errors.LoadFailed,
+        errors.BackendMissing,
+        errors.TorchMissing,
+        errors.Cancelled,
+        errors.EngineError,
+    )
 }
 
 
@@ -38,11 +45,14 @@ class WorkerClient:
         self,
         name: str,
         python: str | None = None,
+        *,
         env: dict[str, str] | None = None,
         on_crash: Callable[[], None] | None = None,
         memory_limit: int | None = None,
+        module: str = "worker",
     ) -> None:
         self.name = name
+        self._module = module  # the engine module the process runs (worker: llama.cpp; hf_worker: torch)
         self.memory_limit = memory_limit  # bytes: the worker's own memory cgroup, where one can be made
         self.cgroup: Path | None = None
         self.out_of_memory = False  # the last worker was ended by its memory cgroup
@@ -99,7 +109,7 @@ class WorkerClient:
         self._proc = await asyncio.create_subprocess_exec(
             self._python,
             "-m",
-            f"{_ENGINE_PACKAGE}.worker",
+            f"{_ENGINE_PACKAGE}.{self._module}",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -14,12 +14,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import defaults
-from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec
+from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec, Speech
+from .errors import InvalidInput
 from .gguf import GGUFInfo
 from .llamacpp import llama_cpp_factory
 from .pool import MB, ModelPool
-from .prompts import Message, ThinkFilter, clean, count_parts
+from .prompts import Message, ThinkFilter, clean, count_parts, sentences
 from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
+from .transformers_backend import transformers_factory
 
 if TYPE_CHECKING:
     import aiohttp
@@ -46,15 +48,18 @@ class EngineConfig:
 def default_factory(
     python: str | None = None, session: aiohttp.ClientSession | None = None, memory_limit: int | None = None
 ) -> BackendFactory:
-    """Remote specs on an OpenAI-compatible server; local ones in llama.cpp worker processes, each
-    with a hard `memory_limit` (bytes) where the kernel offers one."""
-    local = llama_cpp_factory(python, memory_limit)
+    """Remote specs on an OpenAI-compatible server; model folders in transformers workers (the torch
+    venv's Python); GGUF files in llama.cpp workers. Local workers each get a hard `memory_limit`
+    (bytes) where the kernel offers one."""
+    local, torch = llama_cpp_factory(python, memory_limit), transformers_factory(memory_limit)
 
     def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> Backend:
         if spec.remote is not None:
             from .remote import RemoteBackend  # noqa: PLC0415  (aiohttp stays out of worker processes)
 
             return RemoteBackend(spec, session)
+        if spec.transformers is not None:
+            return torch(spec, on_crash)
         return local(spec, on_crash)
 
     return make
@@ -275,6 +280,37 @@ class Engine:
         """Whether `role` takes images (a projector with a vision encoder, or a remote model that sees)."""
         slot = self.pool.slots.get(role)
         return bool(slot and slot.sees)
+
+    def speaks(self, role: str) -> bool:
+        """Whether `role` has a voice (a Qwen2.5-Omni talker on transformers)."""
+        slot = self.pool.slots.get(role)
+        return bool(slot and slot.speaks)
+
+    def voices(self, role: str) -> tuple[str, ...]:
+        return self.pool.slot(role).voices
+
+    @property
+    def speaker(self) -> str | None:
+        """The role that speaks, if any (the quality model first: it is the seed's voice)."""
+        return next((r for r in (QUALITY, FAST) if self.speaks(r)), None)
+
+    async def speak(self, role: str, text: str, voice: str | None = None, timeout_s: float | None = None) -> Speech:
+        """Say `text` with `role`'s talker, sentence by sentence (each within the talker's limit)."""
+        await self.prepare()
+        if not self.speaks(role):
+            raise InvalidInput(f"the {role} model does not speak")
+        voice = voice or (defaults.VOICE if defaults.VOICE in self.voices(role) else self.voices(role)[0])
+        parts: list[Speech] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout_s or self.config.request_timeout_s)
+        async with self.pool.use(role, deadline) as (slot, _):
+            for sentence in sentences(text):
+                parts.append(await slot.backend.speak(sentence, voice))
+            if not parts:
+                raise InvalidInput("nothing to say")
+            speech = Speech(b"".join(p.pcm for p in parts), parts[0].sample_rate, voice, sum(p.ms for p in parts))
+            slot.last.update(speech_seconds=round(speech.seconds, 2), speech_ms=round(speech.ms, 1), voice=voice)
+        return speech
 
     def needed_mb(self, role: str) -> int:
         """The estimated memory of `role` loaded, rounded up."""

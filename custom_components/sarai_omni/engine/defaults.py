@@ -36,3 +36,12 @@ MAX_QUEUE: Final = 8  # requests waiting for one model; more are refused as busy
 # Router.
 ROUTER_SHORT_CHARS: Final = 200
 ROUTER_SOFT_THRESHOLD: Final = 0.8
+
+# transformers/torch roles (a Hugging Face model folder).
+TORCH_DTYPE: Final = "float32"  # bfloat16 halves the weights; float32 is the fast and exact one on most CPUs
+TORCH_DEVICE: Final = "cpu"
+TORCH_QUANTIZATION: Final = "none"
+TORCH_DTYPES: Final = ("float32", "bfloat16")
+TORCH_DEVICES: Final = ("cpu", "cuda", "auto")
+TORCH_QUANTIZATIONS: Final = ("none", "int8")
+VOICE: Final = "Chelsie"  # Qwen2.5-Omni's default speaker

@@ -30,6 +30,12 @@ class BackendMissing(EngineError):
     key = "backend_missing"
 
 
+class TorchMissing(BackendMissing):
+    """The transformers worker's Python is missing, or it cannot import torch and transformers."""
+
+    key = "torch_missing"
+
+
 class DoesNotFitBudget(EngineError):
     """A model cannot be loaded within the RAM budget, even after evicting idle models."""
 

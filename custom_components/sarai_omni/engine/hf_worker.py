@@ -14,12 +14,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 import io
 from pathlib import Path
+import sys
 import time
 from typing import Any
 import wave
 
 from . import defaults, protocol, serve
-from .errors import BackendMissing, Cancelled, InvalidInput, LoadFailed
+from .errors import Cancelled, InvalidInput, LoadFailed, TorchMissing
 from .prompts import Message, StopMatcher, media_parts, render_prompt
 
 # Qwen2.5-Omni speaks only after this system prompt (its model card says so; otherwise it warns).
@@ -32,8 +33,7 @@ AUDIO_RATE = 16000  # the Whisper-style encoder's input rate
 # The talker makes ~50 codec frames per second of speech; a text token lasts well under 0.5 s.
 CODES_PER_TOKEN, CODES_BASE = 25, 100
 MEDIA_MARK = "\x00media\x00"
-DTYPES = ("float32", "bfloat16")
-QUANTIZATIONS = ("none", "int8")
+DTYPES = defaults.TORCH_DTYPES
 
 
 def _torch() -> Any:
@@ -41,7 +41,7 @@ def _torch() -> Any:
         import torch  # noqa: PLC0415  (worker-only)
         import transformers  # noqa: F401, PLC0415
     except ImportError as err:
-        raise BackendMissing(f"torch/transformers are not importable by this Python: {err}") from err
+        raise TorchMissing(f"{sys.executable} cannot import torch and transformers: {err}") from err
     return torch
 
 
@@ -451,7 +451,7 @@ def _preimport() -> None:
     try:
         _torch()
         import transformers.models.qwen2_5_omni.modeling_qwen2_5_omni  # noqa: F401, PLC0415
-    except (BackendMissing, ImportError):
+    except (TorchMissing, ImportError):
         pass
 
 

@@ -1,4 +1,8 @@
-"""The llama.cpp backend: a worker process (worker.py) driven over the JSON-lines protocol."""
+"""Worker-process backends: a worker driven over the JSON-lines protocol (client.py).
+
+`WorkerBackend` is everything the two local backends share; `LlamaCppBackend` runs worker.py under
+HA's Python, `TransformersBackend` (transformers_backend.py) runs hf_worker.py under the torch venv's.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from . import protocol
-from .backend import BenchResult, ChatRequest, Generated, LoadResult, ModelSpec
+from .backend import SPARE_BYTES, BenchResult, ChatRequest, Generated, LoadResult, ModelSpec, Speech
 from .client import WorkerClient
+from .errors import InvalidInput
 from .prompts import Message
 
 
-class LlamaCppBackend:
-    """Implements backend.Backend on one llama.cpp worker process (spawned on demand)."""
+class WorkerBackend:
+    """Implements backend.Backend on one worker process (spawned on demand) running `module`."""
 
-    calibrates = True  # weight repacking is measured per machine (calibrate.py)
+    calibrates = False
     available = True  # a local process: it is started on demand
     failures = 0  # a worker that cannot start fails its request (crashes are counted apart)
+    module = "worker"
+    spare_bytes = SPARE_BYTES  # what an idle worker holds (the pool reserves it for a spare)
 
     def __init__(
         self,
@@ -27,7 +34,9 @@ class LlamaCppBackend:
         memory_limit: int | None = None,
     ) -> None:
         self.name = name
-        self.client = WorkerClient(name, python, env=env, on_crash=on_crash, memory_limit=memory_limit)
+        self.client = WorkerClient(
+            name, python, env=env, on_crash=on_crash, memory_limit=memory_limit, module=self.module
+        )
 
     @property
     def crashes(self) -> int:
@@ -62,6 +71,7 @@ class LlamaCppBackend:
             n_ctx=int(data.get("n_ctx", 0)),
             chat_template=bool(data.get("chat_template")),
             vision_pending=bool(data.get("vision_pending")),
+            voices=tuple(data.get("voices") or ()),
         )
 
     async def media_ready(self) -> str | None:
@@ -74,6 +84,9 @@ class LlamaCppBackend:
                 yield str(event["text"])
             else:
                 yield Generated.from_dict(event.get("data", {}))
+
+    async def speak(self, text: str, voice: str) -> Speech:
+        raise InvalidInput(f"{self.name}: this model does not speak (no talker)")
 
     async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return await self.client.call(protocol.OP_WARM, {"messages": messages, "tools": tools})
@@ -99,6 +112,12 @@ class LlamaCppBackend:
 
     async def stop_now(self) -> None:
         await self.client.close(grace_s=0)
+
+
+class LlamaCppBackend(WorkerBackend):
+    """A llama.cpp worker process (worker.py) under HA's Python."""
+
+    calibrates = True  # weight repacking is measured per machine (calibrate.py)
 
 
 def llama_cpp_factory(

@@ -46,6 +46,7 @@ from .errors import (
     is_native_fault,
 )
 from .gguf import GGUFInfo, read_gguf
+from .hf import HFInfo, read_folder, read_voices
 
 # Not PEP 695 generics: the transformers worker imports the engine under torch's Python 3.11.
 T = TypeVar("T")
@@ -87,9 +88,6 @@ def gpu_fraction(info: GGUFInfo, n_gpu_layers: int) -> float:
     return 1.0 if n_gpu_layers < 0 else min(n_gpu_layers, layers) / layers
 
 
-SPARE_BYTES = 128 * MB  # the room a spare worker needs (Python with llama.cpp imported, no model)
-
-
 @dataclass
 class ModelSlot:
     """One model role: its spec, its worker, and what was measured."""
@@ -98,6 +96,8 @@ class ModelSlot:
     backend: Backend
     info: GGUFInfo | None = None
     mmproj_info: GGUFInfo | None = None
+    hf: HFInfo | None = None  # a model folder's config and weights (transformers roles)
+    voices: tuple[str, ...] = ()  # what a model that speaks speaks in (spk_dict.pt, then the load's own)
     state: str = STATE_UNLOADED
     estimate: int = 0
     last_used: float = 0.0
@@ -116,7 +116,7 @@ class ModelSlot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
     idle_timer: asyncio.TimerHandle | None = None
-    spare: bool = False  # a spare worker is (being) started for this unloaded model: SPARE_BYTES reserved
+    spare: bool = False  # a spare worker is (being) started for this unloaded model: its spare_bytes reserved
 
     @property
     def name(self) -> str:
@@ -127,13 +127,22 @@ class ModelSlot:
         """Configured to take images: a projector with a vision encoder, or a remote model that sees."""
         if self.spec.remote is not None:
             return self.spec.remote.vision
+        if self.hf is not None:
+            return self.hf.has_vision
         return bool(self.mmproj_info and self.mmproj_info.has_vision)
 
     @property
     def hears(self) -> bool:
         if self.spec.remote is not None:
             return self.spec.remote.audio
+        if self.hf is not None:
+            return self.hf.has_audio
         return bool(self.mmproj_info and self.mmproj_info.has_audio)
+
+    @property
+    def speaks(self) -> bool:
+        """Has a talker and voices (Qwen2.5-Omni on transformers)."""
+        return bool(self.hf and self.hf.speaks and self.voices)
 
     @property
     def busy(self) -> bool:
@@ -150,7 +159,7 @@ class ModelSlot:
     def charged(self) -> int:
         """Bytes this slot counts against the budget (a spare worker's own, when it has one)."""
         if self.state not in (STATE_LOADED, STATE_LOADING):
-            return max(SPARE_BYTES, self.backend.resident_bytes()) if self.spare else 0
+            return max(self.backend.spare_bytes, self.backend.resident_bytes()) if self.spare else 0
         return max(self.estimate, self.backend.resident_bytes() if self.state == STATE_LOADED else 0)
 
     def status(self) -> dict[str, Any]:
@@ -172,6 +181,8 @@ class ModelSlot:
             "repack": self.variant == REPACK,
             "flash_attn": self.flash_attn,
             "unusable_variants": dict(self.unusable),
+            "backend": self.spec.backend,
+            "voices": list(self.voices),
             "remote": self.spec.remote is not None,
             "server": server_label(self.spec.remote.base_url) if self.spec.remote else None,
             "failures": self.backend.failures,
@@ -252,6 +263,11 @@ class ModelPool:
         for slot in self.slots.values():
             if slot.spec.remote is not None:  # no file here, no local memory
                 continue
+            if (torch := slot.spec.transformers) is not None:  # a model folder: config.json and weights
+                slot.hf = await asyncio.to_thread(read_folder, slot.spec.path)
+                slot.voices = await asyncio.to_thread(read_voices, slot.spec.path) if slot.hf.speaks else ()
+                slot.estimate = slot.hf.estimate_bytes(torch.dtype, slot.spec.n_ctx, torch.quantization)
+                continue
             slot.info = await asyncio.to_thread(_read_model, slot.spec.path)
             if slot.spec.mmproj:
                 slot.mmproj_info = await asyncio.to_thread(_read_model, slot.spec.mmproj)
@@ -277,7 +293,7 @@ class ModelPool:
 
     async def _spare(self, slot: ModelSlot) -> None:
         async with self._load_lock:  # decided and reserved where loads decide: the budget holds
-            room = self.budget - self.used_bytes() >= SPARE_BYTES  # a spare counts its own RSS
+            room = self.budget - self.used_bytes() >= slot.backend.spare_bytes  # a spare counts its own RSS
             if self._closed or slot.spare or slot.state != STATE_UNLOADED or not room:
                 return
             slot.spare = True
@@ -431,6 +447,7 @@ class ModelPool:
         slot.state, slot.load_ms, slot.last_used = STATE_LOADED, result.load_ms, time.monotonic()
         slot.error = slot.error_key = slot.fault = None
         slot.vision_error = None
+        slot.voices = result.voices or slot.voices  # the loaded model's own list wins
         if result.vision_pending:
             self._spawn(self._projector(slot), f"sarai_omni {slot.spec.role} projector")
         await self._check_measured(slot, slot.backend.resident_bytes())

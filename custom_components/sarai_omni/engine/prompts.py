@@ -257,3 +257,21 @@ class ThinkFilter:
     def flush(self) -> str:
         text, self._pending = self._pending, ""
         return "" if self._inside else text
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…\u3002\uff01\uff1f])\s+")  # also CJK full stops
+MAX_SENTENCE_CHARS = 300  # what a talker says in one go (its codes are capped per text token)
+
+
+def sentences(text: str) -> list[str]:
+    """`text` cut where sentences end (and long ones at a comma or space), blanks dropped."""
+    out: list[str] = []
+    for whole in _SENTENCE_END.split(text.strip()):
+        rest = whole
+        while len(rest) > MAX_SENTENCE_CHARS:
+            cut = max(rest.rfind(", ", 0, MAX_SENTENCE_CHARS), rest.rfind(" ", 0, MAX_SENTENCE_CHARS))
+            cut = cut + 1 if cut > 0 else MAX_SENTENCE_CHARS
+            out.append(rest[:cut].strip())
+            rest = rest[cut:]
+        out.append(rest.strip())
+    return [s for s in out if s]

@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from .backend import BenchResult, ChatRequest, Generated, LoadResult, ModelSpec, RemoteModel, server_label
+from .backend import BenchResult, ChatRequest, Generated, LoadResult, ModelSpec, RemoteModel, Speech, server_label
 from .errors import (
     InvalidInput,
     RemoteAuthFailed,
@@ -237,7 +237,8 @@ class _StreamState:
 class RemoteBackend:
     """Implements backend.Backend on an OpenAI-compatible server (HA's shared aiohttp session)."""
 
-    calibrates = False  # nothing of this machine's CPU is involved
+    calibrates = False
+    spare_bytes = 0  # no process of its own  # nothing of this machine's CPU is involved
     crashes = 0  # a server is not ours: its failures are counted apart (`failures`)
     last_exit = None
 
@@ -449,6 +450,9 @@ class RemoteBackend:
 
     async def prespawn(self) -> None:
         return  # nothing to start: the server is there or not
+
+    async def speak(self, text: str, voice: str) -> Speech:
+        raise InvalidInput(f"{self.name}: this model does not speak")
 
     async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {"source": "server", "remote": True}  # the server keeps its own prompt cache
