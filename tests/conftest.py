@@ -10,7 +10,6 @@ import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
 from tests.openai_server import OpenAIServer, sockets_open, tiny_models
-from tests.torch_env import MISSING, torch_python, write_tiny_omni
 from tests.tiny_models import (
     VL_TEMPLATE,
     Shape,
@@ -19,6 +18,7 @@ from tests.tiny_models import (
     write_qwen3vl_mmproj,
     write_text_model,
 )
+from tests.torch_env import MISSING, torch_python, write_tiny_omni
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"

@@ -112,7 +112,7 @@ def test_every_form_field_has_a_label_and_a_description() -> None:
         ("config", "hub"): config_flow.hub_schema(),
         ("config", "remote"): config_flow.remote_schema(),
         ("config", "remote_model"): config_flow.remote_model_schema(["m"]),
-        ("options", "init"): config_flow.options_schema(),
+        ("options", "init"): config_flow.options_schema(torch=True),
     }
     for (section, step), schema in forms.items():
         fields = {str(key) for key in schema.schema}
@@ -138,6 +138,7 @@ def test_every_translated_field_is_described() -> None:
 
 def test_selectors_translate_every_option() -> None:
     from custom_components.sarai_omni import catalog, const
+    from custom_components.sarai_omni.engine import defaults
 
     expected = {
         "download": {const.DOWNLOAD_NONE, const.DOWNLOAD_HUB, *catalog.SEEDS},
@@ -145,6 +146,9 @@ def test_selectors_translate_every_option() -> None:
         "kv_type": set(const.KV_TYPES),
         "model": set(const.MODEL_PREFERENCES),
         "remote_roles": {"fast", "quality"},
+        "torch_dtype": set(defaults.TORCH_DTYPES),
+        "torch_device": set(defaults.TORCH_DEVICES),
+        "torch_quantization": set(defaults.TORCH_QUANTIZATIONS),
     }
     assert {name: set(sel["options"]) for name, sel in EN["selector"].items()} == expected
 

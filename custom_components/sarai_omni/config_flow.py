@@ -69,10 +69,15 @@ from .const import (
     CONF_REPO_ID,
     CONF_REQUEST_TIMEOUT_S,
     CONF_REVISION,
+    CONF_ROLE_BACKENDS,
     CONF_ROUTER_SHORT_CHARS,
     CONF_ROUTER_SOFT_THRESHOLD,
     CONF_TARGET,
     CONF_TEMPERATURE,
+    CONF_TORCH_DEVICE,
+    CONF_TORCH_DTYPE,
+    CONF_TORCH_PYTHON,
+    CONF_TORCH_QUANTIZATION,
     CONF_URL,
     CONF_VISION,
     DEFAULT_AI_TASK_NAME,
@@ -100,11 +105,11 @@ from .const import (
     TITLE,
 )
 from .download import DownloadError, HubFile, RemoteInfo, download, fetch_info
-from .engine import FAST, QUALITY, RemoteAuthFailed, RemoteError
+from .engine import FAST, QUALITY, RemoteAuthFailed, RemoteError, defaults
 from .engine.procmem import physical_cores
 from .engine.remote import list_models, probe_modalities
-from .installer import InstallSteps, backend_available
-from .validation import MODEL_KEYS, machine_ram_mb, no_estimate, validate_models
+from .installer import InstallSteps, backend_available, torch_problem
+from .validation import MODEL_KEYS, machine_ram_mb, no_estimate, transformers_roles, validate_models
 
 _LOGGER = logging.getLogger(__name__)
 _SETUP_KEYS = (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX, CONF_KV_TYPE, CONF_N_GPU_LAYERS)
@@ -277,6 +282,9 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
                 return await self.async_step_remote()
             errors, placeholders = await self._check(self._input)
             if not errors:
+                self._input.pop(CONF_ROLE_BACKENDS, None)  # decided again from what the paths are now
+                if backends := await self.hass.async_add_executor_job(transformers_roles, self.hass, self._input):
+                    self._input[CONF_ROLE_BACKENDS] = backends
                 return self._finish(self._input)
         elif self._form_error is not None:  # back from a failed download: say why, keep the form
             errors, placeholders = {"base": self._form_error.key}, placeholders | self._form_error.placeholders
@@ -537,9 +545,27 @@ def conversation_defaults() -> dict[str, Any]:
     }
 
 
-def options_schema() -> vol.Schema:
+def torch_fields() -> dict[Any, Any]:
+    """The transformers roles' options: the torch venv's Python (checked: it must import torch)."""
+    return {
+        vol.Required(CONF_TORCH_PYTHON, default=""): TextSelector(),
+        vol.Required(CONF_TORCH_DTYPE, default=defaults.TORCH_DTYPE): _select(
+            list(defaults.TORCH_DTYPES), CONF_TORCH_DTYPE
+        ),
+        vol.Required(CONF_TORCH_DEVICE, default=defaults.TORCH_DEVICE): _select(
+            list(defaults.TORCH_DEVICES), CONF_TORCH_DEVICE
+        ),
+        vol.Required(CONF_TORCH_QUANTIZATION, default=defaults.TORCH_QUANTIZATION): _select(
+            list(defaults.TORCH_QUANTIZATIONS), CONF_TORCH_QUANTIZATION
+        ),
+    }
+
+
+def options_schema(*, torch: bool = False) -> vol.Schema:
+    """Tuning; with a transformers role, also how torch runs it."""
     return vol.Schema(
         {
+            **(torch_fields() if torch else {}),
             vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
             vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
             vol.Required(CONF_FAST_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
@@ -559,12 +585,22 @@ class SaraiOptionsFlow(OptionsFlow):
     """Tuning that needs no new files: KV cache type, GPU layers, idle unload, timeout, router."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        torch = bool(self.config_entry.data.get(CONF_ROLE_BACKENDS))
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
         if user_input is not None:
-            return self.async_create_entry(data=user_input)  # the update listener reloads the engine
+            python = str(user_input.get(CONF_TORCH_PYTHON, "")).strip()
+            if torch and (problem := await torch_problem(python)):
+                errors[CONF_TORCH_PYTHON], placeholders["error"] = "torch_not_importable", problem
+            else:
+                return self.async_create_entry(data=user_input)  # the update listener reloads the engine
         # Setup data first: KV type and GPU layers may have been chosen there.
-        current = {**self.config_entry.data, **self.config_entry.options}
+        current = {**self.config_entry.data, **self.config_entry.options, **(user_input or {})}
         return self.async_show_form(
-            step_id="init", data_schema=self.add_suggested_values_to_schema(options_schema(), current)
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(options_schema(torch=torch), current),
+            errors=errors,
+            description_placeholders=placeholders,
         )
 
 

@@ -26,6 +26,9 @@ CONF_API_KEY: Final = "api_key"
 CONF_REMOTE_MODEL: Final = "model"
 CONF_VISION: Final = "vision"
 CONF_AUDIO: Final = "audio"
+# Roles whose model is a Hugging Face folder run on transformers: data["role_backends"][role] = "transformers".
+CONF_ROLE_BACKENDS: Final = "role_backends"
+BACKEND_TRANSFORMERS: Final = "transformers"
 
 # Options.
 CONF_KV_TYPE: Final = "kv_type"
@@ -37,6 +40,11 @@ CONF_ROUTER_SOFT_THRESHOLD: Final = "router_soft_threshold"
 CONF_FAST_N_BATCH: Final = "fast_n_batch"
 CONF_QUALITY_N_BATCH: Final = "quality_n_batch"
 CONF_PROMPT_LOOKUP: Final = "prompt_lookup"
+# transformers roles (options): the torch venv's interpreter, dtype, device, weight quantization.
+CONF_TORCH_PYTHON: Final = "torch_python"
+CONF_TORCH_DTYPE: Final = "torch_dtype"
+CONF_TORCH_DEVICE: Final = "torch_device"
+CONF_TORCH_QUANTIZATION: Final = "torch_quantization"
 KV_TYPES: Final = defaults.KV_TYPES
 
 # Conversation subentry.
@@ -83,6 +91,7 @@ ISSUE_MODEL_MISSING: Final = "model_missing"
 ISSUE_BUDGET: Final = "budget_too_small"
 ISSUE_CRASH_LOOP: Final = "crash_loop"
 ISSUE_REMOTE_DOWN: Final = "remote_unreachable"
+ISSUE_TORCH_MISSING: Final = "torch_missing"  # a transformers role, and its Python cannot import torch
 REMOTE_DOWN_AFTER: Final = 3  # failed requests in a row before a server counts as down
 
 # Where users put GGUF files, relative to the HA config directory.

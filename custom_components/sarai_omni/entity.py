@@ -205,15 +205,19 @@ def repair_schema(chat_log: conversation.ChatLog, tools: list[ToolDef] | None) -
     return None
 
 
+_BACKEND_NAMES = {"llama_cpp": "llama.cpp (local)", "transformers": "transformers (torch venv)", "remote": "server"}
+
+
 def backend_label(entry: SaraiConfigEntry) -> str:
-    """What runs the entry's models, for the device card."""
+    """What runs the entry's models, for the device card: one kind, or each kind with its roles."""
     engine = entry.runtime_data.engine
-    remote = [role for role in engine.roles if engine.status(role)["remote"]]
-    if not remote:
-        return "llama.cpp (local)"
-    if len(remote) == len(engine.roles):
-        return "OpenAI-compatible server"
-    return f"llama.cpp (local) + server ({', '.join(remote)})"
+    kinds: dict[str, list[str]] = {}
+    for role in engine.roles:
+        kinds.setdefault(engine.status(role)["backend"], []).append(role)
+    if len(kinds) == 1:
+        (kind,) = kinds
+        return "OpenAI-compatible server" if kind == "remote" else _BACKEND_NAMES[kind]
+    return " + ".join(f"{_BACKEND_NAMES[k]} ({', '.join(roles)})" for k, roles in kinds.items())
 
 
 class SaraiEntity(Entity):

@@ -25,6 +25,35 @@ INSTALL_TIMEOUT_S = 3600  # a source build on a small ARM box is slow
 _COMPILERS = ("c++", "g++", "clang++")
 
 
+TORCH_CHECK = "import torch, transformers; print(torch.__version__, transformers.__version__)"
+TORCH_CHECK_TIMEOUT_S = 120  # importing torch takes seconds; a cold disk more
+
+
+async def torch_problem(python: str) -> str | None:
+    """Why `python` cannot run the transformers worker (None: it imports torch and transformers).
+
+    Runs the interpreter once (never imports torch here: HA's venv has none)."""
+    if not python:
+        return "no Python set for the torch venv (options: torch venv Python)"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            python, "-c", TORCH_CHECK, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+    except OSError as err:
+        return f"{python} cannot be started: {err.strerror or err}"
+    try:
+        out, said = await asyncio.wait_for(proc.communicate(), TORCH_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"{python} did not import torch within {TORCH_CHECK_TIMEOUT_S} s"
+    if proc.returncode != 0:
+        last = (said.decode(errors="replace").strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return f"{python} cannot import torch and transformers: {last}"
+    _LOGGER.debug("torch venv %s: torch, transformers %s", python, out.decode().strip())
+    return None
+
+
 def backend_available() -> bool:
     """Whether llama-cpp-python is installed for the workers (checked without loading it)."""
     importlib.invalidate_caches()  # it may have been installed since the last look

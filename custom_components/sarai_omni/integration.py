@@ -19,6 +19,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .const import (
     BACKEND_LLAMA_CPP,
+    BACKEND_TRANSFORMERS,
     CONF_API_KEY,
     CONF_AUDIO,
     CONF_BACKEND,
@@ -38,8 +39,13 @@ from .const import (
     CONF_REMOTE,
     CONF_REMOTE_MODEL,
     CONF_REQUEST_TIMEOUT_S,
+    CONF_ROLE_BACKENDS,
     CONF_ROUTER_SHORT_CHARS,
     CONF_ROUTER_SOFT_THRESHOLD,
+    CONF_TORCH_DEVICE,
+    CONF_TORCH_DTYPE,
+    CONF_TORCH_PYTHON,
+    CONF_TORCH_QUANTIZATION,
     CONF_URL,
     CONF_VISION,
     DEFAULT_IDLE_UNLOAD_S,
@@ -55,14 +61,15 @@ from .const import (
     ISSUE_CRASH_LOOP,
     ISSUE_MODEL_MISSING,
     ISSUE_REMOTE_DOWN,
+    ISSUE_TORCH_MISSING,
     QUALITY_N_CTX,
     REMOTE_DOWN_AFTER,
     SIGNAL_ENGINE_UPDATED,
 )
 from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFound, ModelSpec, RouterConfig, defaults
-from .engine.backend import RemoteModel
+from .engine.backend import RemoteModel, TransformersModel
 from .engine.procmem import physical_cores
-from .installer import backend_available
+from .installer import backend_available, torch_problem
 from .llm_api import CameraAPI
 from .models import SaraiConfigEntry, SaraiRuntimeData
 from .services import async_setup_services
@@ -71,7 +78,7 @@ from .validation import resolve_path
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR, Platform.STT)
+PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR, Platform.STT, Platform.TTS)
 CRASH_LOOP_COUNT, CRASH_LOOP_WINDOW_S = 3, 600
 
 
@@ -91,6 +98,7 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
     state_dir = hass.config.path(DOMAIN)  # calibrations and KV-cache snapshots live under the config dir
     kv_dir = str(Path(state_dir) / "kv_cache")
     remote = conf.get(CONF_REMOTE) or {}
+    torch_roles = conf.get(CONF_ROLE_BACKENDS) or {}
 
     def spec(role: str, model_key: str, mmproj_key: str, batch_key: str, ctx: int) -> ModelSpec | None:
         local = ModelSpec(
@@ -103,6 +111,8 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
         model = path(model_key)
         if model is None and role != FAST:  # the fast model is required: a missing one is reported at setup
             return None
+        if torch_roles.get(role) == BACKEND_TRANSFORMERS:  # a model folder: its encoders are its own
+            return replace(local, path=model or "", transformers=torch_runtime(conf), kv_cache_dir=None)
         return replace(local, path=model or "", mmproj=path(mmproj_key))
 
     specs = [
@@ -124,6 +134,16 @@ def engine_config(hass: HomeAssistant, entry: ConfigEntry) -> EngineConfig:
             short_chars=int(conf.get(CONF_ROUTER_SHORT_CHARS, defaults.ROUTER_SHORT_CHARS)),
             soft_threshold=float(conf.get(CONF_ROUTER_SOFT_THRESHOLD, defaults.ROUTER_SOFT_THRESHOLD)),
         ),
+    )
+
+
+def torch_runtime(conf: dict[str, Any]) -> TransformersModel:
+    """How transformers roles run: the torch venv's Python (none set: the load says what is missing)."""
+    return TransformersModel(
+        python=str(conf.get(CONF_TORCH_PYTHON) or ""),
+        dtype=str(conf.get(CONF_TORCH_DTYPE, defaults.TORCH_DTYPE)),
+        device=str(conf.get(CONF_TORCH_DEVICE, defaults.TORCH_DEVICE)),
+        quantization=str(conf.get(CONF_TORCH_QUANTIZATION, defaults.TORCH_QUANTIZATION)),
     )
 
 
@@ -170,7 +190,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
             translation_domain=DOMAIN, translation_key="unknown_backend", translation_placeholders={"backend": backend}
         )
     config = engine_config(hass, entry)
-    local = any(spec.remote is None for spec in config.models)  # roles on a server need no llama.cpp here
+    local = any(spec.backend == "llama_cpp" for spec in config.models)  # only GGUF roles need llama.cpp here
     if local and not await hass.async_add_executor_job(backend_available):
         _issue(hass, ISSUE_BACKEND_MISSING)
         raise ConfigEntryError(translation_domain=DOMAIN, translation_key="backend_missing")
@@ -213,6 +233,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
 
     entry.async_on_unload(hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _stop))
     entry.async_create_background_task(hass, _preload(engine), f"{DOMAIN} preload")
+    if torch := next((s.transformers for s in config.models if s.transformers), None):
+        entry.async_create_background_task(hass, _check_torch(hass, torch.python), f"{DOMAIN} torch check")
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     entry.async_on_unload(entry.add_update_listener(_async_update_listener))
     return True
@@ -234,6 +256,15 @@ def _check_backend(hass: HomeAssistant, engine: Engine) -> None:
         _issue(hass, ISSUE_BACKEND_UNUSABLE, error=problem)
     elif engine.any_loaded():  # it ran: whatever it was is fixed
         ir.async_delete_issue(hass, DOMAIN, ISSUE_BACKEND_UNUSABLE)
+
+
+async def _check_torch(hass: HomeAssistant, python: str) -> None:
+    """A transformers role needs a Python that imports torch and transformers: say so if it cannot."""
+    if (problem := await torch_problem(python)) is None:
+        ir.async_delete_issue(hass, DOMAIN, ISSUE_TORCH_MISSING)
+    else:
+        _LOGGER.warning("The transformers model cannot run: %s", problem)
+        _issue(hass, ISSUE_TORCH_MISSING, python=python or "-", error=problem)
 
 
 @callback

@@ -8,6 +8,7 @@ from typing import Any, Final
 from homeassistant.core import HomeAssistant
 
 from .const import (
+    BACKEND_TRANSFORMERS,
     CONF_AUDIO,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
@@ -18,14 +19,17 @@ from .const import (
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     CONF_REMOTE_MODEL,
+    CONF_TORCH_DTYPE,
+    CONF_TORCH_QUANTIZATION,
     CONF_URL,
     CONF_VISION,
     DEFAULT_KV_TYPE,
     MODELS_DIR,
     QUALITY_N_CTX,
 )
-from .engine import MB, GGUFInfo, InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
+from .engine import MB, GGUFInfo, InvalidModelFile, ModelNotFound, ModelSpec, defaults, estimate_bytes, read_gguf
 from .engine.backend import server_label
+from .engine.hf import HFInfo, is_model_folder, read_folder
 from .engine.procmem import total_ram_bytes
 
 # Each model field, and whether it takes a projector (mmproj) rather than a model.
@@ -55,6 +59,7 @@ def machine_ram_mb() -> int:
 
 
 NOTHING: Final = "—"
+REMOTE: Final = "remote"  # the architecture shown for a role on a server
 
 
 def no_estimate(budget_mb: int | None = None) -> dict[str, str]:
@@ -79,13 +84,11 @@ def is_allowed_model_path(hass: HomeAssistant, full: str) -> bool:
 
 def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False) -> GGUFInfo:
     """Resolve, allow-list and parse a GGUF; raise ModelFileError with the form's error key."""
+    full = _allowed(hass, path)
     try:
-        full = resolve_path(hass, path)
-        if not is_allowed_model_path(hass, full):  # before existence: do not probe other dirs
-            raise ModelFileError("path_not_allowed", path)
         if not Path(full).is_file():
             raise ModelFileError("file_not_found", path)
-    except (OSError, ValueError) as err:  # a NUL byte, a lone surrogate, a name too long
+    except (OSError, ValueError) as err:
         raise ModelFileError("invalid_path", path) from err
     try:
         info = read_gguf(full)
@@ -93,6 +96,48 @@ def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False)
         raise ModelFileError("not_gguf", path) from err
     if info.is_projector != projector or not (projector or info.is_supported_text_model):
         raise ModelFileError("unsupported_arch", path, info.architecture)
+    return info
+
+
+def _allowed(hass: HomeAssistant, path: str) -> str:
+    """The resolved path, if the allow-list lets us read it (checked before it is probed at all)."""
+    try:
+        full = resolve_path(hass, path)
+        if not is_allowed_model_path(hass, full):
+            raise ModelFileError("path_not_allowed", path)
+    except (OSError, ValueError) as err:  # a NUL byte, a lone surrogate, a name too long
+        raise ModelFileError("invalid_path", path) from err
+    return full
+
+
+def is_folder_model(hass: HomeAssistant, path: str) -> bool:
+    """A Hugging Face model folder (config.json) rather than a GGUF file (blocking: a stat)."""
+    try:
+        return is_model_folder(resolve_path(hass, path))
+    except (OSError, ValueError):
+        return False
+
+
+def transformers_roles(hass: HomeAssistant, data: dict[str, Any]) -> dict[str, str]:
+    """The roles whose model is a folder, each with the transformers backend (blocking)."""
+    return {
+        key.split("_")[0]: BACKEND_TRANSFORMERS
+        for key in (CONF_FAST_MODEL, CONF_QUALITY_MODEL)
+        if data.get(key) and is_folder_model(hass, data[key])
+    }
+
+
+def check_model_folder(hass: HomeAssistant, path: str) -> HFInfo:
+    """Resolve, allow-list and read a model folder's config.json and weights' headers."""
+    full = _allowed(hass, path)
+    try:
+        info = read_folder(full)
+    except ModelNotFound as err:
+        raise ModelFileError("file_not_found", path) from err
+    except InvalidModelFile as err:
+        raise ModelFileError("unsupported_folder", path, str(err)) from err
+    if info.talker and not info.speakers_file:  # transformers refuses to load it without its voices
+        raise ModelFileError("unsupported_folder", path, "no spk_dict.pt (the talker's voices)")
     return info
 
 
@@ -107,9 +152,11 @@ def estimated_mb(
 # The words of the model summary, in HA's language (the form's description holds no per-file text).
 WORDS: Final = {
     "en": {"parameters": "parameters", "context": "trained context", "projector": "projector",
-           "vision": "vision", "audio": "audio", "on": "on", "server": "server, no local RAM"},
+           "vision": "vision", "audio": "audio", "on": "on", "server": "server, no local RAM",
+           "speech": "speech", "transformers": "transformers, torch venv"},
     "es": {"parameters": "parámetros", "context": "contexto de entrenamiento", "projector": "proyector",
-           "vision": "visión", "audio": "audio", "on": "en", "server": "servidor, sin RAM local"},
+           "vision": "visión", "audio": "audio", "on": "en", "server": "servidor, sin RAM local",
+           "speech": "voz", "transformers": "transformers, venv de torch"},
 }  # fmt: skip
 
 
@@ -122,9 +169,11 @@ def number(value: float, decimals: int = 0) -> str:
     return f"{value:.{decimals}f}"
 
 
-def describe(info: GGUFInfo, language: str = "en") -> str:
+def describe(info: GGUFInfo | HFInfo, language: str = "en") -> str:
     """One line of what the header says, shown back to the user in the form."""
     w = words(language)
+    if isinstance(info, HFInfo):
+        return describe_folder(info, language)
     size_mb = info.file_size / MB
     size = f"{number(size_mb, 1 if size_mb < 10 else 0)} MB"
     if info.is_projector:
@@ -136,6 +185,15 @@ def describe(info: GGUFInfo, language: str = "en") -> str:
         f"{info.path.name}: {info.architecture}, {params} {w['parameters']}, {info.file_type or '?'}, "
         f"{w['context']} {info.context_length or '?'}, {size}"
     )
+
+
+def describe_folder(info: HFInfo, language: str = "en") -> str:
+    w = words(language)
+    count = info.parameters()
+    params = f"{number(count / 1e9, 2)} B" if count >= 1e8 else number(count)
+    kinds = [w[k] for k, on in (("vision", info.has_vision), ("audio", info.has_audio), ("speech", info.speaks)) if on]
+    takes = f", {'+'.join(kinds)}" if kinds else ""
+    return f"{info.path.name}: {info.model_type} ({w['transformers']}), {params} {w['parameters']}{takes}"
 
 
 def describe_remote(role: str, server: dict[str, Any], language: str = "en") -> str:
@@ -156,12 +214,17 @@ def validate_models(
     """
     remote = remote or {}
     errors: dict[str, str] = {}
-    infos: dict[str, GGUFInfo] = {}
+    infos: dict[str, GGUFInfo | HFInfo] = {}
     found = NOTHING
     for key, projector in MODEL_KEYS:
         if data.get(key) and key.split("_")[0] not in remote:
             try:
-                infos[key] = check_model_file(hass, data[key], projector=projector)
+                folder = not projector and is_folder_model(hass, data[key])
+                infos[key] = (
+                    check_model_folder(hass, data[key])
+                    if folder
+                    else check_model_file(hass, data[key], projector=projector)
+                )
             except ModelFileError as err:
                 errors[key], found = err.key, err.found or found
     if errors:
@@ -183,19 +246,29 @@ def validate_models(
         "ram_mb": str(ram),
         "needed_mb": str(need),
         "budget_mb": str(budget),
-        "architecture": infos[CONF_FAST_MODEL].architecture if CONF_FAST_MODEL in infos else "remote",
+        "architecture": _architecture(infos.get(CONF_FAST_MODEL)),
     }
     if error := budget_error(budget, need, ram):
         errors[CONF_RAM_BUDGET_MB] = error
     return errors, placeholders
 
 
-def projector_mismatches(infos: dict[str, GGUFInfo]) -> dict[str, str]:
+def _architecture(info: GGUFInfo | HFInfo | None) -> str:
+    if info is None:
+        return REMOTE
+    return info.model_type if isinstance(info, HFInfo) else info.architecture
+
+
+def projector_mismatches(infos: dict[str, GGUFInfo | HFInfo]) -> dict[str, str]:
     """A projector made for another model: its output width is not the model's embedding width
-    (llama.cpp would refuse it at load)."""
+    (llama.cpp would refuse it at load). A model folder brings its own encoders: no projector."""
     errors = {}
     for model_key, mmproj_key in ((CONF_FAST_MODEL, CONF_FAST_MMPROJ), (CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ)):
         model, mmproj = infos.get(model_key), infos.get(mmproj_key)
+        if isinstance(model, HFInfo) or isinstance(mmproj, HFInfo):
+            if mmproj is not None:
+                errors[mmproj_key] = "projector_with_folder"
+            continue
         width = mmproj.projection_dim if mmproj else None
         if model and width and model.embedding_length and width != model.embedding_length:
             errors[mmproj_key] = "projector_mismatch"
@@ -211,7 +284,7 @@ def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:
     return None
 
 
-def _needed_mb(infos: dict[str, GGUFInfo], data: dict[str, Any]) -> int:
+def _needed_mb(infos: dict[str, GGUFInfo | HFInfo], data: dict[str, Any]) -> int:
     """Fast model (pinned) plus the quality model: both must fit together, or quality never loads.
 
     Roles served by a server take no RAM here.
@@ -219,8 +292,15 @@ def _needed_mb(infos: dict[str, GGUFInfo], data: dict[str, Any]) -> int:
     n_ctx, kv_type = int(data[CONF_N_CTX]), str(data.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
     gpu = int(data.get(CONF_N_GPU_LAYERS, 0))  # offloaded layers live in GPU memory, not in RAM
     need = 0  # roles on a server take no RAM here
-    if fast := infos.get(CONF_FAST_MODEL):
-        need += estimated_mb(fast, n_ctx, infos.get(CONF_FAST_MMPROJ), kv_type, gpu)
-    if quality := infos.get(CONF_QUALITY_MODEL):
-        need += estimated_mb(quality, max(n_ctx, QUALITY_N_CTX), infos.get(CONF_QUALITY_MMPROJ), kv_type, gpu)
+    for model_key, mmproj_key, ctx in (
+        (CONF_FAST_MODEL, CONF_FAST_MMPROJ, n_ctx),
+        (CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, max(n_ctx, QUALITY_N_CTX)),
+    ):
+        info, mmproj = infos.get(model_key), infos.get(mmproj_key)
+        if isinstance(info, HFInfo):
+            dtype = str(data.get(CONF_TORCH_DTYPE, defaults.TORCH_DTYPE))
+            quant = str(data.get(CONF_TORCH_QUANTIZATION, defaults.TORCH_QUANTIZATION))
+            need += -(-info.estimate_bytes(dtype, ctx, quant) // MB)
+        elif info is not None:
+            need += estimated_mb(info, ctx, mmproj if isinstance(mmproj, GGUFInfo) else None, kv_type, gpu)
     return need
