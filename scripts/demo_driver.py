@@ -1,7 +1,8 @@
 """Drive a real Home Assistant through the sarai_omni main job (see scripts/demo).
 
 Progress goes to stdout as `[demo] ...` lines; the last line is the JSON result of
-shared/notes/interface.md: {"reply", "model", "load_ms", "ttft_ms", "tokens_per_second"}.
+shared/notes/interface.md: {"reply", "model", "load_ms", "ttft_ms", "tokens_per_second"}; with
+`--say TEXT`, {"audio_path", "seconds", "sample_rate"} of the WAV HA's TTS wrote.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from typing import Any
+import wave
 
 import aiohttp
 
@@ -105,11 +107,20 @@ class HA:
 
 
 async def set_up_integration(
-    ha: HA, model: Path, mmproj: Path | None = None, remote: str | None = None, remote_model: str | None = None
+    ha: HA,
+    model: Path,
+    mmproj: Path | None = None,
+    *,
+    remote: str | None = None,
+    remote_model: str | None = None,
+    quality: Path | None = None,
 ) -> None:
-    """The config flow over REST; with `remote`, the fast role goes to that server (its two steps)."""
+    """The config flow over REST; with `remote`, the fast role goes to that server (its two steps);
+    `quality` is a model folder (transformers) for the quality role."""
     flow = await ha.request("POST", "/api/config/config_entries/flow", json={"handler": "sarai_omni"})
-    data: dict[str, Any] = {"ram_budget_mb": 2048, "n_threads": os.cpu_count() or 2, "n_ctx": 2048}
+    data: dict[str, Any] = {"ram_budget_mb": 4096, "n_threads": os.cpu_count() or 2, "n_ctx": 2048}
+    if quality:
+        data["quality_model"] = str(quality)
     if remote:
         data["remote_roles"] = ["fast"]
     else:
@@ -143,6 +154,59 @@ async def wait_loaded(ha: HA) -> dict[str, Any]:
             raise RuntimeError(f"fast model failed to load: {state['attributes'].get('error')}")
         await asyncio.sleep(0.25)
     raise RuntimeError("the fast model did not load in time")
+
+
+def speaking_model(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(the Qwen2.5-Omni folder, the torch venv's Python): given, or the tiny fixture (said so)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.torch_env import MISSING, torch_python, write_tiny_omni
+
+    python = args.torch_python or torch_python()
+    if python is None or not Path(python).is_file():
+        raise RuntimeError(MISSING)
+    if args.omni:
+        return args.omni, Path(python)
+    folder = ROOT / "models" / "tiny-omni-fixture"
+    if not (folder / "spk_dict.pt").is_file():
+        say("writing the tiny random-weight Qwen2.5-Omni fixture (thinker + talker + token2wav) with the torch venv")
+        write_tiny_omni(folder, Path(python))
+    say(
+        "no Qwen2.5-Omni folder given (--omni): using the tiny random-weight fixture; its voice is noise,"
+        " while the talker, token2wav, HA's TTS path and timings are real"
+    )
+    return folder, Path(python)
+
+
+async def set_torch_python(ha: HA, python: Path) -> None:
+    """The options flow over REST: the torch venv's Python (the flow checks that it imports torch)."""
+    entries = await ha.request("GET", "/api/config/config_entries/entry?domain=sarai_omni")
+    options = "/api/config/config_entries/options/flow"
+    flow = await ha.request("POST", options, json={"handler": entries[0]["entry_id"]})
+    result = await ha.request("POST", f"{options}/{flow['flow_id']}", json={"torch_python": str(python)})
+    if result.get("type") != "create_entry":
+        raise RuntimeError(f"the options flow refused the torch venv: {result.get('errors') or result}")
+
+
+async def speak(ha: HA, args: argparse.Namespace) -> dict[str, Any]:
+    """Speech through HA's TTS (REST: tts_get_url, then the audio), written to a WAV file."""
+    engine = (await ha.find("tts.", ""))["entity_id"]
+    say(f"asking {engine} to say ({args.language}): {args.say}")
+    t0 = time.monotonic()
+    options = {"preferred_format": "wav", **({"voice": args.voice} if args.voice else {})}
+    url = await ha.request(
+        "POST",
+        "/api/tts_get_url",
+        json={"engine_id": engine, "message": args.say, "language": args.language, "options": options},
+    )
+    async with ha.session.get(ha.base + url["path"]) as resp:  # its url names HA's own host, not 127.0.0.1
+        if resp.status >= 400:
+            raise RuntimeError(f"TTS audio: HTTP {resp.status}: {await resp.text()}")
+        audio = await resp.read()
+    args.out.write_bytes(audio)
+    with wave.open(str(args.out)) as clip:
+        rate, seconds = clip.getframerate(), clip.getnframes() / clip.getframerate()
+    say(f"spoken in {time.monotonic() - t0:.2f} s: {seconds:.2f} s of audio at {rate} Hz")
+    return {"audio_path": str(args.out), "seconds": round(seconds, 3), "sample_rate": rate}
 
 
 def vision_models(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -182,6 +246,8 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise RuntimeError(f"file not found: {media}")
     if media is not None:
         args.model, args.mmproj = vision_models(args)
+    if args.say is not None:
+        args.omni, args.torch_python = speaking_model(args)
     if not args.remote and not args.model.is_file():
         raise RuntimeError(f"model not found: {args.model} (run scripts/setup)")
 
@@ -196,7 +262,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             **os.environ,
             "SARAI_MODELS_DIR": str(model.parent),
             "SARAI_HTTP_PORT": str(port),
-            "SARAI_MEDIA_DIR": str(media.parent if media else ROOT / "models"),
+            "SARAI_MEDIA_DIR": str(media.parent if media else args.omni.parent if args.omni else ROOT / "models"),
         }
         say(f"booting Home Assistant on 127.0.0.1:{port} (config {config})")
         started = time.monotonic()
@@ -217,11 +283,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await ha.onboard()
                 where = f"the server at {args.remote}" if args.remote else model.name
                 say(f"setting up sarai_omni through its config flow with {where}")
-                await set_up_integration(ha, model, mmproj, args.remote, args.remote_model)
+                await set_up_integration(
+                    ha, model, mmproj, remote=args.remote, remote_model=args.remote_model, quality=args.omni
+                )
+                if args.say is not None:
+                    await set_torch_python(ha, args.torch_python)
                 state = await wait_loaded(ha)
                 say(f"fast model {'reached' if args.remote else 'loaded'} in {state['attributes']['load_ms']:.0f} ms")
                 if media:
                     return await analyze(ha, args)
+                if args.say is not None:
+                    return await speak(ha, args)
                 agent = (await ha.find("conversation.", ""))["entity_id"]
                 prompt = args.prompt or PROMPTS[args.language]
                 say(f"asking {agent} ({args.language}): {prompt}")
@@ -270,10 +342,19 @@ def main() -> int:
     parser.add_argument("--max-frames", type=int, default=4, help="frames sent for --video")
     parser.add_argument("--remote", metavar="URL", help="the fast role on this OpenAI-compatible server (.../v1)")
     parser.add_argument("--remote-model", metavar="ID", help="the server's model for it (default: the first listed)")
+    parser.add_argument("--say", metavar="TEXT", help="speak TEXT through HA's TTS with Qwen2.5-Omni's talker")
+    parser.add_argument("--omni", type=Path, help="Qwen2.5-Omni folder (HF layout) for --say (default: tiny fixture)")
+    parser.add_argument("--voice", help="the voice for --say (default: the model's first, Chelsie)")
+    parser.add_argument("--torch-python", type=Path, help="the torch venv's Python (default: scripts/setup's)")
+    parser.add_argument(
+        "--out", type=Path, default=Path(tempfile.gettempdir()) / "sarai-omni-say.wav", help="the WAV --say writes"
+    )
     args = parser.parse_args()
     if args.remote and (args.image or args.video):
         parser.error("--remote runs the Assist turn on the server; --image/--video run on local models")
-    for name in ("image", "video", "model", "mmproj"):  # HA needs absolute, allow-listed paths
+    if args.say is not None and (args.image or args.video or args.remote):
+        parser.error("--say speaks through the local transformers role: no --image/--video/--remote with it")
+    for name in ("image", "video", "model", "mmproj", "omni", "out"):  # HA needs absolute, allow-listed paths
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
     try:
