@@ -310,6 +310,7 @@ class Engine:
                 raise InvalidInput("nothing to say")
             speech = Speech(b"".join(p.pcm for p in parts), parts[0].sample_rate, voice, sum(p.ms for p in parts))
             slot.last.update(speech_seconds=round(speech.seconds, 2), speech_ms=round(speech.ms, 1), voice=voice)
+            self.pool.observe(slot)  # speaking is the heaviest thing a talker does: learn what it took
         return speech
 
     def needed_mb(self, role: str) -> int:

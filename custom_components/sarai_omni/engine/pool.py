@@ -530,6 +530,14 @@ class ModelPool:
                 slot.name, round(rss / MB), round((self.budget - fixed) / MB), round(self.budget / MB)
             )
 
+    def observe(self, slot: ModelSlot) -> None:
+        """After heavy work: a worker that holds more than its estimate raises the estimate to it."""
+        if (rss := slot.backend.resident_bytes()) > slot.estimate:
+            _LOGGER.info(
+                "%s holds %d MB, estimated %d MB: the estimate follows", slot.name, rss // MB, slot.estimate // MB
+            )
+            slot.estimate = int(rss * 1.05)
+
     async def _projector(self, slot: ModelSlot) -> None:
         """Record how the projector's background load ended (the worker answers text meanwhile)."""
         with contextlib.suppress(EngineError):  # the worker went away: its next load tells

@@ -1,0 +1,31 @@
+"""scripts/demo's main-job contract for `--say` (issue 14): a real `hass` process, the config and
+options flows over REST, speech through HA's TTS; the last line is {audio_path, seconds, sample_rate}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+import wave
+
+import pytest
+
+from tests.torch_env import ROOT
+
+
+def test_demo_say_prints_the_wav_it_wrote_through_ha(torch_venv_python: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hola.wav"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo_driver.py"), "--say", "Hola, ¿qué tal?", "--out", str(out),
+         "--torch-python", str(torch_venv_python)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(last) == {"audio_path", "seconds", "sample_rate"}
+    assert Path(last["audio_path"]) == out
+    with wave.open(str(out)) as clip:
+        assert clip.getframerate() == last["sample_rate"] == 24000
+        assert clip.getnframes() / clip.getframerate() == pytest.approx(last["seconds"], abs=0.001)
+    assert last["seconds"] > 0
