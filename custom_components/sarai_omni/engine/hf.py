@@ -98,8 +98,9 @@ class HFInfo:
 
     def weight_bytes(self, dtype: str, quantization: str = "none") -> int:
         """Resident weights. token2wav always runs in float32 (transformers casts it); int8 keeps the
-        thinker's linear weights in one byte each plus a float scale per row (embeddings stay float)."""
-        size, total = DTYPE_BYTES.get(dtype, 4), 0
+        thinker's linear weights in one byte each plus a scale per row, and everything else in float32
+        (dynamic quantization works on float32 modules)."""
+        size, total = (4 if quantization == "int8" else DTYPE_BYTES.get(dtype, 4)), 0  # int8: the rest float32
         for t in self.tensors:
             part = t.name.split(".", 1)[0]
             if part in ("talker", "token2wav") and not self.talker:

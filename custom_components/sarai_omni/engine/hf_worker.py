@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 from collections import deque
 from collections.abc import Callable, Sequence
+import contextlib
 import io
+import os
 from pathlib import Path
 import sys
 import time
@@ -92,7 +94,9 @@ class HFRunner:
         )
 
         self.unload()
-        path, dtype = str(msg["model_path"]), str(msg.get("dtype", "float32"))
+        path, dtype = str(msg["model_path"]), str(msg.get("dtype", defaults.TORCH_DTYPE))
+        if msg.get("quantization", "none") == "int8":  # dynamic int8 works on float32 modules only
+            dtype = "float32"
         if dtype not in DTYPES:
             raise InvalidInput(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         torch.set_num_threads(int(msg.get("n_threads") or defaults.N_THREADS))
@@ -107,7 +111,7 @@ class HFRunner:
         except (OSError, ValueError, RuntimeError) as err:
             raise LoadFailed(f"transformers could not load {path}: {err}") from err
         model.eval()
-        if msg.get("quantization", "none") == "int8":  # weight-only int8 for the thinker's linears
+        if msg.get("quantization", "none") == "int8":  # the thinker's linears in int8, the rest float32
             model.thinker = _int8(torch, model.thinker)
         device = _device(torch, str(msg.get("device", "cpu")))
         self._model = model.to(device)
@@ -455,7 +459,18 @@ def _preimport() -> None:
         pass
 
 
+def _measured() -> None:
+    """Under the test suite's coverage (its subprocess settings in the environment), measure this
+    interpreter too: coverage's own subprocess hook lives in HA's venv, not in the torch venv."""
+    if os.environ.get("COVERAGE_PROCESS_CONFIG") or os.environ.get("COVERAGE_PROCESS_START"):
+        with contextlib.suppress(ImportError):
+            import coverage  # noqa: PLC0415
+
+            coverage.process_startup()
+
+
 def main() -> None:
+    _measured()
     serve.main(HFRunner, _preimport)
 
 
