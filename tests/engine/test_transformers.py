@@ -3,7 +3,6 @@ under the torch venv's Python, driven by the engine exactly like a llama.cpp rol
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable
 import importlib.util
 import io
@@ -148,10 +147,14 @@ def test_home_assistants_venv_has_no_torch() -> None:
     assert importlib.util.find_spec("transformers") is None
 
 
-async def test_int8_and_bfloat16_load_and_answer(make: Make) -> None:
-    for options in ({"dtype": "bfloat16"}, {"quantization": "int8"}):
+async def test_each_weights_type_answers_and_speaks(make: Make, tiny_omni: Path) -> None:
+    info = read_folder(tiny_omni)
+    assert info.weight_bytes("float32", "int8") < info.weight_bytes("float32")  # one byte a linear weight
+    for options in ({"dtype": "float32"}, {"dtype": "bfloat16"}, {"quantization": "int8"}):
         engine = make(**options)
         result = await engine.complete(ChatRequest(USER, role="quality", max_tokens=3, ignore_eos=True))
         assert result.completion_tokens == 3, options
+        assert (await engine.speak("quality", "Hi.")).seconds > 0, options  # talker fed by that thinker
+        stats = await engine.pool.slot("quality").backend.stats()
+        assert stats["dtype"] == options.get("dtype", "float32"), stats  # int8 runs in float32 whatever is set
         await engine.close()
-    await asyncio.sleep(0)

@@ -115,7 +115,7 @@ class HFRunner:
             model.thinker = _int8(torch, model.thinker)
         device = _device(torch, str(msg.get("device", "cpu")))
         self._model = model.to(device)
-        self._load = msg
+        self._load = {**msg, "dtype": dtype}  # what it runs in (int8 makes it float32)
         self.load_ms = (time.perf_counter() - started) * 1000
         return {
             "load_ms": self.load_ms,
