@@ -322,3 +322,8 @@ async def test_the_flow_takes_a_model_folder_and_the_options_check_the_torch_pyt
         )
     assert saved["type"] is FlowResultType.CREATE_ENTRY
     assert entry.options[CONF_TORCH_PYTHON] == str(torch_venv_python)
+
+
+async def test_without_a_model_that_speaks_there_is_no_tts(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    assert entity_of(hass, loaded_entry, "tts") is None  # GGUF roles only: nothing speaks
+    assert loaded_entry.runtime_data.engine.speaker is None
