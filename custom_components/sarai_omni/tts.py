@@ -10,11 +10,8 @@ integration streams WAV).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-import io
 import logging
-import re
 from typing import Any
-import wave
 
 from homeassistant.components import tts
 from homeassistant.components.tts.entity import TTSAudioRequest
@@ -23,17 +20,17 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .audio import wav_bytes
 from .const import DOMAIN, TITLE
 from .engine import EngineError, defaults
 from .engine.backend import Speech
-from .engine.prompts import sentences
+from .engine.prompts import SENTENCE_END, sentences
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 PARALLEL_UPDATES = 0
 # Qwen2.5-Omni's talker speaks English and Chinese (its model card) and Spanish; the pipeline asks by these.
 LANGUAGES = ["en", "es", "zh"]
-_COMPLETE = re.compile(r"(?<=[.!?…\u3002\uff01\uff1f])\s+")  # a sentence ends: punctuation, then a space
 
 
 async def async_setup_entry(
@@ -86,7 +83,7 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
         chunks, said, text = _Lookahead(message), False, ""
         while (chunk := await chunks.next()) is not None:
             text += chunk
-            *done, text = _COMPLETE.split(text)
+            *done, text = SENTENCE_END.split(text)
             if not done:
                 continue
             if not said and await chunks.at_end():  # the message came whole: one WAV of its true length
@@ -94,7 +91,7 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
                 break
             speech = await self._speak(" ".join(done), options)
             if not said:
-                yield _streaming_header(speech.sample_rate)
+                yield wav_bytes(b"", speech.sample_rate)  # zero frames: the length is not known yet
                 said = True
             yield speech.pcm
         if not sentences(text):
@@ -146,13 +143,3 @@ class _Lookahead:
             if chunk is not None:
                 self._held, self._holding = chunk, True
         return self._ended and not self._holding
-
-
-def _streaming_header(rate: int) -> bytes:
-    """A WAV header whose length is not known yet (zero frames): the PCM follows."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-    return out.getvalue()

@@ -212,6 +212,12 @@ async def kitchen_light(hass: HomeAssistant) -> str:
     return "light.kitchen_light"
 
 
+def entity_of(hass: HomeAssistant, entry: MockConfigEntry, domain: str) -> str | None:
+    """The entry's entity of `domain` (stt, tts, ...), if it has one."""
+    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
+    return next((e.entity_id for e in entities if e.domain == domain), None)
+
+
 def agent_id(hass: HomeAssistant, entry: MockConfigEntry) -> str:
     entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
     return next(e.entity_id for e in entities if e.domain == "conversation")

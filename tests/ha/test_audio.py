@@ -26,15 +26,47 @@ from custom_components.sarai_omni.audio import transcription_prompt
 from custom_components.sarai_omni.engine import ChatRequest
 from custom_components.sarai_omni.services import EVENT_ANALYSIS
 
-from .conftest import agent_id
+from .conftest import agent_id, entity_of
 from .test_assist import spy_requests, state_attrs
 
 SPOKEN = {"en": "Turn on the kitchen light", "es": "Enciende la luz de la cocina"}
 
 
 def stt_entity(hass: HomeAssistant, entry: MockConfigEntry) -> str | None:
-    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
-    return next((e.entity_id for e in entities if e.domain == "stt"), None)
+    return entity_of(hass, entry, "stt")
+
+
+async def run_voice_pipeline(
+    hass: HomeAssistant, entry: MockConfigEntry, pcm: bytes, tts_id: str | None = None, **run: Any
+) -> list[PipelineEvent]:
+    """An Assist pipeline with Sarai Omni STT and agent (and `tts_id`, if any) run on `pcm` (English)."""
+    assert await async_setup_component(hass, "assist_pipeline", {})
+    stt_id = stt_entity(hass, entry)
+    assert stt_id is not None
+    pipeline = await assist_pipeline.async_create_default_pipeline(
+        hass,
+        stt_engine_id=stt_id,
+        tts_engine_id=tts_id,  # type: ignore[arg-type]  # HA takes None: it skips TTS
+        pipeline_name="Sarai Omni voice",
+    )
+    assert pipeline is not None
+    await assist_pipeline.async_update_pipeline(
+        hass, pipeline, conversation_engine=agent_id(hass, entry), language="en", stt_language="en",
+        tts_language="en", tts_voice="Chelsie",  # used only where there is a TTS stage
+    )  # fmt: skip
+    events: list[PipelineEvent] = []
+    await assist_pipeline.async_pipeline_from_audio_stream(
+        hass,
+        context=Context(),
+        event_callback=events.append,
+        stt_metadata=metadata("en"),
+        stt_stream=chunks(pcm),
+        pipeline_id=pipeline.id,
+        **run,
+    )
+    kinds = [e.type for e in events]
+    assert PipelineEventType.ERROR not in kinds, [e.data for e in events if e.type == PipelineEventType.ERROR]
+    return events
 
 
 @pytest.fixture(scope="session")
@@ -112,34 +144,11 @@ async def test_stt_entity_transcribes_with_the_model_that_hears(
 async def test_assist_pipeline_from_audio_runs_stt_and_the_agent(
     hass: HomeAssistant, seed_entry: MockConfigEntry, speech: dict[str, Path]
 ) -> None:
-    assert await async_setup_component(hass, "assist_pipeline", {})
-    stt_id = stt_entity(hass, seed_entry)
-    assert stt_id is not None
-    pipeline = await assist_pipeline.async_create_default_pipeline(
-        hass,
-        stt_engine_id=stt_id,
-        tts_engine_id=None,  # type: ignore[arg-type]  # no TTS stage here (HA takes None: it skips TTS)
-        pipeline_name="Sarai Omni voice",
-    )
-    assert pipeline is not None
-    await assist_pipeline.async_update_pipeline(
-        hass, pipeline, conversation_engine=agent_id(hass, seed_entry), language="en", stt_language="en"
-    )
-    events: list[PipelineEvent] = []
     pcm, _ = pcm_and_seconds(speech["en"])
     seen, spy = spy_requests(seed_entry)
     with spy:
-        await assist_pipeline.async_pipeline_from_audio_stream(
-            hass,
-            context=Context(),
-            event_callback=events.append,
-            stt_metadata=metadata("en"),
-            stt_stream=chunks(pcm),
-            pipeline_id=pipeline.id,
-            end_stage=PipelineStage.INTENT,
-        )
+        events = await run_voice_pipeline(hass, seed_entry, pcm, end_stage=PipelineStage.INTENT)
     kinds = [e.type for e in events]
-    assert PipelineEventType.ERROR not in kinds, [e.data for e in events if e.type == PipelineEventType.ERROR]
     assert PipelineEventType.STT_END in kinds
     assert PipelineEventType.INTENT_END in kinds
     stt_end = next(e.data for e in events if e.type == PipelineEventType.STT_END)

@@ -19,16 +19,15 @@ from unittest.mock import patch
 import wave
 
 from homeassistant import config_entries
-from homeassistant.components import assist_pipeline, tts
-from homeassistant.components.assist_pipeline import PipelineEvent, PipelineEventType
+from homeassistant.components import tts
+from homeassistant.components.assist_pipeline import PipelineEventType
 from homeassistant.components.tts.const import DATA_COMPONENT
 from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.core import Context, HomeAssistant
+from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
-from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -47,8 +46,8 @@ from custom_components.sarai_omni.const import (
 from custom_components.sarai_omni.engine import QUALITY
 from custom_components.sarai_omni.engine.backend import Speech
 
-from .conftest import EN, agent_id, make_entry, shown_errors, turn, wait_loaded
-from .test_audio import chunks, metadata, pcm_and_seconds, speech  # noqa: F401  (speech: a fixture)
+from .conftest import EN, entity_of, make_entry, shown_errors, turn, wait_loaded
+from .test_audio import pcm_and_seconds, run_voice_pipeline, speech  # noqa: F401  (speech: a fixture)
 from .test_services import call
 
 
@@ -57,11 +56,6 @@ def tts_entity(hass: HomeAssistant, entity_id: str | None) -> tts.TextToSpeechEn
     entity = hass.data[DATA_COMPONENT].get_entity(entity_id)
     assert entity is not None
     return entity
-
-
-def entity_of(hass: HomeAssistant, entry: MockConfigEntry, domain: str) -> str | None:
-    entities = er.async_entries_for_config_entry(er.async_get(hass), entry.entry_id)
-    return next((e.entity_id for e in entities if e.domain == domain), None)
 
 
 async def setup_omni(
@@ -162,31 +156,11 @@ async def test_assist_pipeline_with_sarai_stt_agent_and_tts_completes_every_stag
     omni_entry: MockConfigEntry,
     speech: dict[str, Path],  # noqa: F811
 ) -> None:
-    assert await async_setup_component(hass, "assist_pipeline", {})
-    stt_id, tts_id = entity_of(hass, omni_entry, "stt"), entity_of(hass, omni_entry, "tts")
-    assert stt_id is not None
+    tts_id = entity_of(hass, omni_entry, "tts")
     assert tts_id is not None
-    pipeline = await assist_pipeline.async_create_default_pipeline(
-        hass, stt_engine_id=stt_id, tts_engine_id=tts_id, pipeline_name="Sarai Omni voice"
-    )
-    assert pipeline is not None
-    await assist_pipeline.async_update_pipeline(
-        hass, pipeline, conversation_engine=agent_id(hass, omni_entry), language="en", stt_language="en",
-        tts_language="en", tts_voice="Chelsie",
-    )  # fmt: skip
-    events: list[PipelineEvent] = []
     pcm, _ = pcm_and_seconds(speech["en"])
-    await assist_pipeline.async_pipeline_from_audio_stream(
-        hass,
-        context=Context(),
-        event_callback=events.append,
-        stt_metadata=metadata("en"),
-        stt_stream=chunks(pcm),
-        pipeline_id=pipeline.id,
-        tts_audio_output="wav",
-    )
+    events = await run_voice_pipeline(hass, omni_entry, pcm, tts_id, tts_audio_output="wav")
     kinds = [e.type for e in events]
-    assert PipelineEventType.ERROR not in kinds, [e.data for e in events if e.type == PipelineEventType.ERROR]
     for stage in (PipelineEventType.STT_END, PipelineEventType.INTENT_END, PipelineEventType.TTS_END):
         assert stage in kinds
     tts_end = next(e.data for e in events if e.type == PipelineEventType.TTS_END)

@@ -520,9 +520,7 @@ class ModelPool:
 
     async def _check_measured(self, slot: ModelSlot, rss: int) -> None:
         """Trust measurement over estimate: learn from it, and never stay above the budget."""
-        if rss > slot.estimate:
-            _LOGGER.warning("%s uses %d MB, estimated %d MB", slot.name, rss // MB, slot.estimate // MB)
-            slot.estimate = int(rss * 1.05)
+        self._learn(slot, rss)
         if self.measured_rss() > self.budget:
             fixed = self.used_bytes(exclude=slot)
             await self._unload(slot)
@@ -531,11 +529,14 @@ class ModelPool:
             )
 
     def observe(self, slot: ModelSlot) -> None:
-        """After heavy work: a worker that holds more than its estimate raises the estimate to it."""
-        if (rss := slot.backend.resident_bytes()) > slot.estimate:
-            _LOGGER.info(
-                "%s holds %d MB, estimated %d MB: the estimate follows", slot.name, rss // MB, slot.estimate // MB
-            )
+        """After heavy work (speech): learn what the worker holds now."""
+        self._learn(slot, slot.backend.resident_bytes())
+
+    @staticmethod
+    def _learn(slot: ModelSlot, rss: int) -> None:
+        """A worker that holds more than its estimate raises the estimate to it (with 5 % room)."""
+        if rss > slot.estimate:
+            _LOGGER.warning("%s uses %d MB, estimated %d MB", slot.name, rss // MB, slot.estimate // MB)
             slot.estimate = int(rss * 1.05)
 
     async def _projector(self, slot: ModelSlot) -> None:

@@ -259,14 +259,14 @@ class ThinkFilter:
         return "" if self._inside else text
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…\u3002\uff01\uff1f])\s+")  # also CJK full stops
+SENTENCE_END = re.compile(r"(?<=[.!?…\u3002\uff01\uff1f])\s+")  # punctuation, then a space (CJK stops too)
 MAX_SENTENCE_CHARS = 300  # what a talker says in one go (its codes are capped per text token)
 
 
 def sentences(text: str) -> list[str]:
     """`text` cut where sentences end (and long ones at a comma or space), blanks dropped."""
     out: list[str] = []
-    for whole in _SENTENCE_END.split(text.strip()):
+    for whole in SENTENCE_END.split(text.strip()):
         rest = whole
         while len(rest) > MAX_SENTENCE_CHARS:
             cut = max(rest.rfind(", ", 0, MAX_SENTENCE_CHARS), rest.rfind(" ", 0, MAX_SENTENCE_CHARS))
