@@ -103,7 +103,7 @@ class EchoBackend:
                         break
                     if n_out >= request.max_tokens:
                         break
-            except (GeneratorExit, asyncio.CancelledError):  # the consumer gave up: a worker told to cancel
+            except GeneratorExit, asyncio.CancelledError:  # the consumer gave up: a worker told to cancel
                 reason = "cancelled"
                 raise
             finally:

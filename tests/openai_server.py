@@ -21,7 +21,7 @@ from typing import Any
 import urllib.error
 import urllib.request
 
-import pytest_socket  # type: ignore[import-untyped]
+import pytest_socket
 
 START_GUARD_S = 120.0  # a guard against a hang, not a measurement
 
@@ -83,7 +83,7 @@ class OpenAIServer:
             try:
                 with urllib.request.urlopen(request, timeout=2):
                     return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except urllib.error.URLError, ConnectionError, TimeoutError:
                 time.sleep(0.1)
         raise RuntimeError(f"llama_cpp.server did not answer within {START_GUARD_S} s")
 

@@ -48,7 +48,7 @@ from .errors import (
 from .gguf import GGUFInfo, read_gguf
 from .hf import HFInfo, read_folder, read_voices
 
-# Not PEP 695 generics: the transformers worker imports the engine under torch's Python 3.11.
+# No PEP 695 generics in engine/: ruff holds it to Python 3.11 (the torch worker imports it).
 T = TypeVar("T")
 _LOGGER = logging.getLogger(__name__)
 MB = 2**20
@@ -635,9 +635,7 @@ def _read_model(path: str) -> GGUFInfo:
     return read_gguf(path)
 
 
-async def _within(  # noqa: UP047  (Python 3.11: see T)
-    awaitable: Awaitable[T], deadline: float | None, what: str
-) -> T:
+async def _within(awaitable: Awaitable[T], deadline: float | None, what: str) -> T:
     if deadline is None:
         return await awaitable
     remaining = deadline - asyncio.get_running_loop().time()

@@ -29,7 +29,7 @@ import logging
 import mimetypes
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -45,6 +45,7 @@ from .errors import (
 )
 from .prompts import Message, text_of
 
+T = TypeVar("T")  # no PEP 695 generics in engine/: ruff holds it to Python 3.11 (the torch worker)
 _LOGGER = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # the longest silence between two chunks of a stream (a prompt's prefill)
@@ -310,7 +311,7 @@ class RemoteBackend:
         self._connected = True
         return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True)
 
-    async def _with_retries[T](self, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` (a coroutine factory), retrying connection failures with backoff."""
         pause = BACKOFF_S
         for _ in range(RETRIES - 1):
@@ -482,7 +483,7 @@ class RemoteBackend:
             self._session = None
 
 
-async def _before[T](deadline: float | None, awaitable: Awaitable[T], server: str) -> T:
+async def _before(deadline: float | None, awaitable: Awaitable[T], server: str) -> T:
     """Await within the request's deadline (event-loop time)."""
     if deadline is None:
         return await awaitable
