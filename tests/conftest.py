@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
+from tests.deprecations import deprecation_guard
 from tests.openai_server import OpenAIServer, sockets_open, tiny_models
 from tests.tiny_models import (
     VL_TEMPLATE,
@@ -22,6 +23,16 @@ from tests.torch_env import MISSING, torch_python, write_tiny_omni
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(autouse=True)
+def no_ha_deprecations() -> Iterator[list[str]]:
+    """Fail any test in which the integration triggered a Home Assistant deprecation report (the
+    list of what it triggered is the fixture's value: tests/ha/test_deprecations.py checks it)."""
+    with deprecation_guard() as found:
+        yield found
+    if found:
+        pytest.fail("The integration triggered Home Assistant deprecations:\n" + "\n".join(found))
 
 
 @pytest.fixture(scope="session")

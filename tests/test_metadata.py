@@ -89,7 +89,8 @@ def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
         | _found(r'return "(\w+)"', "validation.py")  # budget_error()
     )
     assert errors == set(EN["config"]["error"])  # every error shown is translated, none is stale
-    # already_configured and single_instance_allowed (single_config_entry) come from HA itself
+    # already_configured, single_instance_allowed (single_config_entry) and reconfigure_successful
+    # (async_update_and_abort) come from HA itself
     aborts = _found(r'reason="(\w+)"', "config_flow.py", "installer.py") | {
         "already_configured",
         "single_instance_allowed",

@@ -11,12 +11,11 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import llm
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util.json import json_loads
-import voluptuous as vol
-from voluptuous_openapi import convert
+import probatio
 
 from .const import DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN, SUBENTRY_AI_TASK
 from .engine import EngineError
-from .entity import SaraiEntity
+from .entity import SaraiEntity, openapi
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class SaraiAITaskEntity(ai_task.AITaskEntity, SaraiEntity):
         self, task: ai_task.GenDataTask, chat_log: conversation.ChatLog
     ) -> ai_task.GenDataTaskResult:
         """The same chat-log path as Assist (entity.py), with the structure as a JSON schema."""
-        schema = convert(task.structure, custom_serializer=llm.selector_serializer) if task.structure else None
+        schema = openapi(task.structure, llm.selector_serializer) if task.structure else None
         try:
             await self._async_handle_chat_log(chat_log, structure=schema)
         except EngineError as err:
@@ -61,7 +60,7 @@ class SaraiAITaskEntity(ai_task.AITaskEntity, SaraiEntity):
         )
 
 
-def _structured(structure: vol.Schema, text: str) -> object:
+def _structured(structure: probatio.Schema, text: str) -> object:
     """Parse and validate the model's JSON; a clear, translated error when it does not fit."""
     try:
         data = json_loads(text)
@@ -71,7 +70,7 @@ def _structured(structure: vol.Schema, text: str) -> object:
         ) from err
     try:
         return structure(data)
-    except vol.Invalid as err:
+    except probatio.Invalid as err:
         raise HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key="structure_mismatch",

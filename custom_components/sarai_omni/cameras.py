@@ -38,7 +38,8 @@ def camera_names(hass: HomeAssistant, entity_id: str) -> set[str]:
     state = hass.states.get(entity_id)
     names = {state.name} if state else set()
     if entry := er.async_get(hass).async_get(entity_id):
-        names |= {n for n in (entry.name, entry.original_name, *entry.aliases) if n}
+        # HA's own list of what the entity is called (an alias may be the computed full name)
+        names |= {n for n in (entry.name, entry.original_name, *er.async_get_entity_aliases(hass, entry)) if n}
         area_id = entry.area_id
         if area_id is None and entry.device_id and (device := dr.async_get(hass).async_get(entry.device_id)):
             area_id = device.area_id

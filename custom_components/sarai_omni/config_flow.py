@@ -37,7 +37,7 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-import voluptuous as vol
+import probatio
 
 from .catalog import SEEDS
 from .const import (
@@ -136,19 +136,19 @@ def kv_type_selector() -> SelectSelector:
     return _select(list(KV_TYPES), CONF_KV_TYPE)
 
 
-def user_schema() -> vol.Schema:
+def user_schema() -> probatio.Schema:
     """Model files (or a download), budget, threads, context, KV type, GPU layers."""
-    return vol.Schema(
+    return probatio.Schema(
         {
-            vol.Optional(CONF_DOWNLOAD, default=DOWNLOAD_NONE): _select(
+            probatio.Optional(CONF_DOWNLOAD, default=DOWNLOAD_NONE): _select(
                 [DOWNLOAD_NONE, *SEEDS, DOWNLOAD_HUB], CONF_DOWNLOAD
             ),
             # Required unless a download fills it: checked in the flow, so a download needs no path.
-            vol.Optional(CONF_FAST_MODEL): TextSelector(),
-            vol.Optional(CONF_FAST_MMPROJ): TextSelector(),
-            vol.Optional(CONF_QUALITY_MODEL): TextSelector(),
-            vol.Optional(CONF_QUALITY_MMPROJ): TextSelector(),
-            vol.Optional(CONF_REMOTE_ROLES, default=[]): SelectSelector(
+            probatio.Optional(CONF_FAST_MODEL): TextSelector(),
+            probatio.Optional(CONF_FAST_MMPROJ): TextSelector(),
+            probatio.Optional(CONF_QUALITY_MODEL): TextSelector(),
+            probatio.Optional(CONF_QUALITY_MMPROJ): TextSelector(),
+            probatio.Optional(CONF_REMOTE_ROLES, default=[]): SelectSelector(
                 SelectSelectorConfig(
                     options=[FAST, QUALITY],
                     multiple=True,
@@ -156,44 +156,44 @@ def user_schema() -> vol.Schema:
                     translation_key=CONF_REMOTE_ROLES,
                 )
             ),
-            vol.Required(CONF_RAM_BUDGET_MB, default=default_budget_mb()): _int(256, 1 << 20, 64, "MB"),
-            vol.Required(CONF_N_THREADS, default=physical_cores()): _int(1, 256),
-            vol.Required(CONF_N_CTX, default=DEFAULT_N_CTX): _int(256, 262144, 256),
-            vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
-            vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
+            probatio.Required(CONF_RAM_BUDGET_MB, default=default_budget_mb()): _int(256, 1 << 20, 64, "MB"),
+            probatio.Required(CONF_N_THREADS, default=physical_cores()): _int(1, 256),
+            probatio.Required(CONF_N_CTX, default=DEFAULT_N_CTX): _int(256, 262144, 256),
+            probatio.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
+            probatio.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
         }
     )
 
 
-def hub_schema() -> vol.Schema:
-    return vol.Schema(
+def hub_schema() -> probatio.Schema:
+    return probatio.Schema(
         {
-            vol.Required(CONF_REPO_ID): TextSelector(),
-            vol.Required(CONF_FILENAME): TextSelector(),
-            vol.Required(CONF_REVISION, default="main"): TextSelector(),
-            vol.Required(CONF_TARGET, default=CONF_FAST_MODEL): _select([k for k, _ in MODEL_KEYS], CONF_TARGET),
-            vol.Optional("token"): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+            probatio.Required(CONF_REPO_ID): TextSelector(),
+            probatio.Required(CONF_FILENAME): TextSelector(),
+            probatio.Required(CONF_REVISION, default="main"): TextSelector(),
+            probatio.Required(CONF_TARGET, default=CONF_FAST_MODEL): _select([k for k, _ in MODEL_KEYS], CONF_TARGET),
+            probatio.Optional("token"): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
         }
     )
 
 
-def remote_schema() -> vol.Schema:
-    return vol.Schema(
+def remote_schema() -> probatio.Schema:
+    return probatio.Schema(
         {
-            vol.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
-            vol.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+            probatio.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+            probatio.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
         }
     )
 
 
-def remote_model_schema(models: list[str]) -> vol.Schema:
-    return vol.Schema(
+def remote_model_schema(models: list[str]) -> probatio.Schema:
+    return probatio.Schema(
         {
-            vol.Required(CONF_REMOTE_MODEL): SelectSelector(
+            probatio.Required(CONF_REMOTE_MODEL): SelectSelector(
                 SelectSelectorConfig(options=models, custom_value=True, mode=SelectSelectorMode.DROPDOWN)
             ),
-            vol.Required(CONF_VISION, default=False): BooleanSelector(),
-            vol.Required(CONF_AUDIO, default=False): BooleanSelector(),
+            probatio.Required(CONF_VISION, default=False): BooleanSelector(),
+            probatio.Required(CONF_AUDIO, default=False): BooleanSelector(),
         }
     )
 
@@ -237,7 +237,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
     """Set up Sarai Omni with local GGUF models, downloaded from the hub if needed."""
 
     VERSION = 1
-    MINOR_VERSION = 2
+    MINOR_VERSION = 3
 
     def __init__(self) -> None:
         self._input: dict[str, Any] = {}  # what the user entered, kept across download/install steps
@@ -402,8 +402,8 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         entry = self._get_reconfigure_entry()
         # Setup keys given here win over older option overrides of the same keys.
         options = {k: v for k, v in entry.options.items() if k not in _SETUP_KEYS}
-        self.hass.config_entries.async_update_entry(entry, data=data, options=options)  # the listener reloads
-        return self.async_abort(reason="reconfigure_successful")
+        # The update listener reloads (core's way when an integration has one: no second reload).
+        return self.async_update_and_abort(entry, data=data, options=options)
 
     # -- downloads from the hub ------------------------------------------------------------------
     async def async_step_hub(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -548,33 +548,33 @@ def conversation_defaults() -> dict[str, Any]:
 def torch_fields() -> dict[Any, Any]:
     """The transformers roles' options: the torch venv's Python (checked: it must import torch)."""
     return {
-        vol.Required(CONF_TORCH_PYTHON, default=""): TextSelector(),
-        vol.Required(CONF_TORCH_DTYPE, default=defaults.TORCH_DTYPE): _select(
+        probatio.Required(CONF_TORCH_PYTHON, default=""): TextSelector(),
+        probatio.Required(CONF_TORCH_DTYPE, default=defaults.TORCH_DTYPE): _select(
             list(defaults.TORCH_DTYPES), CONF_TORCH_DTYPE
         ),
-        vol.Required(CONF_TORCH_DEVICE, default=defaults.TORCH_DEVICE): _select(
+        probatio.Required(CONF_TORCH_DEVICE, default=defaults.TORCH_DEVICE): _select(
             list(defaults.TORCH_DEVICES), CONF_TORCH_DEVICE
         ),
-        vol.Required(CONF_TORCH_QUANTIZATION, default=defaults.TORCH_QUANTIZATION): _select(
+        probatio.Required(CONF_TORCH_QUANTIZATION, default=defaults.TORCH_QUANTIZATION): _select(
             list(defaults.TORCH_QUANTIZATIONS), CONF_TORCH_QUANTIZATION
         ),
     }
 
 
-def options_schema(*, torch: bool = False) -> vol.Schema:
+def options_schema(*, torch: bool = False) -> probatio.Schema:
     """Tuning; with a transformers role, also how torch runs it."""
-    return vol.Schema(
+    return probatio.Schema(
         {
             **(torch_fields() if torch else {}),
-            vol.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
-            vol.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
-            vol.Required(CONF_FAST_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
-            vol.Required(CONF_QUALITY_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
-            vol.Required(CONF_PROMPT_LOOKUP, default=True): BooleanSelector(),
-            vol.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
-            vol.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
-            vol.Required(CONF_ROUTER_SHORT_CHARS, default=DEFAULT_ROUTER_SHORT_CHARS): _int(10, 4000),
-            vol.Required(CONF_ROUTER_SOFT_THRESHOLD, default=DEFAULT_ROUTER_SOFT_THRESHOLD): NumberSelector(
+            probatio.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
+            probatio.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
+            probatio.Required(CONF_FAST_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
+            probatio.Required(CONF_QUALITY_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
+            probatio.Required(CONF_PROMPT_LOOKUP, default=True): BooleanSelector(),
+            probatio.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
+            probatio.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
+            probatio.Required(CONF_ROUTER_SHORT_CHARS, default=DEFAULT_ROUTER_SHORT_CHARS): _int(10, 4000),
+            probatio.Required(CONF_ROUTER_SOFT_THRESHOLD, default=DEFAULT_ROUTER_SOFT_THRESHOLD): NumberSelector(
                 NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
             ),
         }
@@ -621,8 +621,8 @@ class _AgentSubentryFlow(ConfigSubentryFlow):
         current = (
             {"name": self.default_name, **self._defaults()} if creating else dict(self._get_reconfigure_subentry().data)
         )
-        fields: dict[Any, Any] = {vol.Required("name"): TextSelector()} if creating else {}
-        schema = vol.Schema(fields | self._fields())
+        fields: dict[Any, Any] = {probatio.Required("name"): TextSelector()} if creating else {}
+        schema = probatio.Schema(fields | self._fields())
         return self.async_show_form(
             step_id="set_options", data_schema=self.add_suggested_values_to_schema(schema, current)
         )
@@ -638,15 +638,15 @@ class _AgentSubentryFlow(ConfigSubentryFlow):
     def _fields(self) -> dict[Any, Any]:
         defaults = self._defaults()
         return {
-            vol.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
+            probatio.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
                 SelectSelectorConfig(
                     options=list(MODEL_PREFERENCES),
                     mode=SelectSelectorMode.DROPDOWN,
                     translation_key=CONF_MODEL_PREFERENCE,
                 )
             ),
-            vol.Required(CONF_MAX_TOKENS, default=defaults[CONF_MAX_TOKENS]): _int(1, 8192),
-            vol.Required(CONF_TEMPERATURE, default=defaults[CONF_TEMPERATURE]): NumberSelector(
+            probatio.Required(CONF_MAX_TOKENS, default=defaults[CONF_MAX_TOKENS]): _int(1, 8192),
+            probatio.Required(CONF_TEMPERATURE, default=defaults[CONF_TEMPERATURE]): NumberSelector(
                 NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
             ),
         }
@@ -669,8 +669,8 @@ class ConversationSubentryFlow(_AgentSubentryFlow):
     def _fields(self) -> dict[Any, Any]:
         apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(self.hass)]
         return {
-            vol.Optional(CONF_LLM_HASS_API): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
-            vol.Optional(CONF_PROMPT): TemplateSelector(),
+            probatio.Optional(CONF_LLM_HASS_API): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
+            probatio.Optional(CONF_PROMPT): TemplateSelector(),
             **super()._fields(),
         }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from datetime import datetime
 import logging
 from pathlib import Path
@@ -15,7 +15,7 @@ from homeassistant.helpers import device_registry as dr, llm
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.json import json_dumps
 from homeassistant.util import dt as dt_util
-from voluptuous_openapi import convert
+import probatio
 
 from .const import (
     CONF_MAX_TOKENS,
@@ -41,11 +41,12 @@ Delta = conversation.AssistantContentDeltaDict | conversation.ToolResultContentD
 def to_message(content: conversation.Content) -> Message:
     """One chat-log item as a chat message for the model's template (the only converter)."""
     if isinstance(content, conversation.ToolResultContent):
+        result = content.result  # a failed call says so, as core's integrations tell their models
         return {
             "role": "tool",
             "tool_call_id": content.tool_call_id,
             "name": content.tool_name,
-            "content": json_dumps(content.tool_result),
+            "content": json_dumps({"data": result.data, "error": True} if result.error else result.data),
         }
     if isinstance(content, conversation.AssistantContent):
         msg: Message = {"role": "assistant", "content": content.content or ""}
@@ -132,15 +133,16 @@ def tool_definitions(chat_log: conversation.ChatLog) -> list[ToolDef] | None:
             "function": {
                 "name": tool.name,
                 "description": tool.description or "",
-                "parameters": _canonical(convert(tool.parameters, custom_serializer=api.custom_serializer)),
+                "parameters": _canonical(openapi(tool.parameters, api.custom_serializer)),
             },
         }
         for tool in sorted(api.tools, key=lambda t: t.name)
     ]
 
 
-def _sorted_enum(values: Any) -> Any:
-    return sorted(values, key=str) if isinstance(values, list) else _canonical(values)
+def openapi(schema: probatio.Schema, serializer: Callable[[Any], Any] | None) -> dict[str, Any]:
+    """A tool's or a task's schema as JSON schema, through HA's own converter (as core's llama_cpp)."""
+    return probatio.to_openapi(schema, custom_serializer=serializer, openapi_version="3.1.0")
 
 
 def _canonical(schema: Any) -> Any:
@@ -193,14 +195,14 @@ def _event_deltas(event: TextPart | ToolCall | BadToolCall, tools_enabled: bool,
             "role": "tool_result",
             "tool_call_id": call.id,
             "tool_name": call.tool_name,
-            "tool_result": {"error": INVALID_TOOL, "error_text": event.reason},
+            "result": llm.ToolResult(data={"error": INVALID_TOOL, "error_text": event.reason}, error=True),
         }
 
 
 def repair_schema(chat_log: conversation.ChatLog, tools: list[ToolDef] | None) -> dict[str, Any] | None:
     """After a malformed tool call, constrain the retry to a valid call of a real tool."""
     last = chat_log.content[-1] if chat_log.content else None
-    if tools and isinstance(last, conversation.ToolResultContent) and last.tool_result.get("error") == INVALID_TOOL:
+    if tools and isinstance(last, conversation.ToolResultContent) and last.result.data.get("error") == INVALID_TOOL:
         return tool_call_schema(tools)
     return None
 

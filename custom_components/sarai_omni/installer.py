@@ -17,7 +17,7 @@ from typing import Any
 from homeassistant.data_entry_flow import FlowHandler, FlowResult
 from homeassistant.requirements import pip_kwargs
 from homeassistant.util.package import install_package
-import voluptuous as vol
+import probatio
 
 _LOGGER = logging.getLogger(__name__)
 REQUIREMENT = "llama-cpp-python==0.3.36"
@@ -106,7 +106,9 @@ class InstallSteps[ResultT: FlowResult[Any, Any]](FlowHandler[Any, ResultT, Any]
             return self.async_abort(reason="no_compiler", description_placeholders=blocker)
         if user_input is None:
             return self.async_show_form(
-                step_id="install", data_schema=vol.Schema({}), description_placeholders={"requirement": REQUIREMENT}
+                step_id="install",
+                data_schema=probatio.Schema({}),
+                description_placeholders={"requirement": REQUIREMENT},
             )
         return await self.async_step_installing()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.const import CONF_LLM_HASS_API, EVENT_HOMEASSISTANT_STOP, Platform
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryError
 from homeassistant.helpers import config_validation as cv, issue_registry as ir, llm
@@ -70,7 +70,7 @@ from .engine import FAST, QUALITY, Engine, EngineConfig, EngineError, ModelNotFo
 from .engine.backend import RemoteModel, TransformersModel
 from .engine.procmem import physical_cores
 from .installer import backend_available, torch_problem
-from .llm_api import CameraAPI
+from .llm import LEGACY_CAMERA_API_ID
 from .models import SaraiConfigEntry, SaraiRuntimeData
 from .services import async_setup_services
 from .validation import resolve_path
@@ -159,10 +159,9 @@ def remote_model(server: dict[str, Any]) -> RemoteModel:
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
-    """Register the integration's services and its cameras LLM API (they find the loaded entry
-    when called)."""
+    """Register the integration's services (they find the loaded entry when called). The cameras
+    tool comes through HA's `llm` tool platform (llm.py)."""
     async_setup_services(hass)
-    llm.async_register_api(hass, CameraAPI(hass))
     return True
 
 
@@ -309,13 +308,23 @@ async def _preload(engine: Engine) -> None:
 
 
 async def async_migrate_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
-    """1.1 → 1.2: the backend is stored (llama.cpp; the seam for the remote backend)."""
+    """1.1 → 1.2: the backend is stored. 1.2 → 1.3: the cameras tool moved into HA's Assist API
+    (the `llm` tool platform), so an agent that chose the old cameras API gets Assist instead."""
     if entry.version > 1:  # written by a newer release: do not guess
         return False
     if entry.minor_version < 2:
         data = {CONF_BACKEND: BACKEND_LLAMA_CPP, **entry.data}
         hass.config_entries.async_update_entry(entry, data=data, minor_version=2)
-        _LOGGER.info("Migrated the Sarai Omni entry to version 1.2")
+    if entry.minor_version < 3:
+        for subentry in entry.subentries.values():
+            apis = subentry.data.get(CONF_LLM_HASS_API)
+            if isinstance(apis, list) and LEGACY_CAMERA_API_ID in apis:
+                moved = list(dict.fromkeys(llm.LLM_API_ASSIST if a == LEGACY_CAMERA_API_ID else a for a in apis))
+                hass.config_entries.async_update_subentry(
+                    entry, subentry, data={**subentry.data, CONF_LLM_HASS_API: moved}
+                )
+        hass.config_entries.async_update_entry(entry, minor_version=3)
+    _LOGGER.info("Migrated the Sarai Omni entry to version 1.%s", entry.minor_version)
     return True
 
 

@@ -9,27 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeassistant.components.repairs import ConfirmRepairFlow, RepairsFlow
+from homeassistant.components.repairs import ConfirmRepairFlow, RepairsFlow, RepairsFlowResult
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResult
 from homeassistant.helpers.selector import NumberSelector, NumberSelectorConfig, NumberSelectorMode
-import voluptuous as vol
+import probatio
 
 from .const import CONF_RAM_BUDGET_MB, DOMAIN, ISSUE_BACKEND_MISSING, ISSUE_BUDGET
 from .installer import InstallSteps
 from .validation import budget_error, machine_ram_mb
 
 
-class BackendMissingFlow(InstallSteps[FlowResult], RepairsFlow):
+class BackendMissingFlow(InstallSteps[RepairsFlowResult], RepairsFlow):
     """Install llama-cpp-python, then set the entry up again."""
 
     install_next_step = "done"
 
-    async def async_step_init(self, user_input: dict[str, str] | None = None) -> FlowResult:
+    async def async_step_init(self, user_input: dict[str, str] | None = None) -> RepairsFlowResult:
         return await self.async_step_install()
 
-    async def async_step_done(self, user_input: dict[str, str] | None = None) -> FlowResult:
+    async def async_step_done(self, user_input: dict[str, str] | None = None) -> RepairsFlowResult:
         for entry in self.hass.config_entries.async_entries(DOMAIN):
             if entry.state is not ConfigEntryState.LOADED:
                 await self.hass.config_entries.async_reload(entry.entry_id)
@@ -42,10 +41,10 @@ class BudgetFlow(RepairsFlow):
     def __init__(self, entry_id: str, needed_mb: int) -> None:
         self._entry_id, self._needed_mb = entry_id, needed_mb
 
-    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> RepairsFlowResult:
         return await self.async_step_budget()  # the init step gets the issue's id, not a form
 
-    async def async_step_budget(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+    async def async_step_budget(self, user_input: dict[str, Any] | None = None) -> RepairsFlowResult:
         entry = self.hass.config_entries.async_get_entry(self._entry_id)
         if entry is None:
             return self.async_abort(reason="entry_removed")
@@ -60,9 +59,9 @@ class BudgetFlow(RepairsFlow):
                 self.hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_RAM_BUDGET_MB: budget})
                 return self.async_create_entry(data={})
         suggested = -(-self._needed_mb // 64) * 64  # the need, rounded up to a round number
-        schema = vol.Schema(
+        schema = probatio.Schema(
             {
-                vol.Required(CONF_RAM_BUDGET_MB, default=suggested): NumberSelector(
+                probatio.Required(CONF_RAM_BUDGET_MB, default=suggested): NumberSelector(
                     NumberSelectorConfig(min=1, max=1 << 20, step=1, mode=NumberSelectorMode.BOX)
                 )
             }

@@ -14,7 +14,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv
-import voluptuous as vol
+import probatio
 
 from .audio import resolve_audio
 from .const import DEFAULT_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
@@ -40,34 +40,40 @@ DEFAULT_VIDEO_PROMPT = "Describe what happens across these frames briefly."
 DEFAULT_AUDIO_PROMPT = "What can be heard in this audio? Describe the sounds and any speech briefly."
 MODEL_CHOICES = ("auto", FAST, QUALITY)
 
-_COMMON: dict[vol.Marker, Any] = {
-    vol.Optional("prompt"): cv.string,
-    vol.Optional("model", default="auto"): vol.In(MODEL_CHOICES),
-    vol.Optional("max_tokens", default=DEFAULT_MAX_TOKENS): vol.All(vol.Coerce(int), vol.Range(min=1, max=4096)),
+_COMMON: dict[probatio.Marker, Any] = {
+    probatio.Optional("prompt"): cv.string,
+    probatio.Optional("model", default="auto"): probatio.In(MODEL_CHOICES),
+    probatio.Optional("max_tokens", default=DEFAULT_MAX_TOKENS): probatio.All(
+        probatio.Coerce(int), probatio.Range(min=1, max=4096)
+    ),
 }
-IMAGE_SCHEMA = vol.Schema(
+IMAGE_SCHEMA = probatio.Schema(
     {
-        vol.Optional("camera_entity_id", default=list): cv.entity_ids,
-        vol.Optional("image_path", default=list): vol.All(cv.ensure_list, [cv.string]),
+        probatio.Optional("camera_entity_id", default=list): cv.entity_ids,
+        probatio.Optional("image_path", default=list): probatio.All(cv.ensure_list, [cv.string]),
         **_COMMON,
     }
 )
-VIDEO_SCHEMA = vol.Schema(
+VIDEO_SCHEMA = probatio.Schema(
     {
-        vol.Exclusive("camera_entity_id", "source"): cv.entity_id,
-        vol.Exclusive("video_path", "source"): cv.string,
-        vol.Optional("duration", default=3.0): vol.All(vol.Coerce(float), vol.Range(min=0.5, max=60)),
-        vol.Optional("max_frames", default=4): vol.All(vol.Coerce(int), vol.Range(min=1, max=16)),
-        vol.Optional("target_width", default=672): vol.All(vol.Coerce(int), vol.Range(min=64, max=4096)),
+        probatio.Exclusive("camera_entity_id", "source"): cv.entity_id,
+        probatio.Exclusive("video_path", "source"): cv.string,
+        probatio.Optional("duration", default=3.0): probatio.All(
+            probatio.Coerce(float), probatio.Range(min=0.5, max=60)
+        ),
+        probatio.Optional("max_frames", default=4): probatio.All(probatio.Coerce(int), probatio.Range(min=1, max=16)),
+        probatio.Optional("target_width", default=672): probatio.All(
+            probatio.Coerce(int), probatio.Range(min=64, max=4096)
+        ),
         **_COMMON,
     }
 )
-_AUDIO: dict[vol.Marker, Any] = {
-    vol.Required("audio_path"): vol.All(cv.ensure_list, [cv.string], vol.Length(min=1)),
+_AUDIO: dict[probatio.Marker, Any] = {
+    probatio.Required("audio_path"): probatio.All(cv.ensure_list, [cv.string], probatio.Length(min=1)),
     **_COMMON,
 }
-AUDIO_SCHEMA = vol.Schema(_AUDIO)
-MODEL_SCHEMA = vol.Schema({vol.Required("model"): vol.In((FAST, QUALITY))})
+AUDIO_SCHEMA = probatio.Schema(_AUDIO)
+MODEL_SCHEMA = probatio.Schema({probatio.Required("model"): probatio.In((FAST, QUALITY))})
 
 
 def async_setup_services(hass: HomeAssistant) -> None:

@@ -114,7 +114,7 @@ def is_folder_model(hass: HomeAssistant, path: str) -> bool:
     """A Hugging Face model folder (config.json) rather than a GGUF file (blocking: a stat)."""
     try:
         return is_model_folder(resolve_path(hass, path))
-    except (OSError, ValueError):
+    except OSError, ValueError:
         return False
 
 

@@ -9,14 +9,16 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
+import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-import voluptuous as vol
 
 from .conftest import GardenCamera
 
 # Shapes the grammar pins down completely (random weights fill them): an enum and a boolean.
-STRUCTURE = vol.Schema({vol.Required("where"): vol.In(["garden", "door", "street"]), vol.Required("person"): bool})
+STRUCTURE = probatio.Schema(
+    {probatio.Required("where"): probatio.In(["garden", "door", "street"]), probatio.Required("person"): bool}
+)
 
 
 def task_entity(hass: HomeAssistant, entry: MockConfigEntry) -> str:

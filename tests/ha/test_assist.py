@@ -17,10 +17,10 @@ from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import config_validation as cv, entity_registry as er, llm
 from homeassistant.setup import async_setup_component
+import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
-import voluptuous as vol
 
 from custom_components.sarai_omni.const import CONF_N_CTX, CONF_QUALITY_MODEL
 from custom_components.sarai_omni.conversation import SaraiConversationEntity
@@ -30,7 +30,8 @@ from custom_components.sarai_omni.entity import tool_definitions
 from .conftest import agent_id, engine_reaches, make_entry, turn, wait_loaded
 
 TOOL_CALL = (
-    '<tool_call>\\n{\\"name\\": \\"HassTurnOn\\", \\"arguments\\": {\\"name\\": \\"Kitchen light\\"}}\\n</tool_call>'
+    '<tool_call>\\n{\\"name\\": \\"intent__HassTurnOn\\", '
+    '\\"arguments\\": {\\"name\\": \\"Kitchen light\\"}}\\n</tool_call>'
 )
 DONE = 'root ::= "The kitchen light is on."'
 HELLO = 'root ::= "Hello there, friend."'
@@ -86,26 +87,28 @@ async def test_tool_call_turns_on_a_real_light(
     assert speech == "The kitchen light is on."
     assert "<tool_call>" not in speech
     assert len(seen) == 2
-    assert any(t["function"]["name"] == "HassTurnOn" for t in seen[0].tools or [])
+    assert any(t["function"]["name"] == "intent__HassTurnOn" for t in seen[0].tools or [])
     tool_msg = seen[1].messages[-1]
     assert tool_msg["role"] == "tool"
-    assert tool_msg["name"] == "HassTurnOn"
+    assert tool_msg["name"] == "intent__HassTurnOn"
     assert json.loads(tool_msg["content"])["data"]["success"][0]["name"] == "Kitchen light"
 
 
 async def test_malformed_tool_call_goes_back_to_the_model(hass: HomeAssistant, tool_entry: MockConfigEntry) -> None:
     seen, spy = spy_requests(tool_entry)
-    broken = 'root ::= "<tool_call>{\\"name\\": \\"HassTurnOn\\", \\"arguments\\": {\\"name\\": }</tool_call>"'
+    broken = 'root ::= "<tool_call>{\\"name\\": \\"intent__HassTurnOn\\", \\"arguments\\": {\\"name\\": }</tool_call>"'
     with spy, force(lambda log: DONE if log.unresponded_tool_results else broken):
         result = await conversation.async_converse(
             hass, "turn it on", None, Context(), agent_id=agent_id(hass, tool_entry)
         )
     assert result.response.speech["plain"]["speech"] == "The kitchen light is on."
-    error = json.loads(seen[1].messages[-1]["content"])
+    answer = json.loads(seen[1].messages[-1]["content"])
+    assert answer["error"] is True  # a failed call, as core's integrations tell their models
+    error = answer["data"]
     assert error["error"] == "invalid_tool_call"
     assert seen[0].json_schema is None  # free turns are not constrained ...
     assert seen[1].json_schema is not None  # ... the retry is, to a valid call of a real tool
-    assert {v["properties"]["name"]["const"] for v in seen[1].json_schema["oneOf"]} >= {"HassTurnOn"}
+    assert {v["properties"]["name"]["const"] for v in seen[1].json_schema["oneOf"]} >= {"intent__HassTurnOn"}
     assert "not valid JSON" in error["error_text"]
 
 
@@ -287,7 +290,7 @@ def test_tool_definitions_do_not_depend_on_set_order() -> None:
     standing prompt lists must be the same text in every process, or its KV snapshot is never hit."""
 
     def chat_log(domains: list[str], names: list[str]) -> Any:
-        schema = vol.Schema({vol.Optional("domain"): vol.All(cv.ensure_list, [vol.In(domains)])})
+        schema = probatio.Schema({probatio.Optional("domain"): probatio.All(cv.ensure_list, [probatio.In(domains)])})
         tools = [SimpleNamespace(name=n, description=f"{n} tool", parameters=schema) for n in names]
         return SimpleNamespace(llm_api=SimpleNamespace(tools=tools, custom_serializer=llm.selector_serializer))
 

@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, setup_
 from custom_components.sarai_omni.cameras import mentioned_cameras
 from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, CONF_N_CTX
 from custom_components.sarai_omni.engine import ChatRequest
-from custom_components.sarai_omni.llm_api import CAMERA_API_ID
+from custom_components.sarai_omni.llm import LOOK_AT_CAMERA
 
 from .conftest import EN, GardenCamera, agent_id, make_entry, wait_loaded
 from .test_assist import force, spy_requests, state_attrs
@@ -40,7 +40,7 @@ async def cameras(hass: HomeAssistant, jpeg: Path) -> dict[str, GardenCamera]:
     assert await async_setup_component(hass, "camera", {"camera": {"platform": "test"}})
     await hass.async_block_till_done()
     registry = er.async_get(hass)
-    registry.async_update_entity("camera.garden", aliases={"Jardín"})
+    registry.async_update_entity("camera.garden", aliases=["Jardín"])
     area = ar.async_get(hass).async_create("Entrada")
     registry.async_update_entity("camera.front_door", area_id=area.id)
     return {"camera.garden": garden, "camera.front_door": door}
@@ -134,12 +134,12 @@ async def test_a_camera_without_a_picture_is_said_clearly(
 
 
 def _look(camera: str) -> str:
-    call = {"name": "LookAtCamera", "arguments": {"camera": camera}}
+    call = {"name": LOOK_AT_CAMERA, "arguments": {"camera": camera}}
     return "<tool_call>\\n" + json.dumps(call).replace('"', '\\"') + "\\n</tool_call>"
 
 
 @pytest.mark.parametrize(("camera", "looked"), [("Jardín", "camera.garden"), ("Front door", None)])
-async def test_a_model_that_decides_to_look_uses_the_cameras_api(
+async def test_a_model_that_decides_to_look_uses_the_cameras_tool(
     hass: HomeAssistant,
     *,
     entry_data: dict[str, Any],
@@ -148,11 +148,12 @@ async def test_a_model_that_decides_to_look_uses_the_cameras_api(
     camera: str,
     looked: str | None,
 ) -> None:
-    """The agent's "Sarai Omni cameras" API: a tool call in any phrasing takes the picture of an
-    exposed camera (by alias here); a camera not exposed to Assist is not looked at."""
+    """The cameras tool this integration adds to HA's Assist API (its `llm` platform): a tool call in
+    any phrasing takes the picture of an exposed camera (by alias here); a camera not exposed to
+    Assist is not looked at."""
     async_expose_entity(hass, conversation.DOMAIN, "camera.garden", True)
     data = {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj), CONF_N_CTX: 16384}
-    entry = make_entry(hass, data, llm_hass_api=[CAMERA_API_ID])
+    entry = make_entry(hass, data, llm_hass_api=["assist"])
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_loaded(entry)
     seen, spy = spy_requests(entry)
@@ -162,13 +163,14 @@ async def test_a_model_that_decides_to_look_uses_the_cameras_api(
             hass, "is it sunny out there?", None, Context(), language="en", agent_id=agent_id(hass, entry)
         )
     assert result.response.speech["plain"]["speech"] == "Sunny."
-    assert "LookAtCamera" in {t["function"]["name"] for t in seen[0].tools or []}
+    assert LOOK_AT_CAMERA in {t["function"]["name"] for t in seen[0].tools or []}
     assert "Garden (camera.garden)" in seen[0].messages[0]["content"]  # the API's prompt names it
     tool_result = json.loads(seen[-1].messages[-1]["content"])
     looks = [r for r in seen if r.cameras]
-    if looked is None:
-        assert tool_result["error"] == "unknown_camera"
-        assert tool_result["cameras"] == ["Garden"]
+    if looked is None:  # a failed call, as core's integrations tell their models
+        assert tool_result["error"] is True
+        assert tool_result["data"]["error"] == "unknown_camera"
+        assert tool_result["data"]["cameras"] == ["Garden"]
         assert not looks
         return
     assert tool_result["camera"] == looked

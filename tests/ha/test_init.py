@@ -8,6 +8,7 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.const import CONF_FAST_MODEL, DOMAIN
@@ -77,8 +78,26 @@ async def test_version_1_1_entries_are_migrated(hass: HomeAssistant, entry_data:
     entry = make_entry(hass, entry_data)
     assert (entry.version, entry.minor_version) == (1, 1)
     assert await hass.config_entries.async_setup(entry.entry_id)
-    assert entry.minor_version == 2
+    assert entry.minor_version == 3
     assert entry.data == {"backend": "llama_cpp", **entry_data}  # added, nothing else touched
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize("apis", [["sarai_omni_cameras"], ["assist", "sarai_omni_cameras"]])
+async def test_agents_with_the_old_cameras_api_get_assist_which_now_carries_the_tool(
+    hass: HomeAssistant, entry_data: dict[str, Any], apis: list[str]
+) -> None:
+    """1.2 → 1.3: the cameras tool moved into HA's Assist API (the `llm` tool platform). An agent
+    that chose the old "Sarai Omni cameras" API keeps its tool through Assist, once."""
+    entry = make_entry(hass, {"backend": "llama_cpp", **entry_data}, llm_hass_api=apis)
+    hass.config_entries.async_update_entry(entry, minor_version=2)
+    agent = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
+    before = dict(agent.data)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.minor_version == 3
+    after = dict(entry.subentries[agent.subentry_id].data)
+    assert after.pop("llm_hass_api") == ["assist"]
+    assert after == {k: v for k, v in before.items() if k != "llm_hass_api"}  # nothing else touched
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 

@@ -141,7 +141,7 @@ def test_labels_not_raw_keys_and_one_kv_help(texts: dict[str, Any]) -> None:
 
 async def test_device_names_are_translated(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
     """9. "Sarai Omni engine" and "llama.cpp model pool" were hard-coded English."""
-    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, loaded_entry.entry_id)})
+    device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, loaded_entry.entry_id), loaded_entry.entry_id)
     assert device is not None
     assert device.name == EN["device"]["engine"]["name"]  # from the translation, in HA's language
     assert device.model == "llama.cpp"

@@ -20,9 +20,9 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from PIL import Image
+import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
-import voluptuous as vol
 
 from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, CONF_N_THREADS, DOMAIN, ISSUE_MODEL_MISSING
 from custom_components.sarai_omni.engine import FAST
@@ -197,7 +197,7 @@ async def test_bad_values_end_as_translated_errors(
         data = {k: [_real(x, jpeg) for x in v] if isinstance(v, list) else _real(v, jpeg) for k, v in raw.items()}
         try:
             await hass.services.async_call(DOMAIN, service, data, blocking=True, return_response=True)
-        except vol.Invalid:
+        except probatio.Invalid:
             outcomes.append("schema")
         except HomeAssistantError as err:
             outcomes.append(f"{err.translation_key}: {err}")
