@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 PROMPTS = {"en": "What is the capital of France?", "es": "¿Cuál es la capital de Francia?"}
 BOOT_TIMEOUT_S = 120
+# The newest Home Assistant release runs the demo (scripts/setup's .venv-ha); the suite's own HA is
+# the one the newest pytest-homeassistant-custom-component pins.
+HASS = ROOT / ".venv-ha" / "bin" / "hass"
 LOAD_TIMEOUT_S = 120
 
 
@@ -40,13 +43,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_config_dir(tmp: Path) -> Path:
-    """A throwaway copy of config/ with this integration linked in."""
+def make_config_dir(tmp: Path, port: int) -> Path:
+    """A throwaway copy of config/ with this integration linked in, serving on 127.0.0.1:`port`."""
     config = tmp / "config"
     (config / "custom_components").mkdir(parents=True)
     shutil.copy(ROOT / "config" / "configuration.yaml", config / "configuration.yaml")
     (config / "custom_components" / "sarai_omni").symlink_to(ROOT / "custom_components" / "sarai_omni")
+    write_http_config(config, port)
     return config
+
+
+def write_http_config(config: Path, port: int) -> None:
+    """HA's HTTP settings where HA 2026.11 keeps them: its storage, confirmed (`stable`).
+
+    Since 2026.11 an `http:` section in YAML is migrated once into storage as a *pending* trial that
+    must be confirmed in the UI, or HA restarts on its previous settings five minutes later; and the
+    YAML is deprecated. So the settings a person would have confirmed are written here instead.
+    """
+    stable = {
+        "server_host": ["127.0.0.1"], "server_port": port, "cors_allowed_origins": ["https://cast.home-assistant.io"],
+        "login_attempts_threshold": -1, "ip_ban_enabled": True, "ssl_profile": "intermediate_v6",
+        "use_x_frame_options": True, "created_at": "2026-12-01T00:00:00+00:00", "error": None, "error_message": None,
+    }  # fmt: skip
+    data = {"stable": stable, "pending": None, "yaml_migration_done": True}
+    storage = config / ".storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    stored = {"version": 3, "minor_version": 1, "key": "http", "data": data}
+    (storage / "http").write_text(json.dumps(stored, indent=2))
 
 
 class HA:
@@ -257,7 +280,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     model, mmproj = args.model, args.mmproj
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sarai_demo_") as tmp:
-        config = make_config_dir(Path(tmp))
+        config = make_config_dir(Path(tmp), port)
         env = {
             **os.environ,
             "SARAI_MODELS_DIR": str(model.parent),
@@ -267,7 +290,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"booting Home Assistant on 127.0.0.1:{port} (config {config})")
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
-            str(Path(sys.prefix) / "bin" / "hass"),
+            str(HASS),
             "-c",
             str(config),
             "--skip-pip",
@@ -281,6 +304,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await ha.wait_up(proc)
                 say(f"Home Assistant is up after {time.monotonic() - started:.1f} s; onboarding a demo user")
                 await ha.onboard()
+                version = str((await ha.request("GET", "/api/config"))["version"])
+                say(f"Home Assistant {version}")
                 where = f"the server at {args.remote}" if args.remote else model.name
                 say(f"setting up sarai_omni through its config flow with {where}")
                 await set_up_integration(
@@ -291,9 +316,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 state = await wait_loaded(ha)
                 say(f"fast model {'reached' if args.remote else 'loaded'} in {state['attributes']['load_ms']:.0f} ms")
                 if media:
-                    return await analyze(ha, args)
+                    return {**await analyze(ha, args), "home_assistant": version}
                 if args.say is not None:
-                    return await speak(ha, args)
+                    return {**await speak(ha, args), "home_assistant": version}
                 agent = (await ha.find("conversation.", ""))["entity_id"]
                 prompt = args.prompt or PROMPTS[args.language]
                 say(f"asking {agent} ({args.language}): {prompt}")
@@ -315,6 +340,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "load_ms": round(float(attributes["load_ms"]), 1),
                     "ttft_ms": round(float(attributes["ttft_ms"]), 1),
                     "tokens_per_second": round(float(attributes["tokens_per_second"]), 2),
+                    "home_assistant": version,
                 }
                 if attributes.get("remote"):
                     result["server"] = attributes["server"]

@@ -12,6 +12,7 @@ import wave
 import pytest
 
 from tests.torch_env import ROOT
+from tests.upgrade import NEWEST_HA
 
 
 def test_demo_say_prints_the_wav_it_wrote_through_ha(torch_venv_python: Path, tmp_path: Path) -> None:
@@ -23,7 +24,8 @@ def test_demo_say_prints_the_wav_it_wrote_through_ha(torch_venv_python: Path, tm
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]
     last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(last) == {"audio_path", "seconds", "sample_rate"}
+    assert set(last) == {"audio_path", "seconds", "sample_rate", "home_assistant"}
+    assert last["home_assistant"] == NEWEST_HA  # the newest release runs the demo
     assert Path(last["audio_path"]) == out
     with wave.open(str(out)) as clip:
         assert clip.getframerate() == last["sample_rate"] == 24000

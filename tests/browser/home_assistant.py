@@ -12,14 +12,13 @@ import os
 from pathlib import Path
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from scripts.demo_driver import free_port, make_config_dir
+from scripts.demo_driver import HASS, free_port, make_config_dir
 
 BOOT_GUARD_S = 180.0  # a guard against a hang, not a measurement
 USER, PASSWORD = "sarai", "sarai-browser-test-1"
@@ -32,14 +31,14 @@ class HomeAssistant:
     def __init__(self, folder: Path, models_dir: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.config = make_config_dir(folder)
+        self.config = make_config_dir(folder, self.port)
         self.models_dir = models_dir
         self.token = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> HomeAssistant:
         storage = self.config / ".storage"
-        storage.mkdir()
+        storage.mkdir(exist_ok=True)  # may hold what an earlier release stored (tests/test_upgrade.py)
         onboarding = {"version": 4, "minor_version": 1, "key": "onboarding", "data": {"done": ONBOARDED_LATER}}
         (storage / "onboarding").write_text(json.dumps(onboarding))
         self.boot()
@@ -61,7 +60,7 @@ class HomeAssistant:
         }
         with (self.config / "hass.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [str(Path(sys.prefix) / "bin" / "hass"), "-c", str(self.config), "--skip-pip"],
+                [str(HASS), "-c", str(self.config), "--skip-pip"],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=env,
@@ -113,7 +112,7 @@ class HomeAssistant:
             try:
                 self.request("GET", "/api/" if self.token else "/api/onboarding")  # onboarded: no onboarding API
                 return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+            except urllib.error.URLError, ConnectionError, TimeoutError:
                 time.sleep(0.25)
         raise RuntimeError(f"Home Assistant did not answer within {BOOT_GUARD_S} s: {self.log_tail()}")
 

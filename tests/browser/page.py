@@ -52,11 +52,21 @@ const deepAll = (selector, root) => {
   walk(root.shadowRoot || root);
   return found;
 };
+// A <slot> is laid out as its contents (display: contents), so it never reports itself visible: a
+// text inside one is shown where the slot is assigned (HA 2026.11's inputs put their labels so).
+const shownIn = (el) => {
+  while (el && el.tagName === 'SLOT') {
+    if (el.assignedSlot) el = el.assignedSlot.parentElement || el.assignedSlot.getRootNode().host;
+    else if (el.hasAttribute('slot')) return null;  // slotted nowhere: not rendered
+    else el = el.parentElement || el.getRootNode().host;
+  }
+  return el;
+};
 const visibleTexts = (root) => {
   const out = [];
   const walk = (node) => {
     if (node.nodeType === Node.TEXT_NODE) {
-      const text = node.textContent.trim(), parent = node.parentElement || node.parentNode.host;
+      const text = node.textContent.trim(), parent = shownIn(node.parentElement || node.parentNode.host);
       if (text && parent && parent.checkVisibility({visibilityProperty: true})) out.push(text);
       return;
     }
@@ -156,7 +166,7 @@ class Page:
             for target in targets:
                 try:
                     target.click()
-                except (ElementClickInterceptedException, ElementNotInteractableException):
+                except ElementClickInterceptedException, ElementNotInteractableException:
                     continue
                 except StaleElementReferenceException:
                     return  # it re-rendered under the click: the click landed

@@ -113,7 +113,12 @@ class Person:
         """Settings > Integrations > Add integration, search, pick Sarai Omni."""
         page = self.page
         page.driver.get(self.ha.base + "/config/integrations/dashboard")
-        page.click(page.wait_for("ha-fab")[0])
+        label = self.localize("ui.panel.config.integrations.add_integration")
+        button = page.wait(
+            lambda: [b for b in page.find("ha-config-integrations-dashboard", "ha-button") if b.text.strip() == label],
+            f"the {label!r} button",
+        )
+        page.click(button[0])
         page.type(page.wait_for("dialog-add-integration", "input")[0], query)
         item = page.wait(
             lambda: [i for i in page.find("dialog-add-integration", "ha-integration-list-item") if "Sarai" in i.text],
@@ -158,9 +163,16 @@ class Person:
             assert any(t.startswith(field["label"]) for t in texts), f"{where}: label {field['label']!r} not visible"
         assert_readable(texts, where)
 
+    def dialog_button(self) -> Any:
+        """The dialog's main button (Submit, Finish): its last visible one with a label. Inputs hold
+        icon buttons of their own (clear, show password) since HA 2026.11."""
+        return self.page.wait(
+            lambda: [b for b in self.page.find(FLOW, "ha-button") if b.is_displayed() and b.text.strip()][-1:],
+            "the dialog's button",
+        )[0]
+
     def submit(self) -> None:
-        buttons = self.page.wait_for(FLOW, "ha-button")
-        self.page.click(buttons[-1])
+        self.page.click(self.dialog_button())
 
     def wait_step(self, element: str) -> list[str]:
         """Until the dialog shows `element` (step-flow-create-entry, step-flow-form, ...); its texts."""
@@ -172,7 +184,7 @@ class Person:
         return self.page.wait(lambda: (t := self.page.texts(FLOW)) and message in t and t, f"error {message!r}")
 
     def finish_flow(self) -> None:
-        self.page.click(self.page.wait_for(FLOW, "ha-button")[-1])
+        self.page.click(self.dialog_button())
         self.page.wait(
             lambda: not [e for e in self.page.find(FLOW, "ha-form, ha-button") if e.is_displayed()],
             "the dialog to close",
@@ -245,8 +257,8 @@ class Person:
         page.wait_for("ha-service-control", "ha-settings-row")
 
     def perform_action(self) -> list[str]:
-        label = self.localize("ui.panel.config.developer-tools.tabs.actions.call_service")
-        buttons = [b for b in self.page.wait_for("developer-tools-action", "ha-button") if b.text.strip() == label]
+        label = self.localize("ui.panel.config.tools.tabs.actions.call_service")
+        buttons = [b for b in self.page.wait_for("tools-action", "ha-button") if b.text.strip() == label]
         assert buttons, f"no {label!r} button"
         self.page.click(buttons[0])
-        return self.page.texts("developer-tools-action")
+        return self.page.texts("tools-action")
