@@ -90,10 +90,12 @@ def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
     )
     assert errors == set(EN["config"]["error"])  # every error shown is translated, none is stale
     # already_configured, single_instance_allowed (single_config_entry) and reconfigure_successful
-    # (async_update_and_abort) come from HA itself
+    # (async_update_and_abort) are reasons HA gives; a custom integration gets none of core's common
+    # strings, so each is translated here (or the user reads the bare key)
     aborts = _found(r'reason="(\w+)"', "config_flow.py", "installer.py") | {
         "already_configured",
         "single_instance_allowed",
+        "reconfigure_successful",
     }
     for kind in ("conversation", "ai_task_data"):  # the subentry flows' own aborts
         assert {"entry_not_loaded", "reconfigure_successful"} <= set(EN["config_subentries"][kind]["abort"])
