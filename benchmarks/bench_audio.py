@@ -25,8 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec  # noqa: E402
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig  # noqa: E402
 from tests.conftest import write_wav  # noqa: E402
+from tests.specs import gguf_spec  # noqa: E402
 from tests.tiny_models import VL_TEMPLATE, write_omni_mmproj, write_text_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -45,7 +46,7 @@ def turn(clip: Path | None) -> list[dict[str, Any]]:
 async def measure(
     model: Path, mmproj: Path, clips: dict[str, Path | None], threads: int, repeat: int
 ) -> dict[str, Any]:
-    spec = ModelSpec("quality", str(model), str(mmproj), n_ctx=4096, n_threads=threads, repack=False)
+    spec = gguf_spec("quality", str(model), str(mmproj), n_ctx=4096, n_threads=threads, repack=False)
     engine = Engine(EngineConfig(models=(spec,), ram_budget_mb=16384))
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in clips}
     try:
@@ -59,7 +60,7 @@ async def measure(
                     {
                         "ttft_ms": result.ttft_ms,
                         "prompt_tokens": result.prompt_tokens,
-                        "seconds": status["audio_seconds"],
+                        "seconds": status.last.audio_seconds or 0.0,
                     }
                 )
     finally:

@@ -30,10 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec, WorkerCrashed  # noqa: E402
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, WorkerCrashed  # noqa: E402
 from custom_components.sarai_omni.engine.errors import describe_exit  # noqa: E402
 from custom_components.sarai_omni.engine.prompts import Message, render_prompt  # noqa: E402
-from custom_components.sarai_omni.engine.worker import _new_llama  # noqa: E402
+from custom_components.sarai_omni.engine.worker.llamacpp.runner import _new_llama  # noqa: E402
+from tests.specs import gguf_spec  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -116,7 +117,7 @@ async def ttft(engine: Engine, messages: list[Message]) -> dict[str, float]:
 
 
 def make_engine(model: Path, threads: int, kv_dir: str | None = None, *, repack: bool = False) -> Engine:
-    spec = ModelSpec(
+    spec = gguf_spec(
         "fast", str(model), n_ctx=N_CTX, n_threads=threads, pinned=True, kv_cache_dir=kv_dir, repack=repack
     )
     return Engine(EngineConfig(models=(spec,), ram_budget_mb=16384))
@@ -129,12 +130,12 @@ async def load_variants(model: Path, threads: int, tokens: int, repeat: int) -> 
         engine = make_engine(model, threads, repack=repack)
         try:
             await engine.start()
-            status = engine.snapshot()["models"]["fast"]
-            if status["repack"] != repack:  # its load died and the engine fell back to the safe way
-                out[name] = {"decode_tps": None, "unusable": status["unusable_variants"].get(name)}
+            status = engine.snapshot().models["fast"]
+            if status.repack != repack:  # its load died and the engine fell back to the safe way
+                out[name] = {"decode_tps": None, "unusable": status.unusable_variants.get(name)}
                 continue
             runs = [await engine_decode(engine, tokens) for _ in range(repeat)]
-            rss = engine.snapshot()["models"]["fast"]["rss_mb"]
+            rss = engine.status("fast").rss_mb
             out[name] = {"decode_tps": round(statistics.median(runs), 2), "runs": runs, "rss_mb": rss}
         except WorkerCrashed as err:
             out[name] = {"decode_tps": None, "unusable": describe_exit(err.exit_code)}
@@ -160,9 +161,9 @@ async def prompt_cache(model: Path, threads: int, repeat: int) -> dict[str, list
             await saver.close()
             restarted = make_engine(model, threads, kv_dir)
             warm = await restarted.warm("fast", [system])
-            assert warm["source"] == "disk", warm
+            assert warm.source == "disk", warm
             run = await ttft(restarted, [system, {"role": "user", "content": "Turn on the kitchen light."}])
-            runs["restored"].append({**run, "restore_ms": warm["ms"]})
+            runs["restored"].append({**run, "restore_ms": warm.ms})
             await restarted.close()
     return runs
 

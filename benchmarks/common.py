@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from custom_components.sarai_omni.engine import Engine, EngineConfig, ModelSpec  # noqa: E402
 from custom_components.sarai_omni.engine.gguf import read_gguf  # noqa: E402
 from custom_components.sarai_omni.engine.procmem import cpu_flags, rss_bytes, total_ram_bytes  # noqa: E402
+from tests.specs import gguf_spec  # noqa: E402
 
 MB = 1024 * 1024
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
@@ -86,7 +87,7 @@ def kv_bytes(model: Path, n_ctx: int, bytes_per_value: int = 2) -> int:
 def spec(role: str, model: Path, threads: int, **kw: Any) -> ModelSpec:
     """A role on a seed-shaped file, loaded the way the raw side is (no repacking: the variant the
     calibration picks on this kind of CPU, and the only safe one where AMX traps)."""
-    return ModelSpec(role, str(model), n_threads=threads, repack=False, **kw)
+    return gguf_spec(role, str(model), n_threads=threads, repack=False, **kw)
 
 
 def engine(*specs: ModelSpec, budget_mb: int = SEED_RAM_LIMIT_MB, state_dir: str | None = None) -> Engine:

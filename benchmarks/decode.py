@@ -14,8 +14,9 @@ from typing import Any
 
 from benchmarks.common import MB, bytes_per_token, engine, kv_bytes, median, spec
 from custom_components.sarai_omni.engine import ChatRequest, Engine
+from custom_components.sarai_omni.engine.backends.process import load_params
 from custom_components.sarai_omni.engine.prompts import Message, render_prompt
-from custom_components.sarai_omni.engine.worker import _new_llama
+from custom_components.sarai_omni.engine.worker.llamacpp.runner import _new_llama
 
 SAMPLING = {"temp": 0.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}  # the worker's
 QUESTION = "Tell me about the weather in the garden today and what I should plant there."
@@ -29,7 +30,7 @@ def file_size(path: Path) -> int:
 def raw_llama(model: Path, threads: int, n_ctx: int = N_CTX) -> Any:
     import llama_cpp
 
-    return _new_llama(llama_cpp, spec("fast", model, threads, n_ctx=n_ctx).load_params())
+    return _new_llama(llama_cpp, load_params(spec("fast", model, threads, n_ctx=n_ctx)))
 
 
 def user(text: str) -> list[Message]:
@@ -96,7 +97,7 @@ async def side_by_side(
         eng_tps.append(await engine_decode(eng, tokens))
         raw_pp.append(raw_prefill(llm, prefill_text(prefill_words, 2 * i)))
         eng_pp.append(await engine_prefill(eng, prefill_text(prefill_words, 2 * i + 1)))
-    status = eng.snapshot()["models"]["fast"]
+    status = eng.snapshot().models["fast"]
     await eng.close()
     llm.close()
     file_mb, kv_mb = file_size(model) / MB, kv_bytes(model, N_CTX) / MB
@@ -116,9 +117,9 @@ async def side_by_side(
         "raw_over_roofline": round(median(raw_tps) / roofline, 3),
         "file_mb": round(file_mb),
         "kv_mb": round(kv_mb),
-        "rss_mb": status["rss_mb"],
-        "rss_over_file_kv": round(status["rss_mb"] / (file_mb + kv_mb), 3),
-        "load_ms": status["load_ms"],
+        "rss_mb": status.rss_mb,
+        "rss_over_file_kv": round(status.rss_mb / (file_mb + kv_mb), 3),
+        "load_ms": status.load_ms,
     }
 
 

@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import MB, RssSampler, machine, median, worker_pids  # noqa: E402
 from benchmarks.plots import _label, _plt, _save  # noqa: E402
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec, defaults  # noqa: E402
-from custom_components.sarai_omni.engine.backend import TransformersModel  # noqa: E402
-from custom_components.sarai_omni.engine.hf import HFInfo, Tensor, read_folder  # noqa: E402
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, defaults  # noqa: E402
+from custom_components.sarai_omni.engine.backends.base import Prespawns  # noqa: E402
+from custom_components.sarai_omni.engine.backends.transformers.folder import HFInfo, Tensor, read_folder  # noqa: E402
+from tests.specs import folder_spec  # noqa: E402
 from tests.torch_env import MISSING, torch_python, write_tiny_omni  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks"
@@ -94,8 +95,7 @@ async def measure(folder: Path, python: Path, runs: int) -> dict[str, Any]:
     """Each option's worker: RSS by phase, decode speed and speech, alternating runs (medians)."""
 
     def engine(opts: dict[str, str]) -> Engine:
-        runtime = TransformersModel(str(python), **opts)
-        spec = ModelSpec("quality", str(folder), n_threads=2, n_ctx=2048, transformers=runtime)
+        spec = folder_spec("quality", str(folder), str(python), n_threads=2, n_ctx=2048, **opts)
         return Engine(EngineConfig(models=(spec,), ram_budget_mb=8192))
 
     engines = {name: engine(opts) for name, opts in OPTIONS.items()}
@@ -105,14 +105,16 @@ async def measure(folder: Path, python: Path, runs: int) -> dict[str, Any]:
     try:
         for name, eng in engines.items():
             await eng.prepare()
-            await eng.pool.slot("quality").backend.prespawn()
+            backend = eng.pool.slot("quality").backend
+            assert isinstance(backend, Prespawns)
+            await backend.prespawn()
             await asyncio.sleep(3)  # the idle worker imports torch meanwhile
             out[name] = {"idle_rss_mb": round(eng.pool.slot("quality").backend.resident_bytes() / MB)}
             await eng.load("quality")
             out[name] |= {
                 "loaded_rss_mb": round(eng.pool.slot("quality").backend.resident_bytes() / MB),
                 "estimate_mb": round(eng.pool.slot("quality").estimate / MB),
-                "load_ms": eng.status("quality")["load_ms"],
+                "load_ms": eng.status("quality").load_ms,
             }
         for _ in range(runs):  # alternate the options: drift on a busy machine hits all alike
             for name, eng in engines.items():

@@ -61,7 +61,7 @@ async def load(eng: Engine) -> dict[str, Any]:
     await eng.load("quality")  # returns once the projector is in
     return {
         "wall_ms": round(text_ready),
-        "worker_ms": eng.status("quality")["load_ms"],
+        "worker_ms": eng.status("quality").load_ms,
         "projector_ready_ms": round((time.perf_counter() - started) * 1000),
     }
 
@@ -84,8 +84,8 @@ async def run(fast: Seed, omni: Seed, threads: int, quick: bool) -> dict[str, An
         await asyncio.sleep(SPARE_S)  # an idle-unloaded model's spare worker is up long before it is needed
         with rss.during("load 7B (warm cache)"):
             out["load_7b_warm"] = await load(eng)
-        snap = eng.snapshot()["models"]
-        out["rss_mb"] = {role: snap[role]["rss_mb"] for role in ("fast", "quality")}
+        snap = eng.snapshot().models
+        out["rss_mb"] = {role: snap[role].rss_mb for role in ("fast", "quality")}
         with rss.during("image"):
             out["first_image"] = await ask(eng, [{"type": "image", "path": frames[0]}], "What do you see?")
             out["images"] = {"1": out["first_image"]} if quick else {}  # --quick: the first image only
@@ -98,9 +98,9 @@ async def run(fast: Seed, omni: Seed, threads: int, quick: bool) -> dict[str, An
                 clip = write_wav(Path(tmp) / f"clip{seconds}.wav", seconds)
                 out["audio"][str(seconds)] = await ask(eng, [{"type": "audio", "path": str(clip)}], "What was that?")
             out["text_only"] = await ask(eng, [], "What was that?")
-        snap = eng.snapshot()
-        out["both_models_rss_mb"] = sum(snap["models"][r]["rss_mb"] for r in ("fast", "quality"))
-        out["engine_peak_rss_mb"] = snap["peak_rss_mb"]
+        status = eng.snapshot()
+        out["both_models_rss_mb"] = sum(status.models[r].rss_mb for r in ("fast", "quality"))
+        out["engine_peak_rss_mb"] = status.peak_rss_mb
         await eng.close()
     out["peak_rss_mb"] = rss.peaks_mb()
     out["peak_over_budget"] = max(out["peak_rss_mb"].values()) > SEED_RAM_LIMIT_MB

@@ -17,6 +17,7 @@ from benchmarks.common import engine, median, spec
 from benchmarks.decode import engine_decode, raw_decode, raw_llama, user
 from custom_components.sarai_omni.engine import ChatRequest
 from custom_components.sarai_omni.engine.prompts import Message
+from tests.workers import worker_stats
 
 ROOMS = ("Kitchen", "Living room", "Bedroom", "Office", "Garage", "Hallway")
 
@@ -52,7 +53,7 @@ async def speedup(model: Path, threads: int, tokens: int, repeat: int) -> dict[s
             eng = engine(spec("fast", model, threads, pinned=True, prompt_lookup=on))
             await eng.start()
             rates[on] = [await engine_decode(eng, tokens, messages) for _ in range(repeat)]
-            stats[on] = (await eng.pool.slot("fast").backend.stats())["prompt_lookup"]
+            stats[on] = (await worker_stats(eng, "fast"))["prompt_lookup"]
             await eng.close()
         out[case] = {
             "raw_tps": median(raw),

@@ -75,7 +75,7 @@ async def probe(model: str) -> str:
     """Load `model` with weight repacking in a worker process and decode a little: "ok" or its death."""
     sys.path.insert(0, str(ROOT))
     from custom_components.sarai_omni.engine import protocol
-    from custom_components.sarai_omni.engine.client import WorkerClient
+    from custom_components.sarai_omni.engine.backends.client import WorkerClient
     from custom_components.sarai_omni.engine.errors import WorkerCrashed, describe_exit
 
     client = WorkerClient("repack probe")

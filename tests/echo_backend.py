@@ -1,9 +1,11 @@
-"""A second, minimal implementation of engine.backend.Backend, in process, for tests only.
+"""A second, minimal implementation of the backend seam (backends/base.py), in process, for tests only.
 
 It proves the seam: the pool, router, services and entities run on it unchanged. It has no model:
 a literal grammar (`root ::= "text"`) is answered with that text, an endless one (`root ::= [a-z]
 root`) runs until max_tokens or cancel, anything else echoes the last user message. `die()` is what
 a crash is for it. It always sits beside the real llama.cpp backend in the tests, never instead.
+Beyond the core protocol it `Warms` and constrains output to a grammar (`ConstrainsOutput`, grammar
+only: it cannot enforce a JSON schema, so such a request is refused by the engine, as for any backend).
 """
 
 from __future__ import annotations
@@ -15,16 +17,11 @@ import re
 import time
 from typing import Any
 
-from custom_components.sarai_omni.engine.backend import (
-    BenchResult,
-    ChatRequest,
-    Generated,
-    LoadResult,
-    ModelSpec,
-    Speech,
-)
+from custom_components.sarai_omni.engine.backends.base import ChatRequest, Generated, LoadResult, Warmed
+from custom_components.sarai_omni.engine.capabilities import GRAMMAR
 from custom_components.sarai_omni.engine.errors import InvalidInput, RequestTimeout, WorkerCrashed
 from custom_components.sarai_omni.engine.prompts import Message, has_media
+from custom_components.sarai_omni.engine.spec import ModelSpec
 
 MB = 2**20
 _LITERAL = re.compile(r'^root ::= "(.*)"\s*$')
@@ -34,10 +31,9 @@ _ENDLESS = "root ::= [a-z] root"
 class EchoBackend:
     """backend.Backend without a model; resident while loaded: a fixed 8 MB."""
 
-    calibrates = False
-    spare_bytes = 0  # no process of its own
     available = True
     failures = 0
+    constraints = frozenset({GRAMMAR})
 
     def __init__(self, spec: ModelSpec, on_crash: Callable[[], None] | None = None) -> None:
         self.name = spec.role
@@ -82,7 +78,7 @@ class EchoBackend:
     async def load(self, spec: ModelSpec) -> LoadResult:
         await asyncio.sleep(0)
         self._spec = spec
-        return LoadResult(load_ms=0.1, n_ctx=spec.n_ctx, chat_template=True)
+        return LoadResult(load_ms=0.1, n_ctx=spec.runtime.n_ctx, chat_template=True)
 
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
         async with self._lock:
@@ -118,24 +114,9 @@ class EchoBackend:
                 evaluated_prompt_tokens=prompt,
             )
 
-    async def media_ready(self) -> str | None:
-        return None
-
-    async def prespawn(self) -> None:
-        return
-
-    async def speak(self, text: str, voice: str) -> Speech:
-        raise InvalidInput(f"{self.name}: this model does not speak")
-
-    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Warmed:
         self._require()
-        return {"source": "evaluated", "prompt_tokens": len(messages), "evaluated_prompt_tokens": len(messages)}
-
-    async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
-        raise InvalidInput("the echo backend has no logits")
-
-    async def bench(self) -> BenchResult:
-        return BenchResult(1000.0, 1000.0)
+        return Warmed("evaluated", prompt_tokens=len(messages), evaluated_prompt_tokens=len(messages))
 
     async def stats(self) -> dict[str, Any]:
         return {"loaded": self.running, "finished": list(self._finished)}

@@ -81,11 +81,11 @@ def _found(pattern: str, *files: str) -> set[str]:
 
 
 def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
-    flow_files = ("config_flow.py", "validation.py", "download.py", "installer.py")
+    flow_files = ("config_flow.py", "flow_servers.py", "validation.py", "download.py", "installer.py")
     errors = (
         _found(r'(?:ModelFileError|DownloadError)\(\s*"(\w+)"', *flow_files)
         | _found(r'errors\[[\w.]+\] = "(\w+)"', *flow_files)
-        | _found(r'\{[\w."]+: "(\w+)"\}', "config_flow.py", "validation.py")
+        | _found(r'\{[\w."]+: "(\w+)"\}', "config_flow.py", "validation.py", "flow_servers.py")
         | _found(r'return "(\w+)"', "validation.py")  # budget_error()
     )
     assert errors == set(EN["config"]["error"])  # every error shown is translated, none is stale
@@ -99,6 +99,15 @@ def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
     }
     for kind in ("conversation", "ai_task_data"):  # the subentry flows' own aborts
         assert {"entry_not_loaded", "reconfigure_successful"} <= set(EN["config_subentries"][kind]["abort"])
+    # the model-role flow: the file, budget and server errors the setup form shows too, and its own
+    role_files = ("validation.py", "flow_servers.py", "subentry_flows.py")
+    role_errors = (
+        _found(r'ModelFileError\(\s*"(\w+)"', "validation.py")
+        | _found(r'errors\[[\w.]+\] = "(\w+)"', *role_files)
+        | _found(r'"base": "(\w+)"', *role_files)
+        | _found(r'return "(\w+)"', "validation.py", "subentry_flows.py")
+    )
+    assert role_errors == set(EN["config_subentries"]["model"]["error"])
     assert aborts - {"entry_not_loaded"} == set(EN["config"]["abort"])
     assert _found(r'progress_action="(\w+)"', "config_flow.py", "installer.py") == set(EN["config"]["progress"])
     fix = EN["issues"]["llama_cpp_missing"]["fix_flow"]
@@ -107,21 +116,25 @@ def test_config_flow_errors_aborts_and_progress_are_translated() -> None:
 
 
 def test_every_form_field_has_a_label_and_a_description() -> None:
-    from custom_components.sarai_omni import config_flow
+    from custom_components.sarai_omni import flow_schemas as forms_of
 
     forms = {
-        ("config", "user"): config_flow.user_schema(),
-        ("config", "reconfigure"): config_flow.user_schema(),
-        ("config", "hub"): config_flow.hub_schema(),
-        ("config", "remote"): config_flow.remote_schema(),
-        ("config", "remote_model"): config_flow.remote_model_schema(["m"]),
-        ("options", "init"): config_flow.options_schema(torch=True),
+        ("config", "user"): forms_of.user_schema(),
+        ("config", "reconfigure"): forms_of.user_schema(),
+        ("config", "hub"): forms_of.hub_schema(),
+        ("config", "remote"): forms_of.remote_schema(),
+        ("config", "remote_model"): forms_of.remote_model_schema(["m"]),
+        ("options", "init"): forms_of.options_schema(torch=True),
     }
-    for (section, step), schema in forms.items():
-        fields = {str(key) for key in schema.schema}
-        texts = EN[section]["step"][step]
-        assert set(texts["data"]) == fields, step
-        assert set(texts["data_description"]) == fields, step
+    steps = {key: EN[key[0]]["step"][key[1]] for key in forms}
+    role = EN["config_subentries"]["model"]["step"]
+    for step in ("role", "remote", "remote_model"):  # the model-role subentry flow's own steps
+        schema = forms_of.role_schema(creating=True) if step == "role" else forms[("config", step)]
+        forms[("config_subentries", step)], steps[("config_subentries", step)] = schema, role[step]
+    for key, schema in forms.items():
+        fields = {str(field) for field in schema.schema}
+        assert set(steps[key]["data"]) == fields, key
+        assert set(steps[key]["data_description"]) == fields, key
 
 
 def steps(tree: Any) -> list[tuple[str, dict[str, Any]]]:

@@ -1,13 +1,22 @@
-"""The house's structure as the code has it: no import cycle, the seam kept, op names in one place."""
+"""The house's structure as the code has it: no import cycle, the seam kept, op names in one place,
+rooms of a readable size, the worker side on Python 3.11, llama-cpp-python's internals in one adapter,
+the default roles named only where they are made."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 import re
+import subprocess
 
-PKG = Path(__file__).resolve().parents[1] / "custom_components" / "sarai_omni"
+import pytest
+
+from tests.torch_env import MISSING, torch_python
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "custom_components" / "sarai_omni"
 PACKAGE = "custom_components.sarai_omni"
+MAX_LINES = 400
 
 
 def module_name(path: Path) -> str:
@@ -71,7 +80,7 @@ def test_the_ha_layer_stays_on_its_side_of_the_seam() -> None:
 
 def test_op_names_live_only_in_protocol() -> None:
     """An op or event name spelled as a literal where it is sent or compared (not as a result key)."""
-    names = "load|generate|warm|logits|bench|stats|unload|shutdown|cancel|crashed"
+    names = "load|generate|warm|logits|bench|stats|unload|shutdown|cancel|crashed|speak|media_ready"
     used = re.compile(rf'(?:\(\s*|==\s*|"(?:op|event)":\s*)"({names})"')
     offenders = [
         f"{p.relative_to(PKG)}:{n}: {line.strip()}"
@@ -89,3 +98,99 @@ def test_the_engine_imports_nothing_of_home_assistant() -> None:
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [m for m in names if m.startswith("homeassistant")], path
+
+
+def test_the_ha_layer_imports_only_the_engine_package() -> None:
+    """The engine's API is its package's names (engine/__init__.py): no HA module reaches a submodule."""
+    offenders = [
+        f"{p.name}: {m}"
+        for p in PKG.glob("*.py")
+        for m in top_level_imports(p) | _function_imports(p)
+        if m.startswith(f"{PACKAGE}.engine.") and m != f"{PACKAGE}.engine.defaults"  # the package's one table
+    ]
+    assert offenders == []
+
+
+def _function_imports(path: Path) -> set[str]:
+    """`from .engine.x import y` anywhere in `path`, as module names."""
+    tree = ast.parse(path.read_text())
+    return {
+        f"{PACKAGE}.{n.module}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module
+    }
+
+
+def test_no_module_is_over_the_size_without_a_reason() -> None:
+    """Over MAX_LINES lines, a module's docstring says why ("Over 400 lines because ...")."""
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if len(lines) > MAX_LINES and not re.search(rf"^Over {MAX_LINES} lines because \S", doc, re.M):
+            offenders.append(f"{path.relative_to(PKG)}: {len(lines)} lines")
+    assert offenders == []
+
+
+WORKER_SIDE = sorted(module_name(p) for p in (PKG / "engine" / "worker").rglob("*.py") if p.name != "__main__.py")
+HOST_SIDE = (f"{PACKAGE}.engine.core", f"{PACKAGE}.engine.pool", f"{PACKAGE}.engine.backends", "aiohttp", "asyncio")
+
+
+def test_the_worker_side_imports_under_python_3_11_without_the_host_side() -> None:
+    """The torch worker runs the torch venv's Python 3.11: every worker module (and what it imports of
+    the engine) must parse and import there, and bring none of the host side (pool, clients, asyncio)."""
+    python = torch_python()
+    if python is None:
+        pytest.skip(MISSING)
+    script = (
+        "import importlib, sys\n"
+        f"assert sys.version_info[:2] == (3, 11), sys.version\n"
+        f"for name in {WORKER_SIDE!r}: importlib.import_module(name)\n"
+        f"host = sorted(m for m in sys.modules if m.startswith({HOST_SIDE!r}))\n"
+        "print(host)\n"
+        "assert not host, host\n"
+    )
+    run = subprocess.run([str(python), "-c", script], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert len(WORKER_SIDE) >= 12  # llamacpp and transformers workers, serve
+
+
+LLAMA_PRIVATE = {"_ctx", "_batch", "_model", "_init_sampler"}
+LLAMA_PATCHED = {"llama_model_default_params"}
+
+
+def test_llama_cpp_internals_only_in_the_adapter() -> None:
+    """Another object's `_ctx`/`_batch`/`_model`/`_init_sampler` (Llama's private members), or the
+    patched model-defaults function, appear only in worker/llamacpp/adapter.py, which checks the version."""
+    adapter = PKG / "engine" / "worker" / "llamacpp" / "adapter.py"
+    offenders, seen_in_adapter = [], 0
+    for path in [*PKG.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "scripts").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            private = isinstance(node, ast.Attribute) and node.attr in LLAMA_PRIVATE
+            private = private and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))  # type: ignore[attr-defined]
+            patched = isinstance(node, (ast.Attribute, ast.Name)) and (
+                getattr(node, "attr", None) in LLAMA_PATCHED or getattr(node, "id", None) in LLAMA_PATCHED
+            )
+            if path == adapter:
+                seen_in_adapter += private or patched
+            elif private or patched:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")  # type: ignore[attr-defined]
+    assert offenders == []
+    assert seen_in_adapter >= 6  # the rule sees what the adapter does
+
+
+DEFAULT_ROLE_NAMES = {"FAST", "QUALITY", "FAST_ROLE", "QUALITY_ROLE"}
+WHERE_DEFAULTS_ARE_MADE = {"const.py", "engine/defaults.py", "config_flow.py", "flow_schemas.py", "settings.py"}
+
+
+def test_the_default_roles_are_named_only_where_they_are_made() -> None:
+    """Any role works everywhere: "fast" and "quality" appear only in the table of defaults, the setup
+    flow (its form has their fields) and settings (the roles it makes and the migration to subentries)."""
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        where = str(path.relative_to(PKG))
+        for node in ast.walk(ast.parse(path.read_text())):
+            named = isinstance(node, ast.Name) and node.id in DEFAULT_ROLE_NAMES
+            named |= isinstance(node, ast.Attribute) and node.attr in DEFAULT_ROLE_NAMES
+            named |= isinstance(node, ast.Constant) and node.value in ("fast", "quality")
+            if named and where not in WHERE_DEFAULTS_ARE_MADE:
+                offenders.append(f"{where}:{node.lineno}")  # type: ignore[attr-defined]
+    assert offenders == []

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from custom_components.sarai_omni.engine.calibrate import calibration_key
+from custom_components.sarai_omni.engine.pool.calibration import calibration_key
 from tests.browser.home_assistant import HomeAssistant
 from tests.upgrade import FIXTURE, MODEL, NEWEST_HA, write_model
 
@@ -87,11 +87,19 @@ def test_a_2026_2_entry_loads_on_the_newest_ha_with_nothing_lost(upgraded: HomeA
     ha.stop()
 
     new = _entry(ha.config)
-    assert (new["version"], new["minor_version"]) == (1, 3)
-    assert new["data"] == old["data"]
-    assert new["options"] == old["options"]
+    assert (new["version"], new["minor_version"]) == (1, 4)
+    # 1.4: setup values stay in data, tunables in options, each model a role (its batch size with it).
+    assert new["data"] == {k: old["data"][k] for k in ("ram_budget_mb", "n_threads")}
+    assert new["options"] == {k: v for k, v in old["options"].items() if not k.endswith("_n_batch")}
     before = {s["subentry_id"]: s for s in old["subentries"]}
-    after = {s["subentry_id"]: s for s in new["subentries"]}
+    after = {s["subentry_id"]: s for s in new["subentries"] if s["subentry_type"] != "model"}
+    roles = [s for s in new["subentries"] if s["subentry_type"] == "model"]
+    assert [(r["title"], r["unique_id"], r["data"]) for r in roles] == [
+        ("fast", "fast", {
+            "role": "fast", "backend": "llama_cpp", "model_path": old["data"]["fast_model"],
+            "n_ctx": old["data"]["n_ctx"], "n_batch": int(old["options"]["fast_n_batch"]), "pinned": True,
+        }),
+    ]  # fmt: skip
     assert after.keys() == before.keys()
     for sid, sub in before.items():
         moved = sub["data"].get("llm_hass_api") == ["sarai_omni_cameras"]  # 1.3: the tool is in Assist now

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 from custom_components.sarai_omni.engine import Engine
-from custom_components.sarai_omni.engine.client import WorkerClient
-from custom_components.sarai_omni.engine.llamacpp import LlamaCppBackend
+from custom_components.sarai_omni.engine.backends.base import Inspects
+from custom_components.sarai_omni.engine.backends.client import WorkerClient
+from custom_components.sarai_omni.engine.backends.llamacpp import LlamaCppBackend
 from tests.echo_backend import EchoBackend
 
 
@@ -16,6 +18,13 @@ def worker(engine: Engine, role: str = "fast") -> WorkerClient:
     backend = engine.pool.slot(role).backend
     assert isinstance(backend, LlamaCppBackend)
     return backend.client
+
+
+async def worker_stats(engine: Engine, role: str = "fast") -> dict[str, Any]:
+    """What the role's runner says of itself (a backend that `Inspects`, or the echo backend)."""
+    backend = engine.pool.slot(role).backend
+    assert isinstance(backend, Inspects | EchoBackend)
+    return await backend.stats()
 
 
 def kill(engine: Engine, role: str = "fast", sig: int = signal.SIGKILL) -> None:

@@ -16,6 +16,7 @@ import probatio
 from .const import DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN, SUBENTRY_AI_TASK
 from .engine import EngineError
 from .entity import SaraiEntity, openapi
+from .errors import ha_error
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,9 +49,7 @@ class SaraiAITaskEntity(ai_task.AITaskEntity, SaraiEntity):
         try:
             await self._async_handle_chat_log(chat_log, structure=schema)
         except EngineError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
-            ) from err
+            raise ha_error(err) from err
         last = chat_log.content[-1]
         text = last.content or "" if isinstance(last, conversation.AssistantContent) else ""
         if task.structure is None:

@@ -15,7 +15,7 @@ from homeassistant.components import media_source
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 
-from .engine.media import audio_kind
+from .engine import audio_kind
 from .vision import checked_file, invalid
 
 MAX_AUDIO_BYTES = 32 * 2**20  # ~16 min of 16 kHz 16-bit mono WAV; longer clips cannot fit a context

@@ -19,7 +19,7 @@ from homeassistant.components import conversation
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er
 
-from .engine.router import normalize
+from .engine import normalize
 from .vision import camera_frame, temp_dir
 
 CAMERA_CUES = re.compile(r"\b(?:camaras?|cameras?|cams?|webcams?)\b")

@@ -1,4 +1,9 @@
-"""Config flow: model files (or downloads), RAM budget, threads and context; options; subentries."""
+"""Config flow: the default roles' models (or downloads, or servers), RAM budget, threads and context;
+reconfigure; options; the subentry types (agents, AI Task, model roles: subentry_flows.py).
+
+The setup form makes the `fast` (pinned) and `quality` roles as model subentries, the global
+settings as data, the KV cache type and GPU layers as options (settings.py says where each lives).
+"""
 
 from __future__ import annotations
 
@@ -6,220 +11,75 @@ import asyncio
 from dataclasses import dataclass, field
 import logging
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from homeassistant.config_entries import (
     ConfigEntry,
-    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
+    ConfigSubentry,
     ConfigSubentryData,
     ConfigSubentryFlow,
     OptionsFlow,
-    SubentryFlowResult,
 )
-from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import callback
-from homeassistant.helpers import llm
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
-from homeassistant.helpers.selector import (
-    BooleanSelector,
-    NumberSelector,
-    NumberSelectorConfig,
-    NumberSelectorMode,
-    SelectOptionDict,
-    SelectSelector,
-    SelectSelectorConfig,
-    SelectSelectorMode,
-    TemplateSelector,
-    TextSelector,
-    TextSelectorConfig,
-    TextSelectorType,
-)
-import probatio
 
 from .catalog import SEEDS
 from .const import (
-    BACKEND_LLAMA_CPP,
-    CONF_API_KEY,
-    CONF_AUDIO,
+    BACKEND_REMOTE,
+    BACKEND_TRANSFORMERS,
     CONF_BACKEND,
     CONF_DOWNLOAD,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
-    CONF_FAST_N_BATCH,
     CONF_FILENAME,
-    CONF_IDLE_UNLOAD_S,
     CONF_KV_TYPE,
-    CONF_MAX_TOKENS,
-    CONF_MODEL_PREFERENCE,
+    CONF_MMPROJ_PATH,
+    CONF_MODEL_PATH,
     CONF_N_CTX,
     CONF_N_GPU_LAYERS,
-    CONF_N_THREADS,
-    CONF_PROMPT,
-    CONF_PROMPT_LOOKUP,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
-    CONF_QUALITY_N_BATCH,
     CONF_RAM_BUDGET_MB,
-    CONF_REMOTE,
-    CONF_REMOTE_MODEL,
     CONF_REMOTE_ROLES,
     CONF_REPO_ID,
-    CONF_REQUEST_TIMEOUT_S,
     CONF_REVISION,
-    CONF_ROLE_BACKENDS,
-    CONF_ROUTER_SHORT_CHARS,
-    CONF_ROUTER_SOFT_THRESHOLD,
+    CONF_ROLE,
+    CONF_SERVER,
     CONF_TARGET,
-    CONF_TEMPERATURE,
-    CONF_TORCH_DEVICE,
-    CONF_TORCH_DTYPE,
     CONF_TORCH_PYTHON,
-    CONF_TORCH_QUANTIZATION,
-    CONF_URL,
-    CONF_VISION,
-    DEFAULT_AI_TASK_NAME,
-    DEFAULT_CONVERSATION_NAME,
-    DEFAULT_IDLE_UNLOAD_S,
-    DEFAULT_KV_TYPE,
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_N_BATCH,
-    DEFAULT_N_CTX,
-    DEFAULT_RAM_BUDGET_MB,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    DEFAULT_ROUTER_SHORT_CHARS,
-    DEFAULT_ROUTER_SOFT_THRESHOLD,
-    DEFAULT_TASK_MAX_TOKENS,
-    DEFAULT_TASK_TEMPERATURE,
-    DEFAULT_TEMPERATURE,
     DOMAIN,
     DOWNLOAD_HUB,
     DOWNLOAD_NONE,
-    KV_TYPES,
-    MODEL_PREFERENCES,
+    FAST,
     MODELS_DIR,
+    QUALITY,
     SUBENTRY_AI_TASK,
     SUBENTRY_CONVERSATION,
+    SUBENTRY_MODEL,
     TITLE,
 )
 from .download import DownloadError, HubFile, RemoteInfo, download, fetch_info
-from .engine import FAST, QUALITY, RemoteAuthFailed, RemoteError, defaults
-from .engine.procmem import physical_cores
-from .engine.remote import list_models, probe_modalities
+from .flow_schemas import default_budget_mb, hub_schema, normalized, options_schema, user_schema
+from .flow_servers import Servers, ServerSteps
 from .installer import InstallSteps, backend_available, torch_problem
-from .validation import MODEL_KEYS, machine_ram_mb, no_estimate, transformers_roles, validate_models
+from .settings import SETUP_KEYS, default_roles, role_subentries, role_subentry
+from .subentry_flows import (
+    AITaskSubentryFlow,
+    ConversationSubentryFlow,
+    ModelRoleSubentryFlow,
+    default_ai_task,
+    default_conversation,
+)
+from .validation import check_roles, is_folder_model, machine_ram_mb, no_estimate, summary
 
 _LOGGER = logging.getLogger(__name__)
-_SETUP_KEYS = (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX, CONF_KV_TYPE, CONF_N_GPU_LAYERS)
-
-
-def default_budget_mb() -> int:
-    """The seed's 7.5 GB, capped by the machine's RAM (never more than the box has)."""
-    ram = machine_ram_mb()
-    return min(DEFAULT_RAM_BUDGET_MB, ram) if ram else DEFAULT_RAM_BUDGET_MB
-
-
-def _int(minimum: int, maximum: int, step: int = 1, unit: str | None = None) -> NumberSelector:
-    config = NumberSelectorConfig(min=minimum, max=maximum, step=step, mode=NumberSelectorMode.BOX)
-    if unit:
-        config["unit_of_measurement"] = unit
-    return NumberSelector(config)
-
-
-def _select(options: list[str], key: str) -> SelectSelector:
-    return SelectSelector(SelectSelectorConfig(options=options, mode=SelectSelectorMode.DROPDOWN, translation_key=key))
-
-
-def kv_type_selector() -> SelectSelector:
-    return _select(list(KV_TYPES), CONF_KV_TYPE)
-
-
-def user_schema() -> probatio.Schema:
-    """Model files (or a download), budget, threads, context, KV type, GPU layers."""
-    return probatio.Schema(
-        {
-            probatio.Optional(CONF_DOWNLOAD, default=DOWNLOAD_NONE): _select(
-                [DOWNLOAD_NONE, *SEEDS, DOWNLOAD_HUB], CONF_DOWNLOAD
-            ),
-            # Required unless a download fills it: checked in the flow, so a download needs no path.
-            probatio.Optional(CONF_FAST_MODEL): TextSelector(),
-            probatio.Optional(CONF_FAST_MMPROJ): TextSelector(),
-            probatio.Optional(CONF_QUALITY_MODEL): TextSelector(),
-            probatio.Optional(CONF_QUALITY_MMPROJ): TextSelector(),
-            probatio.Optional(CONF_REMOTE_ROLES, default=[]): SelectSelector(
-                SelectSelectorConfig(
-                    options=[FAST, QUALITY],
-                    multiple=True,
-                    mode=SelectSelectorMode.LIST,
-                    translation_key=CONF_REMOTE_ROLES,
-                )
-            ),
-            probatio.Required(CONF_RAM_BUDGET_MB, default=default_budget_mb()): _int(256, 1 << 20, 64, "MB"),
-            probatio.Required(CONF_N_THREADS, default=physical_cores()): _int(1, 256),
-            probatio.Required(CONF_N_CTX, default=DEFAULT_N_CTX): _int(256, 262144, 256),
-            probatio.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
-            probatio.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
-        }
-    )
-
-
-def hub_schema() -> probatio.Schema:
-    return probatio.Schema(
-        {
-            probatio.Required(CONF_REPO_ID): TextSelector(),
-            probatio.Required(CONF_FILENAME): TextSelector(),
-            probatio.Required(CONF_REVISION, default="main"): TextSelector(),
-            probatio.Required(CONF_TARGET, default=CONF_FAST_MODEL): _select([k for k, _ in MODEL_KEYS], CONF_TARGET),
-            probatio.Optional("token"): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
-        }
-    )
-
-
-def remote_schema() -> probatio.Schema:
-    return probatio.Schema(
-        {
-            probatio.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
-            probatio.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
-        }
-    )
-
-
-def remote_model_schema(models: list[str]) -> probatio.Schema:
-    return probatio.Schema(
-        {
-            probatio.Required(CONF_REMOTE_MODEL): SelectSelector(
-                SelectSelectorConfig(options=models, custom_value=True, mode=SelectSelectorMode.DROPDOWN)
-            ),
-            probatio.Required(CONF_VISION, default=False): BooleanSelector(),
-            probatio.Required(CONF_AUDIO, default=False): BooleanSelector(),
-        }
-    )
-
-
-def valid_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _normalized(data: dict[str, Any]) -> dict[str, Any]:
-    """Trimmed strings, integer numbers, empty fields dropped."""
-    out = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
-    for key in (CONF_RAM_BUDGET_MB, CONF_N_THREADS, CONF_N_CTX, CONF_N_GPU_LAYERS):
-        if key in out:
-            out[key] = int(out[key])
-    return {k: v for k, v in out.items() if v not in ("", None)}
-
-
-@dataclass(slots=True)
-class _Servers:
-    """The roles the form sends to a server: what is settled, what is still to ask."""
-
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> url, api_key, model, ...
-    todo: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)  # what the server being asked about lists
-    pending: dict[str, Any] = field(default_factory=dict)  # its url and key, until a model is chosen
+# The setup form's fields of each default role, and where a role's check errors show on it.
+FORM_FIELDS = {(FAST, "model"): CONF_FAST_MODEL, (FAST, "mmproj"): CONF_FAST_MMPROJ,
+               (QUALITY, "model"): CONF_QUALITY_MODEL, (QUALITY, "mmproj"): CONF_QUALITY_MMPROJ}  # fmt: skip
+SETUP_OPTIONS = (CONF_KV_TYPE, CONF_N_GPU_LAYERS)  # asked at setup, kept (and tuned later) as options
 
 
 @dataclass(slots=True)
@@ -233,11 +93,11 @@ class _Downloads:
     error: DownloadError | None = None
 
 
-class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOMAIN):
-    """Set up Sarai Omni with local GGUF models, downloaded from the hub if needed."""
+class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ServerSteps[ConfigFlowResult], ConfigFlow, domain=DOMAIN):
+    """Set up Sarai Omni with local GGUF models, downloaded from the hub if needed, or on servers."""
 
     VERSION = 1
-    MINOR_VERSION = 3
+    MINOR_VERSION = 4
 
     def __init__(self) -> None:
         self._input: dict[str, Any] = {}  # what the user entered, kept across download/install steps
@@ -245,7 +105,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         self._downloads: _Downloads | None = None
         self._form_error: DownloadError | None = None
         self._backend_checked = False
-        self._servers = _Servers()
+        self._servers = Servers()
 
     # -- the models form (user and reconfigure share it) -----------------------------------------
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -260,8 +120,8 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         return await self._models_form("user", user_input, {})
 
     async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Change model files, budget, threads or context; the entry reloads with them."""
-        return await self._models_form("reconfigure", user_input, dict(self._get_reconfigure_entry().data))
+        """Change the default roles' models, budget, threads or context; the entry reloads with them."""
+        return await self._models_form("reconfigure", user_input, form_values(self._get_reconfigure_entry()))
 
     async def _models_form(
         self, step_id: str, user_input: dict[str, Any] | None, current: dict[str, Any]
@@ -270,8 +130,9 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         errors: dict[str, str] = {}
         placeholders = no_estimate(current.get(CONF_RAM_BUDGET_MB) or default_budget_mb())
         if user_input is not None:
-            self._input = _normalized(user_input)
-            self._plan_servers(self._input.pop(CONF_REMOTE_ROLES, []), current)
+            self._input = normalized(user_input)
+            servers = current.get(CONF_SERVER, {})
+            self._servers.plan([r for r in (FAST, QUALITY) if r in self._input.pop(CONF_REMOTE_ROLES, [])], servers)
             choice = self._input.pop(CONF_DOWNLOAD, DOWNLOAD_NONE)
             if choice == DOWNLOAD_HUB:
                 return await self.async_step_hub()
@@ -282,29 +143,20 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
                 return await self.async_step_remote()
             errors, placeholders = await self._check(self._input)
             if not errors:
-                self._input.pop(CONF_ROLE_BACKENDS, None)  # decided again from what the paths are now
-                if backends := await self.hass.async_add_executor_job(transformers_roles, self.hass, self._input):
-                    self._input[CONF_ROLE_BACKENDS] = backends
-                return self._finish(self._input)
+                return await self._finish()
         elif self._form_error is not None:  # back from a failed download: say why, keep the form
             errors, placeholders = {"base": self._form_error.key}, placeholders | self._form_error.placeholders
             self._form_error = None
         elif current:  # reconfigure: show what the configured files are before anything changes
-            _, placeholders = await self.hass.async_add_executor_job(validate_models, self.hass, current)
+            _, placeholders = await self._check(current, servers=current.get(CONF_SERVER, {}))
         return self._show_models_form(errors, placeholders, self._input or current)
-
-    def _plan_servers(self, roles: list[str], current: dict[str, Any]) -> None:
-        """Ask for each role sent to a server; a reconfigure keeps what was set, as suggestions."""
-        settled = {r: v for r, v in self._servers.settings.items() if r in roles}  # asked in this flow
-        known = {**(current.get(CONF_REMOTE) or {}), **settled}
-        self._servers = _Servers(settled, todo=[r for r in (FAST, QUALITY) if r in roles and r not in settled])
-        self._servers.pending = {r: dict(known[r]) for r in roles if r in known}  # suggestions for the steps
 
     def _show_models_form(
         self, errors: dict[str, str], placeholders: dict[str, str], values: dict[str, Any]
     ) -> ConfigFlowResult:
-        remote = values.get(CONF_REMOTE) or self._servers.settings
-        values = {**values, CONF_REMOTE_ROLES: [r for r in (FAST, QUALITY) if r in remote]}
+        remote = values.get(CONF_SERVER) or self._servers.settings
+        values = {k: v for k, v in values.items() if k != CONF_SERVER}
+        values[CONF_REMOTE_ROLES] = [r for r in (FAST, QUALITY) if r in remote]
         return self.async_show_form(
             step_id=self._form_step,
             data_schema=self.add_suggested_values_to_schema(user_schema(), values),
@@ -312,98 +164,68 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
             description_placeholders=placeholders,
         )
 
-    async def _check(self, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-        """Validate a submitted form (in the executor). Returns (errors, description placeholders)."""
-        remote = self._servers.settings
-        if not data.get(CONF_FAST_MODEL) and FAST not in remote:
+    async def _roles(self, form: dict[str, Any], servers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """The default roles the form describes (a model field naming a folder runs on transformers)."""
+        folders = {
+            role
+            for role, key in ((FAST, CONF_FAST_MODEL), (QUALITY, CONF_QUALITY_MODEL))
+            if form.get(key) and await self.hass.async_add_executor_job(is_folder_model, self.hass, form[key])
+        }
+        return default_roles(form, servers, folders)
+
+    async def _check(
+        self, form: dict[str, Any], servers: dict[str, dict[str, Any]] | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Validate a submitted form (files in the executor). Returns (errors, description placeholders)."""
+        servers = self._servers.settings if servers is None else servers
+        if not form.get(CONF_FAST_MODEL) and FAST not in servers:
             return {CONF_FAST_MODEL: "fast_model_required"}, no_estimate()
-        local = FAST not in remote or (data.get(CONF_QUALITY_MODEL) and QUALITY not in remote)
+        if form.get(CONF_QUALITY_MMPROJ) and not form.get(CONF_QUALITY_MODEL) and QUALITY not in servers:
+            return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
+        roles = await self._roles(form, servers)
+        local = any(r[CONF_BACKEND] != BACKEND_REMOTE for r in roles)
         if local and not await self.hass.async_add_executor_job(backend_available):
             return {"base": "llama_cpp_missing"}, no_estimate()
-        return await self.hass.async_add_executor_job(validate_models, self.hass, data, remote)
+        checked = await self.hass.async_add_executor_job(check_roles, self.hass, roles)
+        if checked.errors:
+            errors = {FORM_FIELDS[key]: error for key, error in checked.errors.items()}
+            return errors, no_estimate(form.get(CONF_RAM_BUDGET_MB)) | {"found": checked.found}
+        options = {k: form[k] for k in SETUP_OPTIONS if k in form}
+        budget = int(form[CONF_RAM_BUDGET_MB])
+        return await self.hass.async_add_executor_job(summary, self.hass, roles, checked, budget, options)
 
-    # -- roles on an OpenAI-compatible server ------------------------------------------------------
-    async def async_step_remote(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """The server of the next remote role: its URL (and API key); its models are listed."""
-        servers, errors = self._servers, {}
-        role = servers.todo[0]
-        if user_input is not None:
-            data = _normalized(user_input)
-            url = str(data[CONF_URL]).rstrip("/")
-            if not valid_url(url):
-                errors[CONF_URL] = "invalid_url"
-            else:
-                try:
-                    servers.models = await list_models(async_get_clientsession(self.hass), url, data.get(CONF_API_KEY))
-                except RemoteAuthFailed:
-                    errors = {"base": "invalid_auth"}
-                except RemoteError as err:
-                    _LOGGER.debug("Server check failed: %s", err)
-                    errors = {"base": "cannot_connect"}
-                else:
-                    servers.pending[role] = {**servers.pending.get(role, {}), **data, CONF_URL: url}
-                    return await self.async_step_remote_model()
-        values = user_input or servers.pending.get(role) or next(iter(servers.settings.values()), {})
-        return self.async_show_form(
-            step_id="remote",
-            data_schema=self.add_suggested_values_to_schema(remote_schema(), values),
-            errors=errors,
-            description_placeholders={"role": role},
-        )
+    async def _servers_settled(self) -> ConfigFlowResult:
+        errors, placeholders = await self._check(self._input)
+        if not errors:
+            return await self._finish()
+        return self._show_models_form(errors, placeholders, self._input)
 
-    async def async_step_remote_model(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """Which of the server's models plays the role, and whether it takes images or audio."""
-        servers, errors = self._servers, {}
-        role = servers.todo[0]
-        server = servers.pending[role]
-        if user_input is not None:
-            if user_input[CONF_REMOTE_MODEL] not in servers.models:
-                errors[CONF_REMOTE_MODEL] = "model_not_found"
-            else:
-                servers.settings[role] = {
-                    CONF_URL: server[CONF_URL],
-                    CONF_API_KEY: server.get(CONF_API_KEY, ""),
-                    **{k: user_input[k] for k in (CONF_REMOTE_MODEL, CONF_VISION, CONF_AUDIO)},
-                }
-                servers.todo.pop(0)
-                if servers.todo:
-                    return await self.async_step_remote()
-                errors, placeholders = await self._check(self._input)
-                if not errors:
-                    return self._finish(self._input)
-                return self._show_models_form(errors, placeholders, self._input)
-        values = user_input or {
-            CONF_REMOTE_MODEL: server.get(CONF_REMOTE_MODEL) or (servers.models[0] if servers.models else ""),
-            **await self._modalities(server),
-        }
-        return self.async_show_form(
-            step_id="remote_model",
-            data_schema=self.add_suggested_values_to_schema(remote_model_schema(servers.models), values),
-            errors=errors,
-            description_placeholders={"role": role, "server": server[CONF_URL], "models": ", ".join(servers.models)},
-        )
-
-    async def _modalities(self, server: dict[str, Any]) -> dict[str, bool]:
-        """What was set before, else what the server says of its model (llama-server's /props)."""
-        if CONF_VISION in server:
-            return {CONF_VISION: bool(server[CONF_VISION]), CONF_AUDIO: bool(server.get(CONF_AUDIO))}
-        probed = await probe_modalities(async_get_clientsession(self.hass), server[CONF_URL], server.get(CONF_API_KEY))
-        return {CONF_VISION: probed.get("vision", False), CONF_AUDIO: probed.get("audio", False)}
-
-    def _finish(self, data: dict[str, Any]) -> ConfigFlowResult:
-        data = {CONF_BACKEND: BACKEND_LLAMA_CPP, **data}
-        if self._servers.settings:
-            data[CONF_REMOTE] = dict(self._servers.settings)
+    async def _finish(self) -> ConfigFlowResult:
+        form = self._input
+        roles = await self._roles(form, self._servers.settings)
+        data = {k: form[k] for k in SETUP_KEYS if k in form}
+        setup_options = {k: form[k] for k in SETUP_OPTIONS if k in form}
         if self._form_step == "user":
             self._abort_if_unique_id_configured()  # another flow finished first
-            return self.async_create_entry(
-                title=TITLE, data=data, subentries=[default_conversation(), default_ai_task()]
-            )
+            subentries = [role_subentry(r) for r in roles] + [default_conversation(), default_ai_task()]
+            return self.async_create_entry(title=TITLE, data=data, options=setup_options, subentries=subentries)
         entry = self._get_reconfigure_entry()
-        # Setup keys given here win over older option overrides of the same keys.
-        options = {k: v for k, v in entry.options.items() if k not in _SETUP_KEYS}
+        self._replace_default_roles(entry, roles)
         # The update listener reloads (core's way when an integration has one: no second reload).
-        return self.async_update_and_abort(entry, data=data, options=options)
+        return self.async_update_and_abort(entry, data=data, options={**entry.options, **setup_options})
+
+    def _replace_default_roles(self, entry: ConfigEntry, roles: list[dict[str, Any]]) -> None:
+        """The form's fast and quality roles replace the entry's (other roles stay as they are)."""
+        manager, wanted = self.hass.config_entries, {str(r[CONF_ROLE]): r for r in roles}
+        existing = {str(s.data[CONF_ROLE]): s for s in role_subentries(entry)}
+        for name in (FAST, QUALITY):
+            if (old := existing.get(name)) is not None and name not in wanted:
+                manager.async_remove_subentry(entry, old.subentry_id)
+            elif old is not None:  # the form owns the model and context; the role keeps its tuning
+                kept = {k: v for k, v in old.data.items() if k not in (*FORM_OWNED, CONF_N_CTX)}
+                manager.async_update_subentry(entry, old, data={**wanted[name], **kept})
+            elif name in wanted:
+                manager.async_add_subentry(entry, _subentry_of(role_subentry(wanted[name])))
 
     # -- downloads from the hub ------------------------------------------------------------------
     async def async_step_hub(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
@@ -411,7 +233,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
         errors: dict[str, str] = {}
         placeholders: dict[str, str] = {}
         if user_input is not None:
-            data = _normalized(user_input)
+            data = normalized(user_input)
             file = HubFile(data[CONF_REPO_ID], data[CONF_FILENAME], data.get(CONF_REVISION) or "main")
             try:
                 info = await fetch_info(async_get_clientsession(self.hass), file, token=data.get("token"))
@@ -479,7 +301,7 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
             return await self.async_step_remote()
         errors, placeholders = await self._check(self._input)
         if not errors:
-            return self._finish(self._input)
+            return await self._finish()
         if set(errors) == {CONF_FAST_MODEL} and errors[CONF_FAST_MODEL] == "fast_model_required":
             errors = {}  # only a quality model was downloaded: the user still picks the fast one
         elif self._budget_follows_models(errors, placeholders):
@@ -509,83 +331,52 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ConfigFlow, domain=DOM
     @classmethod
     @callback
     def async_get_supported_subentry_types(cls, config_entry: ConfigEntry) -> dict[str, type[ConfigSubentryFlow]]:
-        return {SUBENTRY_CONVERSATION: ConversationSubentryFlow, SUBENTRY_AI_TASK: AITaskSubentryFlow}
-
-
-def _subentry(kind: str, title: str, data: dict[str, Any]) -> ConfigSubentryData:
-    return {"subentry_type": kind, "title": title, "unique_id": None, "data": data}
-
-
-def default_conversation() -> ConfigSubentryData:
-    """The conversation agent created together with the entry."""
-    return _subentry(SUBENTRY_CONVERSATION, DEFAULT_CONVERSATION_NAME, conversation_defaults())
-
-
-def default_ai_task() -> ConfigSubentryData:
-    """The AI Task entity created together with the entry."""
-    return _subentry(SUBENTRY_AI_TASK, DEFAULT_AI_TASK_NAME, ai_task_defaults())
-
-
-def ai_task_defaults() -> dict[str, Any]:
-    return {
-        CONF_MODEL_PREFERENCE: "auto",
-        CONF_MAX_TOKENS: DEFAULT_TASK_MAX_TOKENS,
-        CONF_TEMPERATURE: DEFAULT_TASK_TEMPERATURE,
-    }
-
-
-def conversation_defaults() -> dict[str, Any]:
-    """Like core's agents: the Assist API on, so a new agent can control the home out of the box."""
-    return {
-        CONF_LLM_HASS_API: [llm.LLM_API_ASSIST],
-        CONF_PROMPT: llm.DEFAULT_INSTRUCTIONS_PROMPT,
-        CONF_MODEL_PREFERENCE: "auto",
-        CONF_MAX_TOKENS: DEFAULT_MAX_TOKENS,
-        CONF_TEMPERATURE: DEFAULT_TEMPERATURE,
-    }
-
-
-def torch_fields() -> dict[Any, Any]:
-    """The transformers roles' options: the torch venv's Python (checked: it must import torch)."""
-    return {
-        probatio.Required(CONF_TORCH_PYTHON, default=""): TextSelector(),
-        probatio.Required(CONF_TORCH_DTYPE, default=defaults.TORCH_DTYPE): _select(
-            list(defaults.TORCH_DTYPES), CONF_TORCH_DTYPE
-        ),
-        probatio.Required(CONF_TORCH_DEVICE, default=defaults.TORCH_DEVICE): _select(
-            list(defaults.TORCH_DEVICES), CONF_TORCH_DEVICE
-        ),
-        probatio.Required(CONF_TORCH_QUANTIZATION, default=defaults.TORCH_QUANTIZATION): _select(
-            list(defaults.TORCH_QUANTIZATIONS), CONF_TORCH_QUANTIZATION
-        ),
-    }
-
-
-def options_schema(*, torch: bool = False) -> probatio.Schema:
-    """Tuning; with a transformers role, also how torch runs it."""
-    return probatio.Schema(
-        {
-            **(torch_fields() if torch else {}),
-            probatio.Required(CONF_KV_TYPE, default=DEFAULT_KV_TYPE): kv_type_selector(),
-            probatio.Required(CONF_N_GPU_LAYERS, default=0): _int(0, 999),
-            probatio.Required(CONF_FAST_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
-            probatio.Required(CONF_QUALITY_N_BATCH, default=DEFAULT_N_BATCH): _int(32, 4096, 32),
-            probatio.Required(CONF_PROMPT_LOOKUP, default=True): BooleanSelector(),
-            probatio.Required(CONF_IDLE_UNLOAD_S, default=DEFAULT_IDLE_UNLOAD_S): _int(0, 86400, 10, "s"),
-            probatio.Required(CONF_REQUEST_TIMEOUT_S, default=DEFAULT_REQUEST_TIMEOUT_S): _int(10, 3600, 10, "s"),
-            probatio.Required(CONF_ROUTER_SHORT_CHARS, default=DEFAULT_ROUTER_SHORT_CHARS): _int(10, 4000),
-            probatio.Required(CONF_ROUTER_SOFT_THRESHOLD, default=DEFAULT_ROUTER_SOFT_THRESHOLD): NumberSelector(
-                NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
-            ),
+        return {
+            SUBENTRY_CONVERSATION: ConversationSubentryFlow,
+            SUBENTRY_AI_TASK: AITaskSubentryFlow,
+            SUBENTRY_MODEL: ModelRoleSubentryFlow,
         }
+
+
+FORM_OWNED = (CONF_BACKEND, CONF_MODEL_PATH, CONF_MMPROJ_PATH, CONF_SERVER)  # a role's model source
+
+
+def form_values(entry: ConfigEntry) -> dict[str, Any]:
+    """The setup form's fields as the entry holds them today (its fast and quality roles)."""
+    values: dict[str, Any] = {**entry.data, **{k: entry.options[k] for k in SETUP_OPTIONS if k in entry.options}}
+    servers: dict[str, dict[str, Any]] = {}
+    for sub in role_subentries(entry):
+        role = dict(sub.data)
+        name = str(role[CONF_ROLE])
+        if name not in (FAST, QUALITY):
+            continue
+        if CONF_SERVER in role:
+            servers[name] = role[CONF_SERVER]
+        else:
+            values[FORM_FIELDS[(name, "model")]] = role.get(CONF_MODEL_PATH)
+            if role.get(CONF_MMPROJ_PATH):
+                values[FORM_FIELDS[(name, "mmproj")]] = role[CONF_MMPROJ_PATH]
+        if name == FAST:
+            values[CONF_N_CTX] = role.get(CONF_N_CTX)
+    values[CONF_SERVER] = servers
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _subentry_of(made: ConfigSubentryData) -> ConfigSubentry:
+    return ConfigSubentry(
+        data=MappingProxyType(made["data"]),
+        subentry_type=made["subentry_type"],
+        title=made["title"],
+        unique_id=made["unique_id"],
     )
 
 
 class SaraiOptionsFlow(OptionsFlow):
-    """Tuning that needs no new files: KV cache type, GPU layers, idle unload, timeout, router."""
+    """Tuning that needs no new files: KV cache type, GPU layers, idle unload, timeout, router, torch."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        torch = bool(self.config_entry.data.get(CONF_ROLE_BACKENDS))
+        entry = self.config_entry
+        torch = any(s.data.get(CONF_BACKEND) == BACKEND_TRANSFORMERS for s in role_subentries(entry))
         errors: dict[str, str] = {}
         placeholders = {"error": ""}
         if user_input is not None:
@@ -594,91 +385,10 @@ class SaraiOptionsFlow(OptionsFlow):
                 errors[CONF_TORCH_PYTHON], placeholders["error"] = "torch_not_importable", problem
             else:
                 return self.async_create_entry(data=user_input)  # the update listener reloads the engine
-        # Setup data first: KV type and GPU layers may have been chosen there.
-        current = {**self.config_entry.data, **self.config_entry.options, **(user_input or {})}
+        current = {**entry.options, **(user_input or {})}
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(options_schema(torch=torch), current),
             errors=errors,
             description_placeholders=placeholders,
         )
-
-
-class _AgentSubentryFlow(ConfigSubentryFlow):
-    """Steps shared by the agent subentries: create one with a name, or reconfigure it in place."""
-
-    default_name: str
-
-    async def async_step_set_options(self, user_input: dict[str, Any] | None = None) -> SubentryFlowResult:
-        if self._get_entry().state != ConfigEntryState.LOADED:
-            return self.async_abort(reason="entry_not_loaded")
-        creating = self.source == "user"
-        if user_input is not None:
-            data = self._clean(user_input)
-            if creating:
-                return self.async_create_entry(title=data.pop("name"), data=data)
-            return self.async_update_and_abort(self._get_entry(), self._get_reconfigure_subentry(), data=data)
-        current = (
-            {"name": self.default_name, **self._defaults()} if creating else dict(self._get_reconfigure_subentry().data)
-        )
-        fields: dict[Any, Any] = {probatio.Required("name"): TextSelector()} if creating else {}
-        schema = probatio.Schema(fields | self._fields())
-        return self.async_show_form(
-            step_id="set_options", data_schema=self.add_suggested_values_to_schema(schema, current)
-        )
-
-    async_step_user = async_step_reconfigure = async_step_set_options
-
-    def _defaults(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
-        return dict(data)
-
-    def _fields(self) -> dict[Any, Any]:
-        defaults = self._defaults()
-        return {
-            probatio.Required(CONF_MODEL_PREFERENCE, default="auto"): SelectSelector(
-                SelectSelectorConfig(
-                    options=list(MODEL_PREFERENCES),
-                    mode=SelectSelectorMode.DROPDOWN,
-                    translation_key=CONF_MODEL_PREFERENCE,
-                )
-            ),
-            probatio.Required(CONF_MAX_TOKENS, default=defaults[CONF_MAX_TOKENS]): _int(1, 8192),
-            probatio.Required(CONF_TEMPERATURE, default=defaults[CONF_TEMPERATURE]): NumberSelector(
-                NumberSelectorConfig(min=0, max=2, step=0.05, mode=NumberSelectorMode.SLIDER)
-            ),
-        }
-
-
-class ConversationSubentryFlow(_AgentSubentryFlow):
-    """Add or change a conversation agent: prompt, tools API, model preference, sampling."""
-
-    default_name = DEFAULT_CONVERSATION_NAME
-
-    def _defaults(self) -> dict[str, Any]:
-        return conversation_defaults()
-
-    def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
-        data = dict(data)
-        if not data.get(CONF_LLM_HASS_API):  # "no tools" is stored as no key, like HA's core agents
-            data.pop(CONF_LLM_HASS_API, None)
-        return data
-
-    def _fields(self) -> dict[Any, Any]:
-        apis = [SelectOptionDict(label=api.name, value=api.id) for api in llm.async_get_apis(self.hass)]
-        return {
-            probatio.Optional(CONF_LLM_HASS_API): SelectSelector(SelectSelectorConfig(options=apis, multiple=True)),
-            probatio.Optional(CONF_PROMPT): TemplateSelector(),
-            **super()._fields(),
-        }
-
-
-class AITaskSubentryFlow(_AgentSubentryFlow):
-    """Add or change an AI Task entity: model preference and sampling."""
-
-    default_name = DEFAULT_AI_TASK_NAME
-
-    def _defaults(self) -> dict[str, Any]:
-        return ai_task_defaults()

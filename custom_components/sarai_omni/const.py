@@ -4,41 +4,56 @@ from __future__ import annotations
 
 from typing import Final
 
+from . import engine
 from .engine import defaults
 
 DOMAIN: Final = "sarai_omni"
 TITLE: Final = "Sarai Omni"
 
-# Config entry data (contract: shared/notes/interface.md).
-CONF_BACKEND: Final = "backend"  # entry version 1.2+; "llama_cpp" is the only backend so far
-BACKEND_LLAMA_CPP: Final = "llama_cpp"
-CONF_FAST_MODEL: Final = "fast_model"
-CONF_FAST_MMPROJ: Final = "fast_mmproj"
-CONF_QUALITY_MODEL: Final = "quality_model"
-CONF_QUALITY_MMPROJ: Final = "quality_mmproj"
+# Config entry data: what setup decides for the whole engine (contract: docs/interface.md).
 CONF_RAM_BUDGET_MB: Final = "ram_budget_mb"
 CONF_N_THREADS: Final = "n_threads"
+
+# Model roles: one subentry each (type SUBENTRY_MODEL, unique_id = the role's name). Its data: the
+# role's name, which backend runs it, its model (a GGUF file and projector, a model folder, or a
+# server's model), its context and batch, and whether it stays loaded.
+SUBENTRY_MODEL: Final = "model"
+CONF_ROLE: Final = "role"
+CONF_BACKEND: Final = "backend"
+CONF_MODEL_PATH: Final = "model_path"
+CONF_MMPROJ_PATH: Final = "mmproj_path"
+CONF_SERVER: Final = "server"  # {url, api_key, model, vision, audio}
 CONF_N_CTX: Final = "n_ctx"
-# Roles served by an OpenAI-compatible server: data["remote"][role] = {url, api_key, model, vision, audio}.
-CONF_REMOTE: Final = "remote"
+CONF_N_BATCH: Final = "n_batch"
+CONF_PINNED: Final = "pinned"
 CONF_URL: Final = "url"
 CONF_API_KEY: Final = "api_key"
 CONF_REMOTE_MODEL: Final = "model"
 CONF_VISION: Final = "vision"
 CONF_AUDIO: Final = "audio"
-# Roles whose model is a Hugging Face folder run on transformers: data["role_backends"][role] = "transformers".
-CONF_ROLE_BACKENDS: Final = "role_backends"
-BACKEND_TRANSFORMERS: Final = "transformers"
+BACKEND_LLAMA_CPP: Final = engine.BACKEND_LLAMA_CPP
+BACKEND_TRANSFORMERS: Final = engine.BACKEND_TRANSFORMERS
+BACKEND_REMOTE: Final = engine.BACKEND_REMOTE
 
-# Options.
+# The setup form's fields (contract): the two default roles' models. Also the stored keys of entries
+# before version 1.4 (migrations read them): data[fast_model], ..., data["remote"][role],
+# data["role_backends"][role], options[fast_n_batch].
+CONF_FAST_MODEL: Final = "fast_model"
+CONF_FAST_MMPROJ: Final = "fast_mmproj"
+CONF_QUALITY_MODEL: Final = "quality_model"
+CONF_QUALITY_MMPROJ: Final = "quality_mmproj"
+OLD_REMOTE: Final = "remote"
+OLD_ROLE_BACKENDS: Final = "role_backends"
+OLD_FAST_N_BATCH: Final = "fast_n_batch"
+OLD_QUALITY_N_BATCH: Final = "quality_n_batch"
+
+# Options: tuning that needs no new files (every one optional; the defaults below).
 CONF_KV_TYPE: Final = "kv_type"
 CONF_IDLE_UNLOAD_S: Final = "idle_unload_s"
 CONF_REQUEST_TIMEOUT_S: Final = "request_timeout_s"
 CONF_N_GPU_LAYERS: Final = "n_gpu_layers"
 CONF_ROUTER_SHORT_CHARS: Final = "router_short_chars"
 CONF_ROUTER_SOFT_THRESHOLD: Final = "router_soft_threshold"
-CONF_FAST_N_BATCH: Final = "fast_n_batch"
-CONF_QUALITY_N_BATCH: Final = "quality_n_batch"
 CONF_PROMPT_LOOKUP: Final = "prompt_lookup"
 # transformers roles (options): the torch venv's interpreter, dtype, device, weight quantization.
 CONF_TORCH_PYTHON: Final = "torch_python"
@@ -67,7 +82,11 @@ DEFAULT_TASK_MAX_TOKENS: Final = defaults.TASK_MAX_TOKENS
 DEFAULT_TASK_TEMPERATURE: Final = defaults.TASK_TEMPERATURE
 DEFAULT_ROUTER_SHORT_CHARS: Final = defaults.ROUTER_SHORT_CHARS
 DEFAULT_ROUTER_SOFT_THRESHOLD: Final = defaults.ROUTER_SOFT_THRESHOLD
-MODEL_PREFERENCES: Final = ("auto", "fast", "quality")
+FAST: Final = defaults.FAST_ROLE  # the two roles the setup form makes
+QUALITY: Final = defaults.QUALITY_ROLE
+DEFAULT_ROLES: Final = (FAST, QUALITY)  # their names are translated; any other role shows its own
+AUTO: Final = "auto"  # let the router choose (agents, services)
+MODEL_PREFERENCES: Final = (AUTO, FAST, QUALITY)  # what the selectors list (any configured role is accepted)
 
 DEFAULT_CONVERSATION_NAME: Final = "Sarai Omni"
 SUBENTRY_CONVERSATION: Final = "conversation"

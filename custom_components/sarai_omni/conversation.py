@@ -16,9 +16,8 @@ from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.translation import async_get_translations
 
 from .cameras import mentioned_cameras, snapshots_attached
-from .const import CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
-from .engine import FAST, EngineError
-from .engine.prompts import Message
+from .const import CONF_MODEL_PREFERENCE, CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
+from .engine import EngineError, Message
 from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, ToolDef, chat_messages, tool_definitions
 from .models import SaraiConfigEntry
 
@@ -77,23 +76,28 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
         await super().async_added_to_hass()
         self.async_on_remove(async_at_started(self.hass, self._warm_at_start))
 
+    def _standing_role(self) -> str:
+        """Where this agent's turns usually go: its preferred role, else the engine's default one."""
+        engine, preference = self.entry.runtime_data.engine, self.options.get(CONF_MODEL_PREFERENCE)
+        return preference if preference in engine.roles else engine.default_role
+
     @callback
     def _warm_at_start(self, _hass: HomeAssistant) -> None:
-        if self.entry.runtime_data.engine.status(FAST)["remote"]:  # a server keeps its own prompt cache
+        if not self.entry.runtime_data.engine.warms(self._standing_role()):  # a server keeps its own cache
             return
         self.entry.async_create_background_task(
             self.hass, self.async_prepare(), f"{DOMAIN} warm {self.entity_id}", eager_start=False
         )
 
     async def async_prepare(self, language: str | None = None) -> None:
-        """Before the user finishes speaking: load the fast model and evaluate the standing prompt,
+        """Before the user finishes speaking: load the agent's model and evaluate the standing prompt,
         so the user's words are the only new tokens of the turn."""
         language = language or self.hass.config.language
         try:
             system, tools = await self._standing_prompt(language)
-            await self.entry.runtime_data.engine.warm(FAST, [system], tools)
+            await self.entry.runtime_data.engine.warm(self._standing_role(), [system], tools)
         except EngineError as err:
-            _LOGGER.debug("Pre-warming the fast model failed: %s", err)
+            _LOGGER.debug("Pre-warming the %s model failed: %s", self._standing_role(), err)
 
     async def _standing_prompt(self, language: str) -> tuple[Message, list[ToolDef] | None]:
         """The system prompt a turn in `language` would start with (exposed entities included), and

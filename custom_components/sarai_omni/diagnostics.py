@@ -10,33 +10,18 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
-from .const import (
-    CONF_API_KEY,
-    CONF_FAST_MMPROJ,
-    CONF_FAST_MODEL,
-    CONF_PROMPT,
-    CONF_QUALITY_MMPROJ,
-    CONF_QUALITY_MODEL,
-)
-from .engine.procmem import cpu_flags, physical_cores, total_ram_bytes
+from .const import CONF_API_KEY, CONF_MMPROJ_PATH, CONF_MODEL_PATH, CONF_PROMPT
+from .engine import ModelFiles, cpu_flags, physical_cores, total_ram_bytes
 from .models import SaraiConfigEntry
 
 # Paths tell where the user keeps files; prompts can hold personal details; API keys are secrets.
-TO_REDACT = {
-    CONF_FAST_MODEL,
-    CONF_FAST_MMPROJ,
-    CONF_QUALITY_MODEL,
-    CONF_QUALITY_MMPROJ,
-    CONF_PROMPT,
-    CONF_API_KEY,
-    "model_path",
-}
+TO_REDACT = {CONF_MODEL_PATH, CONF_MMPROJ_PATH, CONF_PROMPT, CONF_API_KEY, "path"}
 _PATH = re.compile(r"(?:/[^\s/:'\"]+)+")
 
 
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: SaraiConfigEntry) -> dict[str, Any]:
     engine = entry.runtime_data.engine
-    snapshot = engine.snapshot()
+    snapshot = engine.snapshot().as_dict()
     for status in snapshot["models"].values():
         if status.get("error"):
             status["error"] = _PATH.sub("**PATH**", status["error"])
@@ -47,10 +32,19 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: SaraiCo
             "subentries": {sid: sub.as_dict() for sid, sub in entry.subentries.items()},
         },
         "engine": snapshot,
-        "models": {role: info.summary() if (info := engine.model_info(role)) else None for role in engine.roles},
+        "models": {role: _files(engine.model_files(role)) for role in engine.roles},
         "system": await hass.async_add_executor_job(_system),
     }
     return async_redact_data(data, TO_REDACT)
+
+
+def _files(files: ModelFiles) -> dict[str, Any] | None:
+    """What the role's files say (a GGUF's header and its projector's; a folder's type and size)."""
+    if files.gguf is not None:
+        return files.gguf.summary() | ({"projector": files.mmproj.summary()} if files.mmproj else {})
+    if files.folder is not None:
+        return {"model_type": files.folder.model_type, "parameters": files.folder.parameters(), "voices": files.voices}
+    return None  # a server's model
 
 
 def _system() -> dict[str, Any]:

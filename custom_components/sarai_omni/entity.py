@@ -18,6 +18,10 @@ from homeassistant.util import dt as dt_util
 import probatio
 
 from .const import (
+    AUTO,
+    BACKEND_LLAMA_CPP,
+    BACKEND_REMOTE,
+    BACKEND_TRANSFORMERS,
     CONF_MAX_TOKENS,
     CONF_MODEL_PREFERENCE,
     CONF_TEMPERATURE,
@@ -25,9 +29,18 @@ from .const import (
     DEFAULT_TEMPERATURE,
     DOMAIN,
 )
-from .engine import ChatRequest, ChatStream, RouteDecision
-from .engine.prompts import Message
-from .engine.toolcalls import BadToolCall, TextPart, ToolCall, ToolCallParser, tool_call_schema
+from .engine import (
+    JSON_SCHEMA,
+    BadToolCall,
+    ChatRequest,
+    ChatStream,
+    Message,
+    RouteDecision,
+    TextPart,
+    ToolCall,
+    ToolCallParser,
+    tool_call_schema,
+)
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -207,7 +220,11 @@ def repair_schema(chat_log: conversation.ChatLog, tools: list[ToolDef] | None) -
     return None
 
 
-_BACKEND_NAMES = {"llama_cpp": "llama.cpp (local)", "transformers": "transformers (torch venv)", "remote": "server"}
+_BACKEND_NAMES = {
+    BACKEND_LLAMA_CPP: "llama.cpp (local)",
+    BACKEND_TRANSFORMERS: "transformers (torch venv)",
+    BACKEND_REMOTE: "server",
+}
 
 
 def backend_label(entry: SaraiConfigEntry) -> str:
@@ -215,10 +232,10 @@ def backend_label(entry: SaraiConfigEntry) -> str:
     engine = entry.runtime_data.engine
     kinds: dict[str, list[str]] = {}
     for role in engine.roles:
-        kinds.setdefault(engine.status(role)["backend"], []).append(role)
+        kinds.setdefault(engine.status(role).backend, []).append(role)
     if len(kinds) == 1:
         (kind,) = kinds
-        return "OpenAI-compatible server" if kind == "remote" else _BACKEND_NAMES[kind]
+        return "OpenAI-compatible server" if kind == BACKEND_REMOTE else _BACKEND_NAMES[kind]
     return " + ".join(f"{_BACKEND_NAMES[k]} ({', '.join(roles)})" for k, roles in kinds.items())
 
 
@@ -247,19 +264,17 @@ class SaraiEntity(Entity):
     def options(self) -> dict[str, Any]:
         return dict(self.subentry.data)
 
-    def _route(self, chat_log: conversation.ChatLog) -> RouteDecision:
-        preference = self.options.get(CONF_MODEL_PREFERENCE, "auto")
-        decision = self.entry.runtime_data.engine.route(
+    def _route(self, chat_log: conversation.ChatLog, constraints: frozenset[str] = frozenset()) -> RouteDecision:
+        preference = self.options.get(CONF_MODEL_PREFERENCE, AUTO)
+        engine = self.entry.runtime_data.engine
+        decision = engine.route(
             last_user_text(chat_log),
             last_user_modalities(chat_log),
-            requested=None if preference == "auto" else preference,
+            requested=preference if preference in engine.roles else None,  # a role since removed: auto
+            constraints=constraints,
         )
         _LOGGER.debug("route -> %s model: %s", decision.role, decision.reason)
         return decision
-
-    def _grammar(self, chat_log: conversation.ChatLog) -> str | None:
-        """A GBNF grammar for the next reply, when one applies (none for free conversation)."""
-        return None
 
     async def _async_handle_chat_log(
         self, chat_log: conversation.ChatLog, structure: dict[str, Any] | None = None, cameras: tuple[str, ...] = ()
@@ -269,18 +284,20 @@ class SaraiEntity(Entity):
         `structure` (a JSON schema) constrains the answer to JSON of that shape (AI Task data).
         Returns False when the tool loop hit MAX_TOOL_ITERATIONS (the caller says so to the user).
         """
-        decision = self._route(chat_log)
+        decision = self._route(chat_log, frozenset({JSON_SCHEMA}) if structure is not None else frozenset())
         tools = tool_definitions(chat_log)
         engine = self.entry.runtime_data.engine
+        # A malformed tool call is retried constrained to a valid call where the role's backend can
+        # enforce a schema; elsewhere the model retries from the error it was told, unconstrained.
+        repairs = JSON_SCHEMA in engine.constraints(decision.role)
         for _ in range(MAX_TOOL_ITERATIONS):
-            repair = repair_schema(chat_log, tools)
+            repair = repair_schema(chat_log, tools) if repairs else None
             request = ChatRequest(
                 messages=chat_messages(chat_log),
                 role=decision.role,
                 tools=tools,
                 max_tokens=int(self.options.get(CONF_MAX_TOKENS, self.default_max_tokens)),
                 temperature=float(self.options.get(CONF_TEMPERATURE, self.default_temperature)),
-                grammar=self._grammar(chat_log),
                 route_reason=decision.reason,
                 json_schema=repair or structure,
                 schema_as_tool_call=repair is not None,

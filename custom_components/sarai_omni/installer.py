@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import importlib.util
 import logging
 import platform
@@ -19,8 +20,10 @@ from homeassistant.requirements import pip_kwargs
 from homeassistant.util.package import install_package
 import probatio
 
+from .engine import LLAMA_CPP_VERSION
+
 _LOGGER = logging.getLogger(__name__)
-REQUIREMENT = "llama-cpp-python==0.3.36"
+REQUIREMENT = f"llama-cpp-python=={LLAMA_CPP_VERSION}"
 INSTALL_TIMEOUT_S = 3600  # a source build on a small ARM box is slow
 _COMPILERS = ("c++", "g++", "clang++")
 
@@ -55,9 +58,16 @@ async def torch_problem(python: str) -> str | None:
 
 
 def backend_available() -> bool:
-    """Whether llama-cpp-python is installed for the workers (checked without loading it)."""
+    """Whether llama-cpp-python is installed for the workers, in the release the worker is written for
+    (checked without loading it; engine/worker/llamacpp/adapter.py refuses another one)."""
     importlib.invalidate_caches()  # it may have been installed since the last look
-    return importlib.util.find_spec("llama_cpp") is not None
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False
+    try:
+        installed = importlib.metadata.version("llama-cpp-python")
+    except importlib.metadata.PackageNotFoundError:  # importable without its metadata: a source checkout
+        return True
+    return installed.split("+", 1)[0] == LLAMA_CPP_VERSION
 
 
 def libc() -> str:

@@ -18,6 +18,7 @@ class SaraiRuntimeData:
 
     engine: Engine
     loaded_from: Any = None
+    reloading: bool = False  # a reload for a changed configuration is on its way
 
 
 type SaraiConfigEntry = ConfigEntry[SaraiRuntimeData]

@@ -20,24 +20,24 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
-from .const import DOMAIN, SIGNAL_ENGINE_UPDATED, TITLE
+from .const import DEFAULT_ROLES, DOMAIN, SIGNAL_ENGINE_UPDATED, TITLE
+from .engine import MODEL_STATES, EngineStatus, ModelStatus
 from .models import SaraiConfigEntry
 
 PARALLEL_UPDATES = 0
 SCAN_INTERVAL = timedelta(seconds=30)  # RSS drifts while a model works: re-read it now and then
-MODEL_STATES = ["unloaded", "loading", "loaded", "remote", "error"]  # remote: served by a server, reachable
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSensorDescription(SensorEntityDescription):
-    """A value read from one model's status."""
+    """A value read from one role's status."""
 
-    value_fn: Callable[[dict[str, Any]], StateType]
+    value_fn: Callable[[ModelStatus], StateType]
 
 
 MODEL_SENSORS = (
     ModelSensorDescription(
-        key="state", device_class=SensorDeviceClass.ENUM, options=MODEL_STATES, value_fn=lambda s: s["state"]
+        key="state", device_class=SensorDeviceClass.ENUM, options=list(MODEL_STATES), value_fn=lambda s: s.state
     ),
     ModelSensorDescription(
         key="rss",
@@ -45,7 +45,7 @@ MODEL_SENSORS = (
         device_class=SensorDeviceClass.DATA_SIZE,
         state_class=SensorStateClass.MEASUREMENT,
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda s: s["rss_mb"],
+        value_fn=lambda s: s.rss_mb,
     ),
     ModelSensorDescription(
         key="tokens_per_second",
@@ -54,7 +54,7 @@ MODEL_SENSORS = (
         suggested_display_precision=1,
         entity_category=EntityCategory.DIAGNOSTIC,
         entity_registry_enabled_default=False,  # per-request figures: the state's attributes carry them too
-        value_fn=lambda s: s.get("tokens_per_second"),
+        value_fn=lambda s: s.last.tokens_per_second,
     ),
     ModelSensorDescription(
         key="ttft",
@@ -64,7 +64,7 @@ MODEL_SENSORS = (
         suggested_display_precision=0,
         entity_category=EntityCategory.DIAGNOSTIC,
         entity_registry_enabled_default=False,
-        value_fn=lambda s: s.get("ttft_ms"),
+        value_fn=lambda s: s.last.ttft_ms,
     ),
 )
 
@@ -95,7 +95,7 @@ class EngineSensor(SensorEntity):
         )
 
     @property
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> EngineStatus:
         return self.entry.runtime_data.engine.snapshot()
 
     async def async_added_to_hass(self) -> None:
@@ -108,7 +108,7 @@ class EngineSensor(SensorEntity):
 
 
 class ModelSensor(EngineSensor):
-    """One figure of one model role (fast or quality)."""
+    """One figure of one model role."""
 
     entity_description: ModelSensorDescription
 
@@ -116,17 +116,25 @@ class ModelSensor(EngineSensor):
         super().__init__(entry, f"{role}_{description.key}")
         self.role = role
         self.entity_description = description
-        self._attr_translation_key = f"{role}_{description.key}"
+        if role in DEFAULT_ROLES:
+            self._attr_translation_key = f"{role}_{description.key}"
+        else:  # "<role>: state", ... with the role's own name
+            self._attr_translation_key = f"role_{description.key}"
+            self._attr_translation_placeholders = {"role": role}
+
+    @property
+    def status(self) -> ModelStatus:
+        return self.entry.runtime_data.engine.status(self.role)
 
     @property
     def native_value(self) -> StateType:
-        return self.entity_description.value_fn(self.snapshot["models"][self.role])
+        return self.entity_description.value_fn(self.status)
 
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
         if self.entity_description.key != "state":
             return None
-        status = self.snapshot["models"][self.role]
+        status = self.status.as_attributes()
         keys = (
             "model",
             "load_ms",
@@ -150,6 +158,8 @@ class ModelSensor(EngineSensor):
             "remote",
             "server",
             "standing_prompt",
+            "backend",
+            "capabilities",
         )
         return {k: status[k] for k in keys if k in status}
 
@@ -167,14 +177,14 @@ class BudgetSensor(EngineSensor):
 
     @property
     def native_value(self) -> StateType:
-        return float(self.snapshot["used_pct"])
+        return float(self.snapshot.used_pct)
 
     @property
     def extra_state_attributes(self) -> dict[str, Any]:
         snap = self.snapshot
         return {
-            "budget_mb": snap["budget_mb"],
-            "used_mb": snap["used_mb"],
-            "measured_rss_mb": snap["measured_rss_mb"],
-            "peak_rss_mb": snap["peak_rss_mb"],  # the highest sum the memory watchdog sampled
+            "budget_mb": snap.budget_mb,
+            "used_mb": snap.used_mb,
+            "measured_rss_mb": snap.measured_rss_mb,
+            "peak_rss_mb": snap.peak_rss_mb,  # the highest sum the memory watchdog sampled
         }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 import logging
 from pathlib import Path
 import time
@@ -12,14 +11,13 @@ from typing import Any
 from homeassistant.components.ffmpeg import get_ffmpeg_manager
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
-from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv
 import probatio
 
 from .audio import resolve_audio
-from .const import DEFAULT_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
-from .engine import FAST, QUALITY, ChatRequest, ChatResult, EngineError, RouteDecision
-from .engine.prompts import Message
+from .const import AUTO, DEFAULT_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
+from .engine import HEAR, SEE, ChatRequest, ChatResult, Engine, Message, ModelStatus, RouteDecision
+from .errors import engine_call
 from .models import SaraiConfigEntry
 from .vision import (
     Frame,
@@ -38,11 +36,10 @@ EVENT_ANALYSIS = f"{DOMAIN}_analysis"
 DEFAULT_IMAGE_PROMPT = "Describe what you see in the image(s) briefly."
 DEFAULT_VIDEO_PROMPT = "Describe what happens across these frames briefly."
 DEFAULT_AUDIO_PROMPT = "What can be heard in this audio? Describe the sounds and any speech briefly."
-MODEL_CHOICES = ("auto", FAST, QUALITY)
 
 _COMMON: dict[probatio.Marker, Any] = {
     probatio.Optional("prompt"): cv.string,
-    probatio.Optional("model", default="auto"): probatio.In(MODEL_CHOICES),
+    probatio.Optional("model", default=AUTO): cv.string,  # auto, or a configured role (checked when routed)
     probatio.Optional("max_tokens", default=DEFAULT_MAX_TOKENS): probatio.All(
         probatio.Coerce(int), probatio.Range(min=1, max=4096)
     ),
@@ -73,7 +70,7 @@ _AUDIO: dict[probatio.Marker, Any] = {
     **_COMMON,
 }
 AUDIO_SCHEMA = probatio.Schema(_AUDIO)
-MODEL_SCHEMA = probatio.Schema({probatio.Required("model"): probatio.In((FAST, QUALITY))})
+MODEL_SCHEMA = probatio.Schema({probatio.Required("model"): cv.string})
 
 
 def async_setup_services(hass: HomeAssistant) -> None:
@@ -117,10 +114,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
         return response
 
     async def load_model(call: ServiceCall) -> ServiceResponse:
-        return _model_status(await _engine_call(loaded_entry(hass).runtime_data.engine.load(call.data["model"])))
+        engine = loaded_entry(hass).runtime_data.engine
+        return _model_status(await engine_call(engine.load(_configured(engine, call.data["model"]))))
 
     async def unload_model(call: ServiceCall) -> ServiceResponse:
-        return _model_status(await _engine_call(loaded_entry(hass).runtime_data.engine.unload(call.data["model"])))
+        engine = loaded_entry(hass).runtime_data.engine
+        return _model_status(await engine_call(engine.unload(_configured(engine, call.data["model"]))))
 
     for name, handler, schema in (
         ("analyze_image", analyze_image, IMAGE_SCHEMA),
@@ -150,14 +149,18 @@ async def _camera_clip(hass: HomeAssistant, entity_id: str, duration: float, cou
     return frames
 
 
+def _configured(engine: Engine, role: str) -> str:
+    if role not in engine.roles:
+        raise invalid("model_not_configured", model=role)
+    return role
+
+
 def _route(entry: SaraiConfigEntry, prompt: str, modality: str, model: str) -> RouteDecision:
     engine = entry.runtime_data.engine
-    decision = engine.route(prompt, frozenset({modality}), None if model == "auto" else model)
-    if decision.role not in engine.roles:
-        raise invalid("model_not_configured", model=decision.role)
-    if modality == "audio" and not engine.hears(decision.role):
+    decision = engine.route(prompt, frozenset({modality}), None if model == AUTO else _configured(engine, model))
+    if modality == "audio" and not engine.has(decision.role, HEAR):
         raise invalid("no_hearing_model", model=decision.role)
-    if modality != "audio" and not engine.sees(decision.role):
+    if modality != "audio" and not engine.has(decision.role, SEE):
         raise invalid("no_vision_model", model=decision.role)
     return decision
 
@@ -168,7 +171,7 @@ async def hear(
     clips: list[Path],
     *,
     prompt: str,
-    model: str = "auto",
+    model: str = AUTO,
     max_tokens: int = DEFAULT_TASK_MAX_TOKENS,
     temperature: float = DEFAULT_TASK_TEMPERATURE,
 ) -> tuple[RouteDecision, ChatResult]:
@@ -183,7 +186,7 @@ async def hear(
         temperature=temperature,
         route_reason=decision.reason,
     )
-    return decision, await _engine_call(entry.runtime_data.engine.complete(request))
+    return decision, await engine_call(entry.runtime_data.engine.complete(request))
 
 
 def _messages(prompt: str, paths: list[str], frames: list[Frame], video: bool) -> list[Message]:
@@ -205,7 +208,7 @@ async def describe(
     prompt: str,
     modality: str = "image",
     video: bool = False,
-    model: str = "auto",
+    model: str = AUTO,
     max_tokens: int = DEFAULT_TASK_MAX_TOKENS,
     cameras: tuple[str, ...] = (),
     sound_of: str | None = None,
@@ -217,7 +220,7 @@ async def describe(
         paths = await hass.async_add_executor_job(write_frames, frames, folder)
         messages = _messages(prompt, paths, frames, video)
         track = None
-        if sound_of and entry.runtime_data.engine.hears(decision.role):
+        if sound_of and entry.runtime_data.engine.has(decision.role, HEAR):
             track = await video_file_audio(hass, get_ffmpeg_manager(hass).binary, sound_of, folder)
         if track is not None:
             messages[-1]["content"] += [
@@ -232,7 +235,7 @@ async def describe(
             route_reason=decision.reason,
             cameras=cameras,
         )
-        result = await _engine_call(entry.runtime_data.engine.complete(request))
+        result = await engine_call(entry.runtime_data.engine.complete(request))
     return decision, result
 
 
@@ -291,21 +294,11 @@ def _fire(hass: HomeAssistant, call: ServiceCall, decision: RouteDecision, respo
     )
 
 
-async def _engine_call[T](awaitable: Awaitable[T]) -> T:
-    """Await an engine operation; its typed errors become translated HA errors."""
-    try:
-        return await awaitable
-    except EngineError as err:
-        raise HomeAssistantError(
-            translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
-        ) from err
-
-
-def _model_status(status: dict[str, Any]) -> ServiceResponse:
+def _model_status(status: ModelStatus) -> ServiceResponse:
     return {
-        "model": status["role"],
-        "state": status["state"],
-        "rss_mb": status["rss_mb"],
-        "estimate_mb": status["estimate_mb"],
-        "load_ms": status["load_ms"],
+        "model": status.role,
+        "state": status.state,
+        "rss_mb": status.rss_mb,
+        "estimate_mb": status.estimate_mb,
+        "load_ms": status.load_ms,
     }

@@ -16,7 +16,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .audio import MAX_STT_SECONDS, transcription_prompt, wav_bytes
 from .const import DOMAIN, TITLE
-from .engine import FAST, QUALITY
+from .engine import HEAR
 from .models import SaraiConfigEntry
 from .services import hear
 from .vision import temp_dir
@@ -30,9 +30,8 @@ TRANSCRIPT_TOKENS = 256
 
 
 def hearing_role(entry: SaraiConfigEntry) -> str | None:
-    """The quality model if it hears, else the fast one if it does, else none."""
-    engine = entry.runtime_data.engine
-    return next((role for role in (QUALITY, FAST) if role in engine.roles and engine.hears(role)), None)
+    """The role to transcribe with now: a loaded one that hears first, else the largest that fits."""
+    return entry.runtime_data.engine.best_for(HEAR)
 
 
 async def async_setup_entry(
@@ -95,7 +94,7 @@ class SaraiSpeechToText(stt.SpeechToTextEntity):
                     self.entry,
                     [clip],
                     prompt=transcription_prompt(metadata.language),
-                    model=self.role,
+                    model=hearing_role(self.entry) or self.role,
                     max_tokens=TRANSCRIPT_TOKENS,
                     temperature=0.0,
                 )

@@ -22,9 +22,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .audio import wav_bytes
 from .const import DOMAIN, TITLE
-from .engine import EngineError, defaults
-from .engine.backend import Speech
-from .engine.prompts import SENTENCE_END, sentences
+from .engine import SENTENCE_END, SPEAK, Speech, defaults, sentences
+from .errors import engine_call
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ async def async_setup_entry(
     hass: HomeAssistant, entry: SaraiConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
     """One TTS entity, when a configured model speaks (a talker and voices)."""
-    if (role := entry.runtime_data.engine.speaker) is None:
+    if (role := entry.runtime_data.engine.best_for(SPEAK)) is None:
         _LOGGER.debug("No configured model speaks (a Qwen2.5-Omni folder on transformers does): no TTS")
         return
     async_add_entities([SaraiTextToSpeech(entry, role)])
@@ -110,12 +109,7 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
                 translation_key="unknown_voice",
                 translation_placeholders={"voice": voice, "voices": ", ".join(self._voices())},
             )
-        try:
-            return await engine.speak(self.role, text, voice)
-        except EngineError as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
-            ) from err
+        return await engine_call(engine.speak(self.role, text, voice))
 
 
 class _Lookahead:

@@ -2,35 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from homeassistant.core import HomeAssistant
 
 from .const import (
+    BACKEND_REMOTE,
     BACKEND_TRANSFORMERS,
     CONF_AUDIO,
+    CONF_BACKEND,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
-    CONF_KV_TYPE,
-    CONF_N_CTX,
-    CONF_N_GPU_LAYERS,
+    CONF_MMPROJ_PATH,
+    CONF_MODEL_PATH,
+    CONF_N_THREADS,
+    CONF_PINNED,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     CONF_REMOTE_MODEL,
-    CONF_TORCH_DTYPE,
-    CONF_TORCH_QUANTIZATION,
+    CONF_ROLE,
+    CONF_SERVER,
     CONF_URL,
     CONF_VISION,
-    DEFAULT_KV_TYPE,
     MODELS_DIR,
-    QUALITY_N_CTX,
 )
-from .engine import MB, GGUFInfo, InvalidModelFile, ModelNotFound, ModelSpec, defaults, estimate_bytes, read_gguf
-from .engine.backend import server_label
-from .engine.hf import HFInfo, is_model_folder, read_folder
-from .engine.procmem import total_ram_bytes
+from .engine import (
+    MB,
+    GGUFInfo,
+    HFInfo,
+    InvalidModelFile,
+    ModelFiles,
+    ModelNotFound,
+    estimate_bytes,
+    is_model_folder,
+    read_folder,
+    read_gguf,
+    read_voices,
+    server_label,
+    total_ram_bytes,
+)
+from .settings import resolve_path, role_spec
 
 # Each model field, and whether it takes a projector (mmproj) rather than a model.
 MODEL_KEYS: Final = (
@@ -47,11 +61,6 @@ class ModelFileError(Exception):
     def __init__(self, key: str, path: str, found: str = "") -> None:
         super().__init__(f"{key}: {path}")
         self.key, self.path, self.found = key, path, found  # found: the architecture the file has
-
-
-def resolve_path(hass: HomeAssistant, path: str) -> str:
-    """Absolute path of a user-entered model path (relative ones are under the config dir)."""
-    return path if Path(path).is_absolute() else hass.config.path(path)
 
 
 def machine_ram_mb() -> int:
@@ -118,15 +127,6 @@ def is_folder_model(hass: HomeAssistant, path: str) -> bool:
         return False
 
 
-def transformers_roles(hass: HomeAssistant, data: dict[str, Any]) -> dict[str, str]:
-    """The roles whose model is a folder, each with the transformers backend (blocking)."""
-    return {
-        key.split("_")[0]: BACKEND_TRANSFORMERS
-        for key in (CONF_FAST_MODEL, CONF_QUALITY_MODEL)
-        if data.get(key) and is_folder_model(hass, data[key])
-    }
-
-
 def check_model_folder(hass: HomeAssistant, path: str) -> HFInfo:
     """Resolve, allow-list and read a model folder's config.json and weights' headers."""
     full = _allowed(hass, path)
@@ -139,14 +139,6 @@ def check_model_folder(hass: HomeAssistant, path: str) -> HFInfo:
     if info.talker and not info.speakers_file:  # transformers refuses to load it without its voices
         raise ModelFileError("unsupported_folder", path, "no spk_dict.pt (the talker's voices)")
     return info
-
-
-def estimated_mb(
-    info: GGUFInfo, n_ctx: int, mmproj: GGUFInfo | None = None, kv_type: str = DEFAULT_KV_TYPE, n_gpu_layers: int = 0
-) -> int:
-    """What the model will take in RAM once loaded (same formula the pool enforces)."""
-    spec = ModelSpec("check", str(info.path), n_ctx=n_ctx, kv_type=kv_type, n_gpu_layers=n_gpu_layers)
-    return round(estimate_bytes(info, spec, mmproj) / MB)
 
 
 # The words of the model summary, in HA's language (the form's description holds no per-file text).
@@ -205,39 +197,89 @@ def describe_remote(role: str, server: dict[str, Any], language: str = "en") -> 
     return f"{role}: {server[CONF_REMOTE_MODEL]} {w['on']} {where} ({w['server']}{extra})"
 
 
-def validate_models(
-    hass: HomeAssistant, data: dict[str, Any], remote: dict[str, dict[str, Any]] | None = None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Check every given model file and the budget (blocking). Returns (errors, placeholders).
+@dataclass(slots=True)
+class RoleCheck:
+    """What checking the roles found: each role's files, and the form errors by (role, field)."""
 
-    The files of roles in `remote` (served by a server) are not used, so not checked.
-    """
-    remote = remote or {}
-    errors: dict[str, str] = {}
-    infos: dict[str, GGUFInfo | HFInfo] = {}
-    found = NOTHING
-    for key, projector in MODEL_KEYS:
-        if data.get(key) and key.split("_")[0] not in remote:
-            try:
-                folder = not projector and is_folder_model(hass, data[key])
-                infos[key] = (
-                    check_model_folder(hass, data[key])
-                    if folder
-                    else check_model_file(hass, data[key], projector=projector)
-                )
-            except ModelFileError as err:
-                errors[key], found = err.key, err.found or found
-    if errors:
-        return errors, no_estimate(data.get(CONF_RAM_BUDGET_MB)) | {"found": found}
-    if CONF_QUALITY_MMPROJ in infos and CONF_QUALITY_MODEL not in infos:
-        return {CONF_QUALITY_MODEL: "projector_without_model"}, no_estimate()
-    if errors := projector_mismatches(infos):
-        return errors, no_estimate()
-    need, budget, ram = _needed_mb(infos, data), int(data[CONF_RAM_BUDGET_MB]), machine_ram_mb()
-    language = hass.config.language
-    lines = [describe(i, language) for i in infos.values()] + [
-        describe_remote(r, s, language) for r, s in remote.items()
-    ]
+    files: dict[str, ModelFiles] = field(default_factory=dict)
+    errors: dict[tuple[str, str], str] = field(default_factory=dict)  # field: "model" | "mmproj"
+    found: str = NOTHING  # what an unsupported file is (its architecture, or why a folder is not one)
+
+
+def check_roles(hass: HomeAssistant, roles: list[dict[str, Any]]) -> RoleCheck:
+    """Resolve, allow-list and read each role's model files (blocking); a role on a server has none."""
+    checked = RoleCheck()
+    for role in roles:
+        name = str(role[CONF_ROLE])
+        try:
+            checked.files[name] = _role_files(hass, role)
+        except RoleFileError as err:
+            checked.errors[(name, err.field)], checked.found = err.key, err.found or checked.found
+    return checked
+
+
+class RoleFileError(ModelFileError):
+    """A ModelFileError and which of the role's fields it is about."""
+
+    def __init__(self, err: ModelFileError, which: str) -> None:
+        super().__init__(err.key, err.path, err.found)
+        self.field = which
+
+
+def _role_files(hass: HomeAssistant, role: dict[str, Any]) -> ModelFiles:
+    backend = role.get(CONF_BACKEND)
+    if backend == BACKEND_REMOTE:
+        return ModelFiles()
+    model, mmproj = str(role.get(CONF_MODEL_PATH) or ""), role.get(CONF_MMPROJ_PATH)
+    try:
+        if backend == BACKEND_TRANSFORMERS:
+            folder = check_model_folder(hass, model)
+            if mmproj:  # a folder brings its own encoders
+                raise RoleFileError(ModelFileError("projector_with_folder", str(mmproj)), "mmproj")
+            return ModelFiles(folder=folder, voices=read_voices(folder.path) if folder.speaks else ())
+        info = check_model_file(hass, model)
+    except RoleFileError:
+        raise
+    except ModelFileError as err:
+        raise RoleFileError(err, "model") from err
+    try:
+        projector = check_model_file(hass, str(mmproj), projector=True) if mmproj else None
+    except ModelFileError as err:
+        raise RoleFileError(err, "mmproj") from err
+    width = projector.projection_dim if projector else None
+    if width and info.embedding_length and width != info.embedding_length:  # llama.cpp would refuse it
+        raise RoleFileError(ModelFileError("projector_mismatch", str(mmproj)), "mmproj")
+    return ModelFiles(gguf=info, mmproj=projector)
+
+
+def needed_mb(hass: HomeAssistant, roles: list[dict[str, Any]], files: dict[str, ModelFiles], options: Any) -> int:
+    """What the budget must hold for every role to run: the pinned roles together with the largest of
+    the others (the pool evicts those in turn). The pool's own estimator; a server's model takes none."""
+    sizes = {
+        str(r[CONF_ROLE]): estimate_bytes(role_spec(hass, r, {CONF_N_THREADS: 1}, options), files[str(r[CONF_ROLE])])
+        for r in roles
+        if str(r[CONF_ROLE]) in files
+    }
+    pinned = [r for r in roles if r.get(CONF_PINNED)]
+    fixed = sum(sizes.get(str(r[CONF_ROLE]), 0) for r in pinned)
+    others = [sizes.get(str(r[CONF_ROLE]), 0) for r in roles if not r.get(CONF_PINNED)]
+    return -(-(fixed + max(others, default=0)) // MB)
+
+
+def summary(
+    hass: HomeAssistant, roles: list[dict[str, Any]], checked: RoleCheck, budget: int, options: Any
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The roles' lines and the RAM they need against the budget, as description placeholders, and
+    the budget's own error if it cannot hold them (errors keyed by the form's `ram_budget_mb`)."""
+    need, ram, language = needed_mb(hass, roles, checked.files, options), machine_ram_mb(), hass.config.language
+    lines = [
+        line
+        for r in roles
+        for line in (
+            [describe_remote(str(r[CONF_ROLE]), r[CONF_SERVER], language)] if r.get(CONF_BACKEND) == BACKEND_REMOTE
+            else describe_files(checked.files[str(r[CONF_ROLE])], language)
+        )
+    ]  # fmt: skip
     placeholders = {
         "models": "".join(f"\n- {line}" for line in lines),  # a markdown list
         "need": f"{number(need)} MB",
@@ -246,33 +288,17 @@ def validate_models(
         "ram_mb": str(ram),
         "needed_mb": str(need),
         "budget_mb": str(budget),
-        "architecture": _architecture(infos.get(CONF_FAST_MODEL)),
     }
-    if error := budget_error(budget, need, ram):
-        errors[CONF_RAM_BUDGET_MB] = error
-    return errors, placeholders
+    error = budget_error(budget, need, ram)
+    return ({CONF_RAM_BUDGET_MB: error} if error else {}), placeholders
 
 
-def _architecture(info: GGUFInfo | HFInfo | None) -> str:
-    if info is None:
-        return REMOTE
-    return info.model_type if isinstance(info, HFInfo) else info.architecture
-
-
-def projector_mismatches(infos: dict[str, GGUFInfo | HFInfo]) -> dict[str, str]:
-    """A projector made for another model: its output width is not the model's embedding width
-    (llama.cpp would refuse it at load). A model folder brings its own encoders: no projector."""
-    errors = {}
-    for model_key, mmproj_key in ((CONF_FAST_MODEL, CONF_FAST_MMPROJ), (CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ)):
-        model, mmproj = infos.get(model_key), infos.get(mmproj_key)
-        if isinstance(model, HFInfo) or isinstance(mmproj, HFInfo):
-            if mmproj is not None:
-                errors[mmproj_key] = "projector_with_folder"
-            continue
-        width = mmproj.projection_dim if mmproj else None
-        if model and width and model.embedding_length and width != model.embedding_length:
-            errors[mmproj_key] = "projector_mismatch"
-    return errors
+def describe_files(files: ModelFiles, language: str = "en") -> list[str]:
+    """The role's model, and its projector on a line of its own."""
+    if files.folder is not None:
+        return [describe_folder(files.folder, language)]
+    assert files.gguf is not None
+    return [describe(f, language) for f in (files.gguf, files.mmproj) if f is not None]
 
 
 def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:
@@ -282,25 +308,3 @@ def budget_error(budget_mb: int, needed_mb: int, ram_mb: int) -> str | None:
     if needed_mb > budget_mb:
         return "does_not_fit_budget"
     return None
-
-
-def _needed_mb(infos: dict[str, GGUFInfo | HFInfo], data: dict[str, Any]) -> int:
-    """Fast model (pinned) plus the quality model: both must fit together, or quality never loads.
-
-    Roles served by a server take no RAM here.
-    """
-    n_ctx, kv_type = int(data[CONF_N_CTX]), str(data.get(CONF_KV_TYPE, DEFAULT_KV_TYPE))
-    gpu = int(data.get(CONF_N_GPU_LAYERS, 0))  # offloaded layers live in GPU memory, not in RAM
-    need = 0  # roles on a server take no RAM here
-    for model_key, mmproj_key, ctx in (
-        (CONF_FAST_MODEL, CONF_FAST_MMPROJ, n_ctx),
-        (CONF_QUALITY_MODEL, CONF_QUALITY_MMPROJ, max(n_ctx, QUALITY_N_CTX)),
-    ):
-        info, mmproj = infos.get(model_key), infos.get(mmproj_key)
-        if isinstance(info, HFInfo):
-            dtype = str(data.get(CONF_TORCH_DTYPE, defaults.TORCH_DTYPE))
-            quant = str(data.get(CONF_TORCH_QUANTIZATION, defaults.TORCH_QUANTIZATION))
-            need += -(-info.estimate_bytes(dtype, ctx, quant) // MB)
-        elif info is not None:
-            need += estimated_mb(info, ctx, mmproj if isinstance(mmproj, GGUFInfo) else None, kv_type, gpu)
-    return need

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from custom_components.sarai_omni.engine import Engine, EngineConfig, ModelSpec
-from custom_components.sarai_omni.engine.backend import BackendFactory
+from custom_components.sarai_omni.engine import Engine, EngineConfig
+from custom_components.sarai_omni.engine.backends.base import BackendFactory
 from tests.echo_backend import echo_factory
+from tests.specs import gguf_spec
 
 EngineFactory = Callable[..., Engine]
 HELLO = 'root ::= "Hello there, friend."'
@@ -36,7 +37,7 @@ async def make_engine(tiny_qwen2: Path) -> AsyncGenerator[EngineFactory]:
         prompt_lookup: bool = True,
     ) -> Engine:
         specs = tuple(
-            ModelSpec(
+            gguf_spec(
                 role,
                 str(tiny_qwen2),
                 n_ctx=n_ctx,
@@ -76,7 +77,7 @@ async def queue_reaches(engine: Engine, n: int, role: str = "fast") -> None:
     reached = asyncio.Event()
 
     def check() -> None:
-        if engine.snapshot()["models"][role]["queue"] >= n:
+        if engine.status(role).queue >= n:
             reached.set()
 
     remove = engine.add_listener(check)

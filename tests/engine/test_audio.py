@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest, InvalidInput, read_gguf
-from custom_components.sarai_omni.engine.media import audio_kind
+from custom_components.sarai_omni.engine.worker.llamacpp.media import audio_kind
 
 from ..conftest import write_wav
 from .conftest import HELLO
@@ -50,9 +50,9 @@ async def test_audio_tokens_and_seconds(omni_thinker: Path, omni_mmproj: Path, w
     # The window, and <|audio_bos|>/<|audio_eos|> (spelled out byte by byte by the tiny tokenizer)
     assert WINDOW_TOKENS <= audio_tokens <= WINDOW_TOKENS + 2 * len("<|audio_bos|>")
     assert both.prompt_tokens - short.prompt_tokens == pytest.approx(audio_tokens, abs=2)  # 5 s: one window too
-    assert status["audio_seconds"] == pytest.approx(1.5, abs=0.01)
-    assert status["images"] == 0
-    assert status_both["audio_seconds"] == pytest.approx(6.5, abs=0.01)
+    assert status.last.audio_seconds == pytest.approx(1.5, abs=0.01)
+    assert status.last.images == 0
+    assert status_both.last.audio_seconds == pytest.approx(6.5, abs=0.01)
 
 
 async def test_a_projector_that_does_not_hear_says_so(tiny_qwen2: Path, tiny_mmproj: Path, wav: Path) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec, WorkerCrashed
-from custom_components.sarai_omni.engine.calibrate import (
+from custom_components.sarai_omni.engine import MB, ChatRequest, Engine, EngineConfig, WorkerCrashed, estimate_bytes
+from custom_components.sarai_omni.engine.pool.calibration import (
     CalibrationStore,
     Measurement,
     calibration_key,
@@ -20,8 +20,8 @@ from custom_components.sarai_omni.engine.calibrate import (
     choose_repack,
     make_record,
 )
-from custom_components.sarai_omni.engine.pool import MB, estimate_bytes
 from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
+from tests.specs import gguf_spec
 from tests.workers import worker
 
 from .conftest import HELLO, USER
@@ -45,7 +45,7 @@ def test_flash_attention_only_when_it_pays() -> None:
 
 
 def engine(model: Path, state_dir: Path, budget_mb: int = 4096) -> Engine:
-    spec = ModelSpec("fast", str(model), n_ctx=1024, n_threads=2, pinned=True)
+    spec = gguf_spec("fast", str(model), n_ctx=1024, n_threads=2, pinned=True)
     return Engine(EngineConfig(models=(spec,), ram_budget_mb=budget_mb, state_dir=str(state_dir)))
 
 
@@ -68,8 +68,8 @@ async def test_first_load_measures_both_ways_and_remembers(tiny_qwen2: Path, tmp
     again = engine(tiny_qwen2, tmp_path)  # a restart (of HA) on the same machine: no new measurement
     await again.start()
     assert again.pool.calibrations_run == 0
-    assert again.snapshot()["models"]["fast"]["repack"] == record["repack"]
-    assert again.snapshot()["models"]["fast"]["flash_attn"] == record["flash_attn"]
+    assert again.status("fast").repack == record["repack"]
+    assert again.status("fast").flash_attn == record["flash_attn"]
     await again.close()
 
 
@@ -77,14 +77,13 @@ async def test_repacking_is_not_measured_when_it_cannot_fit(gemma: Path, tmp_pat
     probe = engine(gemma, tmp_path)
     await probe.pool.prepare()
     slot = probe.pool.slot("fast")
-    assert slot.info is not None
-    plain_mb = estimate_bytes(slot.info, slot.spec) // MB
+    plain_mb = estimate_bytes(slot.spec, slot.files) // MB
     tight = engine(gemma, tmp_path / "tight", budget_mb=plain_mb + 50)  # room for one copy of the weights only
     await tight.start()
     [record] = json.loads((tmp_path / "tight" / "calibration.json").read_text()).values()
     assert set(record["measured"]) == {"False"}
     assert record["repack"] is False
-    assert tight.pool.measured_rss() <= tight.pool.budget
+    assert tight.pool.watchdog.measured_rss() <= tight.pool.budget
     await tight.close()
 
 
@@ -103,9 +102,9 @@ async def test_a_repacked_trial_that_dies_is_ruled_out_and_the_model_loads_plain
     await first.start()
     result = await first.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
     assert result.text == "Hello there, friend."
-    status = first.snapshot()["models"]["fast"]
-    assert status["repack"] is False
-    assert status["unusable_variants"]["repack"].startswith(f"{sig}: ")
+    status = first.snapshot().models["fast"]
+    assert status.repack is False
+    assert status.unusable_variants["repack"].startswith(f"{sig}: ")
     assert first.pool.backend_problem() is None  # the safe way runs: nothing to repair
     assert worker(first).crashes == 0  # a trial's death is not the model's crash
     await first.close()
@@ -117,7 +116,7 @@ async def test_a_repacked_trial_that_dies_is_ruled_out_and_the_model_loads_plain
     again = engine(tiny_qwen2, tmp_path)  # after a restart: remembered, not tried again
     await again.start()
     assert again.pool.calibrations_run == 0
-    assert again.snapshot()["models"]["fast"]["unusable_variants"] == record["unusable"]
+    assert again.status("fast").unusable_variants == record["unusable"]
     await again.close()
 
 
@@ -129,7 +128,7 @@ async def test_when_the_safe_way_dies_too_the_backend_is_unusable(
     with pytest.raises(WorkerCrashed, match="SIGSEGV: segmentation fault"):
         await broken.start()
     assert "without weight repacking" in (broken.pool.backend_problem() or "")
-    assert broken.snapshot()["models"]["fast"]["state"] == "error"
+    assert broken.status("fast").state == "error"
     assert not (tmp_path / "calibration.json").exists()  # nothing learnt: a fixed install calibrates anew
     await broken.close()
 
@@ -149,7 +148,7 @@ async def test_a_repacked_load_that_dies_falls_back_to_the_safe_way(
     eng = engine(tiny_qwen2, tmp_path)
     await eng.start()
     assert (await eng.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))).text == "Hello there, friend."
-    assert eng.snapshot()["models"]["fast"]["repack"] is False
+    assert eng.status("fast").repack is False
     assert eng.pool.backend_problem() is None
     await eng.close()
     record = record_of(tmp_path)
@@ -162,7 +161,7 @@ async def test_a_repacked_worker_dying_later_rules_repacking_out(tiny_qwen2: Pat
     eng = engine(tiny_qwen2, tmp_path)
     await eng.start()
     client = worker(eng)
-    assert eng.snapshot()["models"]["fast"]["repack"] is True
+    assert eng.status("fast").repack is True
     assert client.pid is not None
     crashed = asyncio.Event()
     eng.add_listener(lambda: crashed.set() if client.crashes else None)
@@ -171,6 +170,6 @@ async def test_a_repacked_worker_dying_later_rules_repacking_out(tiny_qwen2: Pat
         await crashed.wait()
     assert eng.pool.backend_problem() is None
     assert (await eng.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))).text == "Hello there, friend."
-    assert eng.snapshot()["models"]["fast"]["repack"] is False  # the reload went the safe way
+    assert eng.status("fast").repack is False  # the reload went the safe way
     await eng.close()
     assert record_of(tmp_path)["unusable"]["repack"].startswith("SIGSEGV: ")

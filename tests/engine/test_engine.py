@@ -12,9 +12,10 @@ import sys
 import pytest
 
 from custom_components.sarai_omni.engine import Busy, ChatRequest, RequestTimeout, WorkerCrashed
-from custom_components.sarai_omni.engine.backend import BackendFactory, LoadResult, ModelSpec
+from custom_components.sarai_omni.engine.backends.base import BackendFactory, LoadResult
+from custom_components.sarai_omni.engine.spec import ModelSpec
 from tests.echo_backend import EchoBackend
-from tests.workers import kill, worker
+from tests.workers import kill, worker, worker_stats
 
 from .conftest import ENDLESS, HELLO, USER, EngineFactory, queue_reaches
 
@@ -60,14 +61,14 @@ async def test_restored_kv_state_matches_fresh_evaluation(make_engine: EngineFac
     kv_dir = str(tmp_path / "kv")
 
     first = make_engine(kv_cache_dir=kv_dir)
-    assert (await first.warm("fast", system))["source"] == "evaluated"
+    assert (await first.warm("fast", system)).source == "evaluated"
     await first.close()
     assert len(list((tmp_path / "kv").glob("*.kv"))) == 1
 
     restarted = make_engine(kv_cache_dir=kv_dir)
     warm = await restarted.warm("fast", system)
-    assert warm["source"] == "disk"
-    assert warm["evaluated_prompt_tokens"] == 0
+    assert warm.source == "disk"
+    assert warm.evaluated_prompt_tokens == 0
     restored = await restarted.logits("fast", question)
 
     fresh = await make_engine().logits("fast", question)
@@ -96,8 +97,8 @@ async def test_sigkill_mid_generation_fails_fast_and_recovers(
     with pytest.raises(WorkerCrashed, match=r"died \(SIGKILL: killed \(out of memory\?\)\)"):
         async with asyncio.timeout(120):
             await generate_and_kill()
-    assert engine.snapshot()["models"]["fast"]["crashes"] == 1
-    assert engine.snapshot()["models"]["fast"]["state"] == "unloaded"
+    assert engine.status("fast").crashes == 1
+    assert engine.status("fast").state == "unloaded"
 
     again = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
     assert again.text == "Hello there, friend."
@@ -152,10 +153,10 @@ async def test_cancel_stops_generation_and_drops_queued_work(
     result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO, temperature=0))
     assert result.text == "Hello there, friend."
     assert queued_output == []  # the cancelled queued request never ran
-    assert engine.snapshot()["models"]["fast"]["crashes"] == 0
+    assert engine.status("fast").crashes == 0
     # The worker stopped the cancelled generation at once: it ended as cancelled, far from the
     # ~32k tokens it would have run to, and the queued request in between never started.
-    stats = await engine.pool.slot("fast").backend.stats()
+    stats = await worker_stats(engine, "fast")
     *_, endless_run, hello_run = stats["finished"]
     assert stats.get("pending_cancels", 0) == 0  # the worker forgot both cancels once they were served
     assert endless_run["finish_reason"] == "cancelled"
@@ -323,8 +324,8 @@ async def test_a_deadline_hit_while_loading_leaves_no_slot_loading(make_engine: 
     await engine.prepare()
     with pytest.raises(RequestTimeout, match="timed out loading the fast model"):
         await engine.complete(ChatRequest(messages=USER, grammar=HELLO, timeout_s=0.2))
-    status = engine.snapshot()["models"]["fast"]
-    assert status["state"] == "unloaded"  # not stuck in `loading`, charging the budget
+    status = engine.snapshot().models["fast"]
+    assert status.state == "unloaded"  # not stuck in `loading`, charging the budget
     assert engine.pool.used_bytes() == 0
     SlowLoadingEcho.release.set()
     result = await engine.complete(ChatRequest(messages=USER, grammar=HELLO))

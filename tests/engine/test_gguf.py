@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from custom_components.sarai_omni.engine import InvalidModelFile, ModelSpec, estimate_bytes, read_gguf
+from custom_components.sarai_omni.engine import InvalidModelFile, ModelFiles, estimate_bytes, read_gguf
+from tests.specs import gguf_spec
 from tests.tiny_models import vocabulary
 
 
@@ -46,9 +47,10 @@ def test_gemma_header(gemma: Path) -> None:
 
 def test_estimate_grows_with_context(gemma: Path) -> None:
     info = read_gguf(gemma)
-    small = estimate_bytes(info, ModelSpec("fast", str(gemma), n_ctx=1024))
-    large = estimate_bytes(info, ModelSpec("fast", str(gemma), n_ctx=8192))
-    repack = estimate_bytes(info, ModelSpec("fast", str(gemma), n_ctx=1024, repack=True))
+    files = ModelFiles(gguf=info)
+    small = estimate_bytes(gguf_spec("fast", str(gemma), n_ctx=1024), files)
+    large = estimate_bytes(gguf_spec("fast", str(gemma), n_ctx=8192), files)
+    repack = estimate_bytes(gguf_spec("fast", str(gemma), n_ctx=1024, repack=True), files)
     assert large - small == 7168 * info.kv_bytes_per_token(2.0)
     assert repack - small == info.tensor_bytes  # repacking keeps a second copy of the weights
 

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, DoesNotFitBudget, Engine, ModelSpec
-from custom_components.sarai_omni.engine.backend import SPARE_BYTES, BackendFactory
-from custom_components.sarai_omni.engine.llamacpp import LlamaCppBackend
-from custom_components.sarai_omni.engine.pool import MB
+from custom_components.sarai_omni.engine import MB, ChatRequest, DoesNotFitBudget, Engine
+from custom_components.sarai_omni.engine.backends.base import SPARE_BYTES, BackendFactory
+from custom_components.sarai_omni.engine.backends.llamacpp import LlamaCppBackend
 from custom_components.sarai_omni.engine.procmem import alive
+from tests.specs import gguf_spec
 
 from .conftest import HELLO, USER, EngineFactory
 
@@ -43,7 +43,7 @@ async def test_lru_eviction_order_and_pinned_model_kept(
     assert loaded(engine) == {"fast", "a", "c"}  # b was the least recently used
     await engine.load("b")
     assert loaded(engine) == {"fast", "c", "b"}  # then a
-    assert engine.snapshot()["models"]["fast"]["crashes"] == 0
+    assert engine.status("fast").crashes == 0
 
 
 async def test_refusal_states_needed_free_and_budget(
@@ -76,7 +76,7 @@ async def test_random_sequence_never_exceeds_budget(
     async def sample() -> None:  # the real RSS of every worker process, every 5 ms
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, engine.pool.measured_rss())
+            peak = max(peak, engine.pool.watchdog.measured_rss())
             assert engine.pool.used_bytes() <= budget
             await asyncio.sleep(0.005)
 
@@ -106,7 +106,7 @@ async def test_random_sequence_never_exceeds_budget(
 async def test_idle_unpinned_model_unloads(make_engine: EngineFactory, any_backend: BackendFactory | None) -> None:
     engine = make_engine(roles=("fast", "a"), idle_unload_s=0.3, backend=any_backend)
     unloaded = asyncio.Event()
-    engine.add_listener(lambda: unloaded.set() if engine.snapshot()["models"]["a"]["state"] == "unloaded" else None)
+    engine.add_listener(lambda: unloaded.set() if engine.status("a").state == "unloaded" else None)
     await engine.start()
     await engine.load("a")
     assert loaded(engine) == {"fast", "a"}
@@ -114,19 +114,19 @@ async def test_idle_unpinned_model_unloads(make_engine: EngineFactory, any_backe
     async with asyncio.timeout(60):  # a guard against a hang, not a timing claim
         await unloaded.wait()
     assert loaded(engine) == {"fast"}  # the pinned model stays, past its idle time too
-    assert engine.snapshot()["models"]["a"]["state"] == "unloaded"
+    assert engine.status("a").state == "unloaded"
 
 
 def test_offloaded_layers_leave_the_ram_estimate(tiny_qwen2: Path, tiny_mmproj: Path) -> None:
-    from custom_components.sarai_omni.engine import read_gguf
-    from custom_components.sarai_omni.engine.pool import estimate_bytes
+    from custom_components.sarai_omni.engine import ModelFiles, estimate_bytes, read_gguf
 
     info, proj = read_gguf(tiny_qwen2), read_gguf(tiny_mmproj)
     layers = info.block_count
     assert layers
-    cpu = estimate_bytes(info, ModelSpec("fast", str(tiny_qwen2), n_ctx=4096), proj)
-    half = estimate_bytes(info, ModelSpec("fast", str(tiny_qwen2), n_ctx=4096, n_gpu_layers=layers // 2), proj)
-    full = estimate_bytes(info, ModelSpec("fast", str(tiny_qwen2), n_ctx=4096, n_gpu_layers=-1), proj)
+    files = ModelFiles(gguf=info, mmproj=proj)
+    cpu = estimate_bytes(gguf_spec("fast", str(tiny_qwen2), n_ctx=4096), files)
+    half = estimate_bytes(gguf_spec("fast", str(tiny_qwen2), n_ctx=4096, n_gpu_layers=layers // 2), files)
+    full = estimate_bytes(gguf_spec("fast", str(tiny_qwen2), n_ctx=4096, n_gpu_layers=-1), files)
     assert cpu > half > full
     kv = 4096 * info.kv_bytes_per_token(2.0)
     assert cpu - full >= kv + proj.tensor_bytes  # all KV and the projector moved to the GPU
@@ -151,12 +151,12 @@ async def test_a_model_loaded_on_demand_has_a_spare_worker_waiting(make_engine: 
         return found
 
     spare = await spare_up()
-    assert quality.state == "unloaded"
+    assert quality.load.state == "unloaded"
     assert 0 < quality.charged() <= SPARE_BYTES  # a spare holds no model; its own memory counts
     await engine.load("quality")
     assert pid() == spare  # the load went to the waiting process
     await engine.unload("quality")
-    assert quality.state == "unloaded"
+    assert quality.load.state == "unloaded"
     second = await spare_up()
     assert second != spare
     await engine.close()

@@ -16,8 +16,15 @@ from typing import Any
 from aiohttp import web
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec
-from custom_components.sarai_omni.engine.backend import RemoteModel
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig
+from custom_components.sarai_omni.engine.backends.remote import (
+    RemoteBackend,
+    as_tool_call_text,
+    list_models,
+    openai_messages,
+)
+from custom_components.sarai_omni.engine.backends.remote.openai import StreamState
+from custom_components.sarai_omni.engine.capabilities import SEE
 from custom_components.sarai_omni.engine.errors import (
     InvalidInput,
     RemoteAuthFailed,
@@ -27,16 +34,11 @@ from custom_components.sarai_omni.engine.errors import (
     RemoteUnreachable,
     RequestTimeout,
 )
-from custom_components.sarai_omni.engine.remote import (
-    RemoteBackend,
-    _StreamState,
-    as_tool_call_text,
-    list_models,
-    openai_messages,
-)
+from custom_components.sarai_omni.engine.spec import RemoteModel
 from custom_components.sarai_omni.engine.toolcalls import ToolCall, ToolCallParser
 from tests.conftest import server_models
 from tests.openai_server import OpenAIServer, free_port
+from tests.specs import remote_spec
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 HELLO = 'root ::= "Hello from the server."'
@@ -46,9 +48,9 @@ USER = [{"role": "user", "content": "hi"}]
 
 
 def remote_engine(url: str, *, fast: str = "tiny", quality: str | None = None, api_key: str | None = None) -> Engine:
-    specs = [ModelSpec("fast", "", pinned=True, remote=RemoteModel(url, fast, api_key=api_key))]
+    specs = [remote_spec("fast", pinned=True, model=RemoteModel(url, fast, api_key=api_key))]
     if quality:
-        specs.append(ModelSpec("quality", "", remote=RemoteModel(url, quality, api_key=api_key, vision=True)))
+        specs.append(remote_spec("quality", model=RemoteModel(url, quality, api_key=api_key, vision=True)))
     return Engine(EngineConfig(models=tuple(specs), ram_budget_mb=64, request_timeout_s=120))
 
 
@@ -70,8 +72,8 @@ async def test_streamed_answer_with_figures(engine: Engine) -> None:
     assert result.ttft_ms > 0
     assert result.completion_tokens == len(deltas)
     status = engine.status("fast")
-    assert (status["state"], status["remote"], status["rss_mb"], status["estimate_mb"]) == ("remote", True, 0, 0)
-    assert engine.snapshot()["used_mb"] == 0  # a remote role costs no local RAM
+    assert (status.state, status.remote, status.rss_mb, status.estimate_mb) == ("remote", True, 0, 0)
+    assert engine.snapshot().used_mb == 0  # a remote role costs no local RAM
 
 
 async def test_tool_call_text_reaches_the_parser(engine: Engine) -> None:
@@ -100,7 +102,7 @@ async def test_tool_call_repair_is_constrained_on_the_server(engine: Engine) -> 
 
 def test_native_tool_calls_become_qwen_text() -> None:
     """Servers with a tool parser (vLLM, llama-server --jinja) stream `tool_calls` deltas."""
-    state = _StreamState(0.0)
+    state = StreamState(0.0)
     chunks: list[dict[str, Any]] = [
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "HassTurnOn"}}]}}]},
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"name": '}}]}}]},
@@ -126,8 +128,8 @@ async def test_image_goes_to_the_vision_model_as_a_data_url(engine: Engine, jpeg
     image = [{"role": "user", "content": [{"type": "text", "text": "what?"}, {"type": "image", "path": str(jpeg)}]}]
     result = await engine.complete(ChatRequest(image, role="quality", grammar=HELLO, max_tokens=40))
     assert (result.model, result.text) == ("tiny-vision", "Hello from the server.")
-    assert engine.sees("quality")
-    assert not engine.sees("fast")
+    assert engine.has("quality", SEE)
+    assert not engine.has("fast", SEE)
     with pytest.raises(InvalidInput, match="not configured to take images"):
         await engine.complete(ChatRequest(image, role="fast", max_tokens=4))
 
@@ -162,7 +164,7 @@ async def test_api_key_checked(tmp_path: Path, model_dir: Path) -> None:
         wrong, right = remote_engine(server.url, api_key="nope"), remote_engine(server.url, api_key="s3cret")
         with pytest.raises(RemoteAuthFailed):
             await wrong.load("fast")
-        assert wrong.status("fast")["failures"] == 0  # the server answered: it is up
+        assert wrong.status("fast").failures == 0  # the server answered: it is up
         assert (await right.complete(ChatRequest(USER, grammar=HELLO, max_tokens=40))).text == "Hello from the server."
         await wrong.close()
         await right.close()
@@ -181,14 +183,14 @@ async def test_unreachable_server_is_routed_around(openai_server: OpenAIServer) 
     """A quality server that does not answer: a clear error, and vision falls back meanwhile."""
     dead = f"http://127.0.0.1:{free_port()}/v1"
     specs = (
-        ModelSpec("fast", "", pinned=True, remote=RemoteModel(openai_server.url, "tiny-vision", vision=True)),
-        ModelSpec("quality", "", remote=RemoteModel(dead, "omni", vision=True)),
+        remote_spec("fast", pinned=True, model=RemoteModel(openai_server.url, "tiny-vision", vision=True)),
+        remote_spec("quality", model=RemoteModel(dead, "omni", vision=True)),
     )
     eng = Engine(EngineConfig(models=specs, ram_budget_mb=64))
     assert eng.route("", frozenset({"image"})).role == "quality"
     with pytest.raises(RemoteUnreachable, match="did not answer"):
         await eng.load("quality")
-    assert eng.status("quality")["failures"] == 1
+    assert eng.status("quality").failures == 1
     decision = eng.route("", frozenset({"image"}))
     assert decision.role == "fast"
     assert "did not answer" in decision.reason
@@ -202,11 +204,11 @@ async def test_server_killed_mid_stream_then_back(tmp_path: Path, model_dir: Pat
     try:
         with pytest.raises(RemoteStreamBroken, match="stopped in the middle"):
             await _kill_after_three_deltas(eng, server)
-        assert eng.status("fast")["failures"] == 1
+        assert eng.status("fast").failures == 1
         await asyncio.to_thread(server.start)
         result = await eng.complete(ChatRequest(USER, grammar=HELLO, max_tokens=40))
         assert result.text == "Hello from the server."
-        assert eng.status("fast")["failures"] == 0
+        assert eng.status("fast").failures == 0
     finally:
         await eng.close()
         await asyncio.to_thread(server.stop)
@@ -301,9 +303,9 @@ async def test_first_byte_that_never_comes_times_out() -> None:
 
 
 async def test_connect_failures_are_retried_with_backoff() -> None:
-    backend = RemoteBackend(ModelSpec("fast", "", remote=RemoteModel(f"http://127.0.0.1:{free_port()}/v1", "m")))
+    backend = RemoteBackend(remote_spec("fast", model=RemoteModel(f"http://127.0.0.1:{free_port()}/v1", "m")))
     with pytest.raises(RemoteUnreachable):
-        await backend.load(backend_spec := ModelSpec("fast", "", remote=backend.remote))
+        await backend.load(backend_spec := remote_spec("fast", model=backend.remote))
     assert backend_spec.name == "m"
     assert (backend.failures, backend.available) == (1, False)
     await backend.close()
@@ -352,7 +354,7 @@ async def test_llama_server_timings_and_a_server_that_does_not_stream() -> None:
 async def test_modalities_probed_from_llama_server_props() -> None:
     import aiohttp
 
-    from custom_components.sarai_omni.engine.remote import probe_modalities
+    from custom_components.sarai_omni.engine.backends.remote import probe_modalities
 
     async def props(_: web.Request) -> web.Response:
         return web.json_response({"modalities": {"vision": True, "audio": False}})

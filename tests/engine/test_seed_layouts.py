@@ -106,6 +106,6 @@ async def test_llama_cpp_sees_and_hears_with_omni(
     finally:
         await engine.close()
     assert both.text == "Hello there, friend."
-    assert status["images"] == 1
-    assert status["audio_seconds"] == pytest.approx(2.0, abs=0.01)
+    assert status.last.images == 1
+    assert status.last.audio_seconds == pytest.approx(2.0, abs=0.01)
     assert both.prompt_tokens > 750  # one audio window, and the image

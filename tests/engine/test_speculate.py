@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest
-from custom_components.sarai_omni.engine.speculate import MIN_SAMPLES, PROBE_EVERY, Drafter, lookup
+from custom_components.sarai_omni.engine.worker.llamacpp.decoding import MIN_SAMPLES, PROBE_EVERY, Drafter, lookup
 from tests.engine.conftest import EngineFactory
+from tests.workers import worker_stats
 
 
 def ids(*tokens: int) -> np.ndarray:
@@ -88,7 +89,7 @@ async def test_the_worker_accepts_drafts_and_the_reply_is_the_plain_one(
         )
         result = await engine.complete(request)
         replies.append(result.text)
-        stats.append((await engine.pool.slot("fast").backend.stats())["prompt_lookup"])
+        stats.append((await worker_stats(engine, "fast"))["prompt_lookup"])
         await engine.close()
     assert stats[0]["proposed"] == 0
     assert stats[1]["accepted"] > 0, stats[1]

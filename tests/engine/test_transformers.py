@@ -10,23 +10,30 @@ import os
 from pathlib import Path
 import signal
 import sys
+from typing import Any
 import wave
 
 import pytest
 
 from custom_components.sarai_omni.engine import (
+    MB,
+    CapabilityMissing,
     ChatRequest,
     DoesNotFitBudget,
     Engine,
     EngineConfig,
     InvalidInput,
-    ModelSpec,
     WorkerCrashed,
 )
-from custom_components.sarai_omni.engine.backend import TransformersModel
+from custom_components.sarai_omni.engine.backends.transformers.folder import (
+    TORCH_RUNTIME_BYTES,
+    read_folder,
+    read_voices,
+)
+from custom_components.sarai_omni.engine.capabilities import CHAT, HEAR, SEE, SPEAK
 from custom_components.sarai_omni.engine.errors import InvalidModelFile, TorchMissing
-from custom_components.sarai_omni.engine.hf import TORCH_RUNTIME_BYTES, read_folder, read_voices
-from custom_components.sarai_omni.engine.pool import MB
+from tests.specs import folder_spec
+from tests.workers import worker_stats
 
 USER = [{"role": "user", "content": "Hello there"}]
 Make = Callable[..., Engine]
@@ -37,8 +44,8 @@ async def make(tiny_omni: Path, torch_venv_python: Path) -> AsyncGenerator[Make]
     engines: list[Engine] = []
 
     def factory(*, budget_mb: int = 4096, python: str | None = None, **torch: str) -> Engine:
-        runtime = TransformersModel(python or str(torch_venv_python), **torch)
-        spec = ModelSpec("quality", str(tiny_omni), n_threads=2, n_ctx=2048, transformers=runtime)
+        interpreter = python or str(torch_venv_python)
+        spec = folder_spec("quality", str(tiny_omni), interpreter, n_threads=2, n_ctx=2048, **torch)
         engine = Engine(EngineConfig(models=(spec,), ram_budget_mb=budget_mb))
         engines.append(engine)
         return engine
@@ -54,15 +61,37 @@ async def test_the_folder_is_described_without_torch(tiny_omni: Path, make: Make
     assert read_voices(tiny_omni) == ("Chelsie", "Ethan")
     engine = make()
     await engine.load("quality")
-    stats = await engine.pool.slot("quality").backend.stats()
+    stats = await worker_stats(engine, "quality")
     assert info.parameters() == stats["parameters"]  # the headers' count is the loaded model's own
     assert info.parameters("thinker") + info.parameters("talker") + info.parameters("token2wav") == info.parameters()
     assert info.weight_bytes("bfloat16") < info.weight_bytes("float32")
-    assert engine.speaks("quality")
-    assert engine.sees("quality")
-    assert engine.hears("quality")
-    assert engine.speaker == "quality"
-    assert engine.status("quality")["backend"] == "transformers"
+    assert engine.capabilities("quality") == {CHAT, SEE, HEAR, SPEAK}  # read from the folder
+    assert engine.best_for(SPEAK) == "quality"
+    assert engine.constraints("quality") == frozenset()  # no grammar, no JSON schema: refused, never dropped
+    assert engine.status("quality").backend == "transformers"
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [{"grammar": 'root ::= "yes"'}, {"json_schema": {"type": "object"}},
+     {"json_schema": {"type": "object"}, "schema_as_tool_call": True}],
+    ids=["grammar", "json_schema", "schema_as_tool_call"],
+)  # fmt: skip
+async def test_constrained_output_is_refused_never_dropped(make: Make, constraint: dict[str, Any]) -> None:
+    """The transformers backend cannot constrain its sampling: a request that needs it is refused with
+    the translated capability error before any load, and its worker refuses one that got past that."""
+    engine = make()
+    with pytest.raises(CapabilityMissing, match="transformers") as refused:
+        await engine.complete(ChatRequest(USER, role="quality", max_tokens=4, **constraint))
+    assert refused.value.key == "capability_missing"
+    assert engine.status("quality").state == "unloaded"  # refused up front: nothing loaded for it
+    await engine.load("quality")
+    backend = engine.pool.slot("quality").backend
+    with pytest.raises(InvalidInput, match="cannot constrain"):  # the worker's own guard, bypassing the engine
+        async for _ in backend.generate(ChatRequest(USER, role="quality", max_tokens=4, **constraint)):
+            pass
+    reply = await engine.complete(ChatRequest(USER, role="quality", max_tokens=4, temperature=0.0))
+    assert reply.completion_tokens > 0  # the worker still serves unconstrained requests
 
 
 def test_a_folder_that_is_not_omni_is_refused(tmp_path: Path) -> None:
@@ -96,7 +125,7 @@ async def test_speech_is_a_wav_with_seconds_of_audio(make: Make, voice: str) -> 
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
         assert w.getnframes() / w.getframerate() == pytest.approx(speech.seconds)
     assert speech.seconds > 1.0  # two sentences said
-    assert engine.status("quality")["speech_seconds"] == pytest.approx(speech.seconds, abs=0.01)
+    assert engine.status("quality").last.speech_seconds == pytest.approx(speech.seconds, abs=0.01)
     with pytest.raises(InvalidInput, match="unknown voice"):
         await engine.speak("quality", "Hi.", "Nobody")
 
@@ -114,7 +143,7 @@ async def test_a_worker_killed_mid_generation_is_a_clear_error_and_the_next_requ
 
     with pytest.raises(WorkerCrashed, match="SIGKILL"):
         await kill_after_the_first_token()
-    assert engine.status("quality")["state"] != "loaded"
+    assert engine.status("quality").state != "loaded"
     result = await engine.complete(ChatRequest(USER, role="quality", max_tokens=3, ignore_eos=True))
     assert result.completion_tokens == 3
     assert engine.pool.slot("quality").backend.client.pid != pid  # type: ignore[attr-defined]
@@ -127,7 +156,7 @@ async def test_the_workers_measured_rss_counts_against_the_budget(make: Make) ->
     rss = slot.backend.resident_bytes()
     assert rss > TORCH_RUNTIME_BYTES // 2  # torch and the model, measured from /proc
     assert engine.pool.used_bytes() >= rss
-    assert engine.snapshot()["measured_rss_mb"] == pytest.approx(rss / MB, abs=8)
+    assert engine.snapshot().measured_rss_mb == pytest.approx(rss / MB, abs=8)
     small = make(budget_mb=round(rss / MB) - 50)  # below what the worker measurably holds
     with pytest.raises(DoesNotFitBudget):
         await small.load("quality")
@@ -155,6 +184,6 @@ async def test_each_weights_type_answers_and_speaks(make: Make, tiny_omni: Path)
         result = await engine.complete(ChatRequest(USER, role="quality", max_tokens=3, ignore_eos=True))
         assert result.completion_tokens == 3, options
         assert (await engine.speak("quality", "Hi.")).seconds > 0, options  # talker fed by that thinker
-        stats = await engine.pool.slot("quality").backend.stats()
+        stats = await worker_stats(engine, "quality")
         assert stats["dtype"] == options.get("dtype", "float32"), stats  # int8 runs in float32 whatever is set
         await engine.close()

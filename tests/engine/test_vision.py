@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, InvalidInput, ModelSpec, read_gguf
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, InvalidInput, read_gguf
+from tests.specs import gguf_spec
 
 from .conftest import HELLO
 
@@ -15,7 +16,7 @@ SYSTEM = {"role": "system", "content": "You describe what the home's cameras see
 
 
 def vision_engine(model: Path, mmproj: Path | None) -> Engine:
-    spec = ModelSpec(
+    spec = gguf_spec(
         "fast", str(model), str(mmproj) if mmproj else None, n_ctx=2048, n_threads=2, pinned=True, repack=False
     )
     return Engine(EngineConfig(models=(spec,), ram_budget_mb=4096))

@@ -13,7 +13,7 @@ from typing import Any
 from homeassistant.components import conversation
 from homeassistant.components.camera import Camera
 from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntry, ConfigEntryState
 from homeassistant.const import CONF_LLM_HASS_API
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import chat_session, entity_registry as er
@@ -21,8 +21,8 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, setup_test_component_platform
 
-from custom_components.sarai_omni.config_flow import default_ai_task, default_conversation
 from custom_components.sarai_omni.const import (
+    BACKEND_TRANSFORMERS,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
     CONF_N_CTX,
@@ -30,10 +30,16 @@ from custom_components.sarai_omni.const import (
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_ROLE,
     CONF_TEMPERATURE,
     DOMAIN,
+    FAST,
+    OLD_REMOTE,
+    OLD_ROLE_BACKENDS,
 )
-from custom_components.sarai_omni.engine import FAST, Engine
+from custom_components.sarai_omni.engine import Engine
+from custom_components.sarai_omni.settings import migrate_roles, role_subentries, role_subentry
+from custom_components.sarai_omni.subentry_flows import default_ai_task, default_conversation
 
 PKG = Path(__file__).resolve().parents[2] / "custom_components" / "sarai_omni"
 EN = json.loads((PKG / "translations" / "en.json").read_text())
@@ -84,18 +90,55 @@ def entry_data(tiny_qwen2: Path) -> dict[str, Any]:
     return {CONF_FAST_MODEL: str(tiny_qwen2), CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 2048}
 
 
-def make_entry(hass: HomeAssistant, data: dict[str, Any], temperature: float = 0.0, **agent: Any) -> MockConfigEntry:
-    """A config entry with one conversation agent (subentry options overridable). The agent has no
-    tools unless `llm_hass_api` is given: the tiny models' byte-sized tokens would need a 16k context
-    for the Assist API's tool definitions."""
+def make_entry(
+    hass: HomeAssistant,
+    form: dict[str, Any],
+    temperature: float = 0.0,
+    *,
+    servers: dict[str, dict[str, Any]] | None = None,
+    folders: tuple[str, ...] = (),
+    roles: tuple[dict[str, Any], ...] = (),
+    **agent: Any,
+) -> MockConfigEntry:
+    """An entry as the setup flow stores it from `form` (its fields: the default roles' models, budget,
+    threads, context, KV type, GPU layers), the default roles on `servers` or their models in
+    `folders` (transformers), more model roles (`roles`, settings.role_data), and one conversation
+    agent (its options overridable). The agent has no tools unless `llm_hass_api` is given: the tiny
+    models' byte-sized tokens would need a 16k context for the Assist API's tool definitions."""
     conv = default_conversation()
     plain = {k: v for k, v in conv["data"].items() if k != CONF_LLM_HASS_API}
     conv["data"] = {**plain, CONF_TEMPERATURE: temperature, **agent}
-    entry = MockConfigEntry(
-        domain=DOMAIN, title="Sarai Omni", data=data, unique_id=DOMAIN, subentries_data=[conv, default_ai_task()]
+    data, options, defaults = migrate_roles(
+        {**form, OLD_REMOTE: servers or {}, OLD_ROLE_BACKENDS: dict.fromkeys(folders, BACKEND_TRANSFORMERS)}, {}
     )
+    models = [role_subentry(r) for r in (*defaults, *roles)]
+    entry = MockConfigEntry(
+        domain=DOMAIN, title="Sarai Omni", data=data, options=options, unique_id=DOMAIN, version=1, minor_version=4,
+        subentries_data=[*models, conv, default_ai_task()],
+    )  # fmt: skip
     entry.add_to_hass(hass)
     return entry
+
+
+def stored_entry(
+    hass: HomeAssistant, data: dict[str, Any], minor_version: int, options: dict[str, Any] | None = None, **agent: Any
+) -> MockConfigEntry:
+    """An entry as a release before 1.4 stored it: the roles' models, KV type and GPU layers in data,
+    the batch sizes in options, one agent and the AI Task as subentries."""
+    conv = default_conversation()
+    conv["data"] = {**conv["data"], **agent}
+    entry = MockConfigEntry(
+        domain=DOMAIN, title="Sarai Omni", data=data, options=options or {}, unique_id=DOMAIN, version=1,
+        minor_version=minor_version, subentries_data=[conv, default_ai_task()],
+    )  # fmt: skip
+    entry.add_to_hass(hass)
+    return entry
+
+
+def role_data(entry: ConfigEntry, role: str) -> dict[str, Any]:
+    """What the entry stores of one model role (its model subentry's data)."""
+    (found,) = (dict(s.data) for s in role_subentries(entry) if s.data[CONF_ROLE] == role)
+    return found
 
 
 async def wait_loaded(entry: MockConfigEntry, role: str = FAST) -> None:

@@ -61,8 +61,8 @@ async def test_camera_attachment_reaches_the_vision_model(
         attachments=[{"media_content_id": "media-source://camera/camera.garden", "media_content_type": "image/jpeg"}],
     )
     assert set(result.data) == {"where", "person"}
-    status = vision_entry.runtime_data.engine.snapshot()["models"]["fast"]
-    assert "image attached" in status["route_reason"]
+    status = vision_entry.runtime_data.engine.snapshot().models["fast"]
+    assert "image attached" in status.last.route_reason
 
 
 async def test_answer_outside_the_structure_is_a_clear_error() -> None:

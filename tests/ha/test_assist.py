@@ -7,6 +7,7 @@ grammar (through the entity's `_grammar` hook); everything else is the real path
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, replace
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,9 +23,8 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
-from custom_components.sarai_omni.const import CONF_N_CTX, CONF_QUALITY_MODEL
-from custom_components.sarai_omni.conversation import SaraiConversationEntity
-from custom_components.sarai_omni.engine import FAST, QUALITY, ChatRequest, ChatStream
+from custom_components.sarai_omni.const import CONF_N_CTX, CONF_QUALITY_MODEL, FAST, QUALITY
+from custom_components.sarai_omni.engine import ChatRequest, ChatStream, Engine
 from custom_components.sarai_omni.entity import tool_definitions
 
 from .conftest import agent_id, engine_reaches, make_entry, turn, wait_loaded
@@ -46,19 +46,28 @@ def state_attrs(hass: HomeAssistant, entry: MockConfigEntry, role: str) -> dict[
     return dict(state.attributes)
 
 
-def force(grammar: Callable[[conversation.ChatLog], str]) -> Any:
-    """Force the tiny model's output with a grammar chosen from the chat log."""
-    return patch.object(SaraiConversationEntity, "_grammar", lambda self, chat_log: grammar(chat_log))
+def force(grammar: Callable[[ChatRequest], str]) -> Any:
+    """Force the tiny model's output with a GBNF grammar chosen from each request the engine gets."""
+    real = Engine.chat
+
+    def chat(self: Engine, request: ChatRequest) -> ChatStream:
+        return real(self, replace(request, grammar=grammar(request)))
+
+    return patch.object(Engine, "chat", chat)
+
+
+def answering(request: ChatRequest) -> bool:
+    """Whether the request carries tool results the model has yet to answer."""
+    return bool(request.messages) and request.messages[-1]["role"] == "tool"
 
 
 def spy_requests(entry: MockConfigEntry) -> tuple[list[ChatRequest], Any]:
     """Record every request the entity sends to the (real) engine."""
     engine, seen = entry.runtime_data.engine, []
-    real = engine.chat
 
     def chat(request: ChatRequest) -> ChatStream:
         seen.append(request)
-        stream: ChatStream = real(request)
+        stream: ChatStream = type(engine).chat(engine, request)  # through force(), where it is on
         return stream
 
     return seen, patch.object(engine, "chat", chat)
@@ -77,7 +86,7 @@ async def test_tool_call_turns_on_a_real_light(
     hass: HomeAssistant, tool_entry: MockConfigEntry, kitchen_light: str
 ) -> None:
     seen, spy = spy_requests(tool_entry)
-    with spy, force(lambda log: DONE if log.unresponded_tool_results else f'root ::= "{TOOL_CALL}"'):
+    with spy, force(lambda log: DONE if answering(log) else f'root ::= "{TOOL_CALL}"'):
         result = await conversation.async_converse(
             hass, "turn on the kitchen light", None, Context(), agent_id=agent_id(hass, tool_entry)
         )
@@ -97,7 +106,7 @@ async def test_tool_call_turns_on_a_real_light(
 async def test_malformed_tool_call_goes_back_to_the_model(hass: HomeAssistant, tool_entry: MockConfigEntry) -> None:
     seen, spy = spy_requests(tool_entry)
     broken = 'root ::= "<tool_call>{\\"name\\": \\"intent__HassTurnOn\\", \\"arguments\\": {\\"name\\": }</tool_call>"'
-    with spy, force(lambda log: DONE if log.unresponded_tool_results else broken):
+    with spy, force(lambda log: DONE if answering(log) else broken):
         result = await conversation.async_converse(
             hass, "turn it on", None, Context(), agent_id=agent_id(hass, tool_entry)
         )
@@ -134,13 +143,13 @@ async def test_second_turn_evaluates_only_new_tokens(hass: HomeAssistant, loaded
     agent = agent_id(hass, loaded_entry)
     with force(lambda log: HELLO):
         first = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent)
-        turn1 = dict(loaded_entry.runtime_data.engine.snapshot()["models"][FAST])
+        turn1 = loaded_entry.runtime_data.engine.snapshot().models[FAST]
         await conversation.async_converse(hass, "and again", first.conversation_id, Context(), agent_id=agent)
-    turn2 = loaded_entry.runtime_data.engine.snapshot()["models"][FAST]
-    turn1_prompt = turn1["evaluated_prompt_tokens"] + turn1["cached_tokens"]
-    turn2_prompt = turn2["evaluated_prompt_tokens"] + turn2["cached_tokens"]
-    assert turn2["cached_tokens"] >= turn1_prompt  # all of turn 1 (system, clock, question) was reused
-    assert turn2["evaluated_prompt_tokens"] <= turn2_prompt - turn1_prompt  # only the new tokens ran
+    turn2 = loaded_entry.runtime_data.engine.snapshot().models[FAST]
+    turn1_prompt = turn1.last.evaluated_prompt_tokens + turn1.last.cached_tokens
+    turn2_prompt = turn2.last.evaluated_prompt_tokens + turn2.last.cached_tokens
+    assert turn2.last.cached_tokens >= turn1_prompt  # all of turn 1 (system, clock, question) was reused
+    assert turn2.last.evaluated_prompt_tokens <= turn2_prompt - turn1_prompt  # only the new tokens ran
 
 
 async def test_prepare_prewarms_the_standing_prompt(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
@@ -150,13 +159,13 @@ async def test_prepare_prewarms_the_standing_prompt(hass: HomeAssistant, loaded_
     entity = hass.data[conversation.DOMAIN].get_entity(agent)
     system, tools = await entity._standing_prompt("en")
     standing = await engine.warm(FAST, [system], tools)
-    assert standing["source"] == "context"  # async_prepare already evaluated it
+    assert standing.source == "context"  # async_prepare already evaluated it
     with force(lambda log: HELLO):
         await conversation.async_converse(hass, "hello", None, Context(), language="en", agent_id=agent)
-    status = engine.snapshot()["models"][FAST]
+    status = engine.snapshot().models[FAST]
     header = 12  # "<|im_start|>assistant\n" closes the warmed prompt; the turn has the user's message there
-    assert status["cached_tokens"] >= standing["prompt_tokens"] - header
-    assert status["evaluated_prompt_tokens"] < 100  # the clock line and "hello", in a byte-level tokenizer
+    assert status.last.cached_tokens >= standing.prompt_tokens - header
+    assert status.last.evaluated_prompt_tokens < 100  # the clock line and "hello", in a byte-level tokenizer
 
 
 async def test_spanish_and_english_turns_reach_the_expected_model(
@@ -248,24 +257,25 @@ async def test_the_standing_prompt_is_warmed_at_start_and_restored_after_a_resta
     entry = make_entry(hass, entry_data)
     assert await hass.config_entries.async_setup(entry.entry_id)
     engine = entry.runtime_data.engine
-    await engine_reaches(engine, lambda: engine.status(FAST)["standing_prompt"] is not None)
-    first = engine.status(FAST)["standing_prompt"]
-    assert first["source"] == "evaluated"
-    assert first["tokens"] > 100
+    await engine_reaches(engine, lambda: engine.status(FAST).standing_prompt is not None)
+    first = engine.status(FAST).standing_prompt
+    assert first.source == "evaluated"
+    assert first.tokens > 100
     state = hass.states.get(next(e for e in hass.states.async_entity_ids("sensor") if e.endswith("fast_state")))
     assert state is not None
-    assert state.attributes["standing_prompt"] == first
+    assert first is not None
+    assert state.attributes["standing_prompt"] == asdict(first)
 
     assert await hass.config_entries.async_reload(entry.entry_id)  # new workers, as after a restart
     engine = entry.runtime_data.engine
-    await engine_reaches(engine, lambda: engine.status(FAST)["standing_prompt"] is not None)
-    again = engine.status(FAST)["standing_prompt"]
-    assert again["source"] == "disk"
-    assert again["tokens"] == first["tokens"]
+    await engine_reaches(engine, lambda: engine.status(FAST).standing_prompt is not None)
+    again = engine.status(FAST).standing_prompt
+    assert again.source == "disk"
+    assert again.tokens == first.tokens
     with force(lambda log: HELLO):
         await conversation.async_converse(hass, "hello", None, Context(), language="en", agent_id=agent_id(hass, entry))
     status = engine.status(FAST)
-    assert status["cached_tokens"] >= first["tokens"] - 12  # the assistant header closes the warmed prompt
+    assert status.last.cached_tokens >= first.tokens - 12  # the assistant header closes the warmed prompt
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -273,16 +283,16 @@ async def test_the_warmed_prefix_holds_the_tools(hass: HomeAssistant, tool_entry
     """Qwen's template lists the tools inside the system block: a standing prompt warmed without them
     would leave ~1k tokens of tool definitions to every first turn."""
     engine = tool_entry.runtime_data.engine
-    await engine_reaches(engine, lambda: engine.status(FAST)["standing_prompt"] is not None)
-    standing = engine.status(FAST)["standing_prompt"]
+    await engine_reaches(engine, lambda: engine.status(FAST).standing_prompt is not None)
+    standing = engine.status(FAST).standing_prompt
     with force(lambda log: HELLO):
         await conversation.async_converse(
             hass, "hello", None, Context(), language="en", agent_id=agent_id(hass, tool_entry)
         )
     status = engine.status(FAST)
-    assert status["prompt_tokens"] > standing["tokens"] > 1000  # tools and entities in both
-    assert status["cached_tokens"] >= standing["tokens"] - 12
-    assert status["evaluated_prompt_tokens"] < 100  # the clock line and "hello" only
+    assert status.last.prompt_tokens > standing.tokens > 1000  # tools and entities in both
+    assert status.last.cached_tokens >= standing.tokens - 12
+    assert status.last.evaluated_prompt_tokens < 100  # the clock line and "hello" only
 
 
 def test_tool_definitions_do_not_depend_on_set_order() -> None:

@@ -21,7 +21,7 @@ from custom_components.sarai_omni.engine import ChatRequest
 from custom_components.sarai_omni.llm import LOOK_AT_CAMERA
 
 from .conftest import EN, GardenCamera, agent_id, make_entry, wait_loaded
-from .test_assist import force, spy_requests, state_attrs
+from .test_assist import answering, force, spy_requests, state_attrs
 
 SEEN = 'root ::= "I see a red square."'
 
@@ -158,7 +158,7 @@ async def test_a_model_that_decides_to_look_uses_the_cameras_tool(
     await wait_loaded(entry)
     seen, spy = spy_requests(entry)
     answer = 'root ::= "Sunny."'
-    with spy, force(lambda log: answer if log.unresponded_tool_results else f'root ::= "{_look(camera)}"'):
+    with spy, force(lambda log: answer if answering(log) else f'root ::= "{_look(camera)}"'):
         result = await conversation.async_converse(
             hass, "is it sunny out there?", None, Context(), language="en", agent_id=agent_id(hass, entry)
         )

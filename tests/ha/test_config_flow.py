@@ -11,7 +11,6 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 import pytest
 
-from custom_components.sarai_omni.config_flow import options_schema
 from custom_components.sarai_omni.const import (
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
@@ -23,9 +22,10 @@ from custom_components.sarai_omni.const import (
     DOMAIN,
     SUBENTRY_CONVERSATION,
 )
+from custom_components.sarai_omni.flow_schemas import options_schema
 from tests.tiny_models import write_text_model
 
-from .conftest import make_entry, shown_abort, shown_errors
+from .conftest import EN, make_entry, role_data, shown_abort, shown_errors
 
 
 async def _submit(hass: HomeAssistant, data: dict[str, Any]) -> Any:
@@ -47,10 +47,15 @@ async def test_happy_path_creates_entry_and_agent(hass: HomeAssistant, tiny_qwen
         result = await _submit(hass, _form(f"  {tiny_qwen2}  "))
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == "Sarai Omni"
-    # Trimmed, nothing the user gave is lost; the backend and the form's defaults are stored too.
-    assert result["data"] == {"backend": "llama_cpp", "kv_type": "f16", "n_gpu_layers": 0, **_form(str(tiny_qwen2))}
+    # Trimmed, nothing the user gave is lost: setup values in data, tunables in options, the model a role.
+    assert result["data"] == {CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2}
+    assert result["options"] == {"kv_type": "f16", "n_gpu_layers": 0}
     entry = hass.config_entries.async_entries(DOMAIN)[0]
-    assert [s.subentry_type for s in entry.subentries.values()] == [SUBENTRY_CONVERSATION, "ai_task_data"]
+    assert [s.subentry_type for s in entry.subentries.values()] == ["model", SUBENTRY_CONVERSATION, "ai_task_data"]
+    assert role_data(entry, "fast") == {
+        "role": "fast", "backend": "llama_cpp", "model_path": str(tiny_qwen2), "n_ctx": 512, "n_batch": 512,
+        "pinned": True,
+    }  # fmt: skip
 
 
 async def test_relative_path_under_config_dir(hass: HomeAssistant, tmp_path: Path) -> None:
@@ -105,7 +110,7 @@ async def test_does_not_fit_budget_states_numbers(hass: HomeAssistant, gemma: Pa
     placeholders = result["description_placeholders"]
     assert int(placeholders["needed_mb"]) > 256
     assert placeholders["budget_mb"] == "256"
-    assert placeholders["architecture"] == "gemma3"
+    assert "gemma-3-270m-q4_k_m.gguf: gemma3" in placeholders["models"]
 
 
 async def test_budget_above_machine_ram(hass: HomeAssistant, tiny_qwen2: Path) -> None:
@@ -170,27 +175,32 @@ async def test_options_flow_retunes_the_engine(hass: HomeAssistant, loaded_entry
         "request_timeout_s": 30,
         "router_short_chars": 100,
         "router_soft_threshold": 0.9,
-        "fast_n_batch": 128,
-        "quality_n_batch": 1024,
         "prompt_lookup": False,
     }
     result = await hass.config_entries.options.async_configure(result["flow_id"], options)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()  # reloaded with the new options
     engine = loaded_entry.runtime_data.engine
-    assert engine.pool.slot("fast").spec.kv_type == "q8_0"
-    assert engine.pool.slot("fast").spec.n_batch == 128
-    assert engine.pool.slot("fast").spec.prompt_lookup is False
+    assert engine.pool.slot("fast").spec.runtime.kv_type == "q8_0"
+    assert engine.pool.slot("fast").spec.runtime.prompt_lookup is False
     assert engine.config.request_timeout_s == 30
     assert engine.config.router.soft_threshold == 0.9
-    assert dict(loaded_entry.data)[CONF_N_CTX] == 2048  # the setup data is untouched
+    assert role_data(loaded_entry, "fast")[CONF_N_CTX] == 2048  # the role is untouched
 
 
-async def test_batch_and_prompt_lookup_options_reach_the_worker(hass: HomeAssistant, loaded_entry: Any) -> None:
+async def test_role_batch_and_prompt_lookup_option_reach_the_worker(
+    hass: HomeAssistant, loaded_entry: Any, tiny_qwen2: Path
+) -> None:
     result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
-    options = {**options_schema()({}), "fast_n_batch": 96, "prompt_lookup": False}  # the rest as shown
+    options = {**options_schema()({}), "prompt_lookup": False}  # the rest as shown
     result = await hass.config_entries.options.async_configure(result["flow_id"], options)
     assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    (fast,) = (s for s in loaded_entry.subentries.values() if s.data.get("role") == "fast")
+    flow = await loaded_entry.start_subentry_reconfigure_flow(hass, fast.subentry_id)
+    role = {"model_path": str(tiny_qwen2), "on_server": False, "n_ctx": 2048, "n_batch": 96, "pinned": True}
+    done = await hass.config_entries.subentries.async_configure(flow["flow_id"], role)
+    assert shown_abort(done, EN["config_subentries"]["model"]) == "reconfigure_successful"
     await hass.async_block_till_done()
     engine = loaded_entry.runtime_data.engine
     await engine.load("fast")
@@ -211,14 +221,14 @@ async def test_reconfigure_changes_models_and_keeps_validation(
     assert result["type"] is FlowResultType.ABORT
     assert shown_abort(result) == "reconfigure_successful"
     await hass.async_block_till_done()
-    assert loaded_entry.data[CONF_FAST_MODEL] == str(tiny_qwen3)
+    assert role_data(loaded_entry, "fast")["model_path"] == str(tiny_qwen3)
     assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.path == str(tiny_qwen3)
 
 
-async def test_reconfigured_setup_values_win_over_older_options(hass: HomeAssistant, loaded_entry: Any) -> None:
+async def test_reconfigure_sets_the_tunables_it_asks_and_keeps_the_rest(hass: HomeAssistant, loaded_entry: Any) -> None:
     hass.config_entries.async_update_entry(loaded_entry, options={"kv_type": "q8_0", "idle_unload_s": 60})
     await hass.async_block_till_done()
-    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.kv_type == "q8_0"
+    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.runtime.kv_type == "q8_0"
     options: Any = await hass.config_entries.options.async_init(loaded_entry.entry_id)
     suggested = {str(k): k.description for k in options["data_schema"].schema}
     assert suggested["kv_type"] == {"suggested_value": "q8_0"}
@@ -226,10 +236,10 @@ async def test_reconfigured_setup_values_win_over_older_options(hass: HomeAssist
     await hass.async_block_till_done()  # reloaded with the options
 
     result = await loaded_entry.start_reconfigure_flow(hass)
-    form = {**_form(loaded_entry.data[CONF_FAST_MODEL]), "kv_type": "f16", "n_gpu_layers": 0}
+    form = {**_form(role_data(loaded_entry, "fast")["model_path"]), "kv_type": "f16", "n_gpu_layers": 0}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], form)
     assert shown_abort(result) == "reconfigure_successful"
     await hass.async_block_till_done()
-    assert "kv_type" not in loaded_entry.options
+    assert loaded_entry.options["kv_type"] == "f16"  # the form asked it: the form's value is the option
     assert loaded_entry.options["idle_unload_s"] == 60  # the other tuning stays
-    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.kv_type == "f16"
+    assert loaded_entry.runtime_data.engine.pool.slot("fast").spec.runtime.kv_type == "f16"

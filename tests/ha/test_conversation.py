@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,8 @@ from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import intent
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_N_CTX
-from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_N_CTX, FAST
+from custom_components.sarai_omni.engine import GGUFModel
 
 from .conftest import agent_id, make_entry, wait_loaded
 
@@ -21,8 +22,8 @@ async def test_assist_turn_returns_speech(hass: HomeAssistant, loaded_entry: Moc
     assert result.response.response_type is intent.IntentResponseType.ACTION_DONE
     speech = result.response.speech["plain"]["speech"]
     assert speech.strip()
-    status = loaded_entry.runtime_data.engine.snapshot()["models"][FAST]
-    assert status["route_reason"].startswith("short conversational turn")
+    status = loaded_entry.runtime_data.engine.snapshot().models[FAST]
+    assert status.last.route_reason.startswith("short conversational turn")
 
 
 async def test_agent_is_listed(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
@@ -53,9 +54,8 @@ async def test_gemma_answers_with_real_words(hass: HomeAssistant, entry_data: di
 async def test_engine_error_is_a_translated_spoken_error(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
     engine = loaded_entry.runtime_data.engine
     await engine.close()  # the worker is gone ...
-    engine.pool.slot(FAST).spec = engine.pool.slot(FAST).spec.__class__(
-        FAST, "/nonexistent.gguf"
-    )  # ... and so is the file
+    slot = engine.pool.slot(FAST)
+    slot.spec = replace(slot.spec, source=GGUFModel("/nonexistent.gguf"))  # ... and so is the file
     for language, words in (("en", "A model file is missing"), ("es", "Falta un archivo de modelo")):
         result = await conversation.async_converse(
             hass, "hello", None, Context(), language=language, agent_id=agent_id(hass, loaded_entry)

@@ -26,7 +26,9 @@ async def test_diagnostics_redact_paths_and_prompts(
     assert str(model_dir) not in dumped
     assert "/tmp" not in dumped
     assert "voice assistant" not in dumped  # the agent's prompt
-    assert diag["entry"]["data"]["fast_model"] == "**REDACTED**"
+    roles = {sub["data"]["role"]: sub["data"] for sub in diag["entry"]["subentries"].values() if "role" in sub["data"]}
+    assert roles["fast"]["model_path"] == "**REDACTED**"
+    assert roles["fast"]["backend"] == "llama_cpp"
     assert diag["engine"]["models"]["fast"]["state"] == "loaded"
     assert diag["models"]["fast"]["architecture"] == "qwen2"
     assert diag["system"]["physical_cores"] >= 1

@@ -26,10 +26,12 @@ from custom_components.sarai_omni.const import (
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     DOMAIN,
+    FAST,
+    QUALITY,
 )
 from tests.fake_hub import FakeHub
 
-from .conftest import shown_errors
+from .conftest import role_data, shown_errors
 
 TWENTY_MB = 20 * 2**20
 FORM = {CONF_RAM_BUDGET_MB: 1024, CONF_N_THREADS: 2, CONF_N_CTX: 512}
@@ -83,11 +85,12 @@ async def test_seed_download_sets_up_without_typing_a_path(
     hub.add(proj.repo_id, proj.filename, await _read(hass, tiny_mmproj))
     result = await _finish_progress(hass, await _start(hass, {"download": "seed_fast", **FORM}))
     assert result["type"] is FlowResultType.CREATE_ENTRY, result
-    data = result["data"]
-    assert data[model_key] == f"models/{model.local_name}"
-    assert data[proj_key] == f"models/{proj.local_name}"
+    fast = role_data(result["result"], FAST)  # the fast role, on the downloaded files
+    assert (model_key, proj_key) == (CONF_FAST_MODEL, CONF_FAST_MMPROJ)
+    assert fast["model_path"] == f"models/{model.local_name}"
+    assert fast["mmproj_path"] == f"models/{proj.local_name}"
     assert await _read(hass, tmp_path / "models" / model.local_name) == await _read(hass, tiny_qwen2)
-    assert data["backend"] == "llama_cpp"
+    assert fast["backend"] == "llama_cpp"
 
 
 async def test_twenty_mb_arrives_with_progress_and_resumes_a_broken_connection(
@@ -183,7 +186,7 @@ async def test_reconfigure_downloads_a_quality_model(
 ) -> None:
     hub.add("acme/quality-GGUF", "q.gguf", await _read(hass, tiny_qwen3))
     result = await loaded_entry.start_reconfigure_flow(hass)
-    form = {**{k: loaded_entry.data[k] for k in (CONF_FAST_MODEL, *FORM)}, "download": "hub"}
+    form = {**FORM, CONF_FAST_MODEL: role_data(loaded_entry, FAST)["model_path"], "download": "hub"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], form)
     hub_input = {"repo_id": "acme/quality-GGUF", "filename": "q.gguf", "revision": "main", "target": CONF_QUALITY_MODEL}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], hub_input)
@@ -191,7 +194,7 @@ async def test_reconfigure_downloads_a_quality_model(
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()  # reloaded with both models
-    assert loaded_entry.data[CONF_QUALITY_MODEL] == "models/quality-GGUF/q.gguf"
+    assert role_data(loaded_entry, QUALITY)["model_path"] == "models/quality-GGUF/q.gguf"
     assert set(loaded_entry.runtime_data.engine.pool.slots) == {"fast", "quality"}
 
 

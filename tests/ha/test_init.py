@@ -11,12 +11,12 @@ from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.sarai_omni.const import CONF_FAST_MODEL, DOMAIN
-from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_QUALITY_MODEL, DOMAIN, FAST, QUALITY
 from custom_components.sarai_omni.engine.procmem import rss_bytes
+from tests.openai_server import OpenAIServer
 from tests.workers import worker
 
-from .conftest import make_entry
+from .conftest import make_entry, role_data, stored_entry
 
 
 async def test_setup_preloads_fast_model_and_unload_stops_worker(
@@ -27,7 +27,7 @@ async def test_setup_preloads_fast_model_and_unload_stops_worker(
     pid = client.pid
     assert pid is not None
     assert client.rss_bytes() > 0
-    assert engine.snapshot()["models"][FAST]["state"] == "loaded"
+    assert engine.status(FAST).state == "loaded"
     entities = er.async_entries_for_config_entry(er.async_get(hass), loaded_entry.entry_id)
     assert {e.domain for e in entities} == {"ai_task", "conversation", "sensor"}
 
@@ -75,11 +75,40 @@ def test_engine_imports_without_home_assistant() -> None:
 
 
 async def test_version_1_1_entries_are_migrated(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
-    entry = make_entry(hass, entry_data)
-    assert (entry.version, entry.minor_version) == (1, 1)
+    entry = stored_entry(hass, entry_data, minor_version=1)
     assert await hass.config_entries.async_setup(entry.entry_id)
-    assert entry.minor_version == 3
-    assert entry.data == {"backend": "llama_cpp", **entry_data}  # added, nothing else touched
+    assert entry.minor_version == 4
+    assert dict(entry.data) == {"ram_budget_mb": 1024, "n_threads": 2}
+    assert role_data(entry, FAST) == {
+        "role": FAST, "backend": "llama_cpp", "model_path": entry_data[CONF_FAST_MODEL], "n_ctx": 2048,
+        "n_batch": 512, "pinned": True,
+    }  # fmt: skip
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_1_3_entry_keeps_everything_as_roles_and_options(
+    hass: HomeAssistant, entry_data: dict[str, Any], tiny_qwen3: Path, openai_server: OpenAIServer
+) -> None:
+    """What the 1.3 release stored: both models in data, a server for quality, tuned batches."""
+    server = {"url": openai_server.url, "model": "tiny-vision", "vision": True, "audio": False, "api_key": ""}
+    data = {
+        **entry_data, "backend": "llama_cpp", "kv_type": "q8_0", "n_gpu_layers": 0,
+        CONF_QUALITY_MODEL: str(tiny_qwen3), "remote": {QUALITY: server},
+    }  # fmt: skip
+    options = {"fast_n_batch": 256.0, "quality_n_batch": 1024.0, "kv_type": "f16", "idle_unload_s": 60.0}
+    entry = stored_entry(hass, data, minor_version=3, options=options)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    assert entry.minor_version == 4
+    assert dict(entry.data) == {"ram_budget_mb": 1024, "n_threads": 2}
+    # The option the user tuned later wins over the setup form's value, as it did before.
+    assert dict(entry.options) == {"kv_type": "f16", "n_gpu_layers": 0, "idle_unload_s": 60.0}
+    assert role_data(entry, FAST)["n_batch"] == 256
+    assert role_data(entry, QUALITY) == {
+        "role": QUALITY, "backend": "remote", "server": server, "n_ctx": 8192, "n_batch": 1024, "pinned": False,
+    }  # fmt: skip
+    engine = entry.runtime_data.engine
+    assert engine.pool.slot(FAST).spec.runtime.kv_type == "f16"
+    assert engine.status(QUALITY).backend == "remote"
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -89,12 +118,11 @@ async def test_agents_with_the_old_cameras_api_get_assist_which_now_carries_the_
 ) -> None:
     """1.2 → 1.3: the cameras tool moved into HA's Assist API (the `llm` tool platform). An agent
     that chose the old "Sarai Omni cameras" API keeps its tool through Assist, once."""
-    entry = make_entry(hass, {"backend": "llama_cpp", **entry_data}, llm_hass_api=apis)
-    hass.config_entries.async_update_entry(entry, minor_version=2)
+    entry = stored_entry(hass, {"backend": "llama_cpp", **entry_data}, minor_version=2, llm_hass_api=apis)
     agent = next(s for s in entry.subentries.values() if s.subentry_type == "conversation")
     before = dict(agent.data)
     assert await hass.config_entries.async_setup(entry.entry_id)
-    assert entry.minor_version == 3
+    assert entry.minor_version == 4
     after = dict(entry.subentries[agent.subentry_id].data)
     assert after.pop("llm_hass_api") == ["assist"]
     assert after == {k: v for k, v in before.items() if k != "llm_hass_api"}  # nothing else touched
@@ -110,7 +138,7 @@ async def test_entry_from_a_newer_release_is_left_alone(hass: HomeAssistant, ent
 
 
 async def test_unknown_backend_fails_setup_clearly(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
-    entry = make_entry(hass, {**entry_data, "backend": "openai_remote"})
+    entry = stored_entry(hass, {**entry_data, "backend": "openai_remote"}, minor_version=3)
     assert not await hass.config_entries.async_setup(entry.entry_id)
     assert entry.state is ConfigEntryState.SETUP_ERROR
     assert entry.reason is not None

@@ -30,18 +30,19 @@ from custom_components.sarai_omni.const import (
     CONF_N_CTX,
     CONF_N_THREADS,
     CONF_RAM_BUDGET_MB,
-    CONF_REMOTE,
+    CONF_SERVER,
     DOMAIN,
+    FAST,
     ISSUE_REMOTE_DOWN,
+    QUALITY,
     REMOTE_DOWN_AFTER,
 )
-from custom_components.sarai_omni.engine import FAST, QUALITY
 from tests.conftest import server_models
 from tests.openai_server import OpenAIServer, free_port
 
-from .conftest import agent_id, make_entry, shown_errors, turn, wait_loaded
+from .conftest import agent_id, make_entry, role_data, shown_errors, turn, wait_loaded
 from .test_ai_task import STRUCTURE, task_entity
-from .test_assist import DONE, HELLO, TOOL_CALL, force, state_attrs
+from .test_assist import DONE, HELLO, TOOL_CALL, answering, force, state_attrs
 from .test_services import call
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
@@ -53,8 +54,10 @@ def remote(url: str, model: str = "tiny", **extra: Any) -> dict[str, Any]:
     return {"url": url, "api_key": "", "model": model, "vision": False, "audio": False, **extra}
 
 
-async def setup(hass: HomeAssistant, data: dict[str, Any], **agent: Any) -> MockConfigEntry:
-    entry = make_entry(hass, {"backend": "llama_cpp", **SETUP, **data}, **agent)
+async def setup(
+    hass: HomeAssistant, form: dict[str, Any] | None = None, *, servers: dict[str, Any], **agent: Any
+) -> MockConfigEntry:
+    entry = make_entry(hass, {**SETUP, **(form or {})}, servers=servers, **agent)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done(wait_background_tasks=True)  # the preload too
     assert entry.state is ConfigEntryState.LOADED
@@ -64,7 +67,7 @@ async def setup(hass: HomeAssistant, data: dict[str, Any], **agent: Any) -> Mock
 @pytest.fixture
 async def remote_entry(hass: HomeAssistant, openai_server: OpenAIServer) -> AsyncGenerator[MockConfigEntry]:
     """Everything on the server: the fast role is `tiny` there."""
-    entry = await setup(hass, {CONF_REMOTE: {FAST: remote(openai_server.url)}})
+    entry = await setup(hass, servers={FAST: remote(openai_server.url)})
     await wait_loaded(entry)
     yield entry
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -86,11 +89,11 @@ async def test_flow_sends_the_fast_role_to_a_server(hass: HomeAssistant, openai_
         result["flow_id"], {"model": "tiny", "vision": False, "audio": False}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"][CONF_REMOTE] == {FAST: remote(openai_server.url)}  # trailing slash trimmed
     entry = hass.config_entries.async_entries(DOMAIN)[0]
+    assert role_data(entry, FAST)[CONF_SERVER] == remote(openai_server.url)  # trailing slash trimmed
     await hass.async_block_till_done()
     await wait_loaded(entry)
-    assert entry.runtime_data.engine.status(FAST)["server"] == openai_server.url
+    assert entry.runtime_data.engine.status(FAST).server == openai_server.url
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -132,13 +135,13 @@ async def test_reconfigure_keeps_the_server_and_can_go_local(
         result["flow_id"], {"model": "tiny-vision", "vision": True, "audio": False}
     )
     assert result["reason"] == "reconfigure_successful"
-    assert remote_entry.data[CONF_REMOTE][FAST]["model"] == "tiny-vision"
+    assert role_data(remote_entry, FAST)[CONF_SERVER]["model"] == "tiny-vision"
     await hass.async_block_till_done()
     # Back to a local file: the server settings go.
     result = await remote_entry.start_reconfigure_flow(hass)
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**SETUP, "fast_model": str(tiny_qwen2)})
     assert result["reason"] == "reconfigure_successful"
-    assert CONF_REMOTE not in remote_entry.data
+    assert CONF_SERVER not in role_data(remote_entry, FAST)
     await hass.async_block_till_done()
 
 
@@ -158,7 +161,7 @@ async def test_streamed_assist_turn(hass: HomeAssistant, remote_entry: MockConfi
     assert (attrs["remote"], attrs["model"], attrs["server"]) == (
         True,
         "tiny",
-        remote_entry.data[CONF_REMOTE][FAST]["url"],
+        role_data(remote_entry, FAST)[CONF_SERVER]["url"],
     )
     assert attrs["ttft_ms"] > 0
 
@@ -166,8 +169,8 @@ async def test_streamed_assist_turn(hass: HomeAssistant, remote_entry: MockConfi
 async def test_tool_call_on_the_server_turns_on_a_real_light(
     hass: HomeAssistant, openai_server: OpenAIServer, kitchen_light: str
 ) -> None:
-    entry = await setup(hass, {CONF_REMOTE: {FAST: remote(openai_server.url)}}, llm_hass_api=[llm.LLM_API_ASSIST])
-    with force(lambda log: DONE if log.unresponded_tool_results else f'root ::= "{TOOL_CALL}"'):
+    entry = await setup(hass, servers={FAST: remote(openai_server.url)}, llm_hass_api=[llm.LLM_API_ASSIST])
+    with force(lambda log: DONE if answering(log) else f'root ::= "{TOOL_CALL}"'):
         result = await conversation.async_converse(
             hass, "turn on the kitchen light", None, Context(), agent_id=agent_id(hass, entry)
         )
@@ -184,19 +187,20 @@ async def test_image_goes_to_the_remote_quality_model(
     hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
     entry = await setup(
         hass,
-        {"fast_model": str(tiny_qwen2), CONF_REMOTE: {QUALITY: remote(openai_server.url, "tiny-vision", vision=True)}},
+        {"fast_model": str(tiny_qwen2)},
+        servers={QUALITY: remote(openai_server.url, "tiny-vision", vision=True)},
     )
     response = await call(hass, "analyze_image", image_path=[str(jpeg)], prompt="What do you see?", max_tokens=8)
     assert response["model"] == "quality"
     assert "image attached" in response["route_reason"]
     assert response["text"]  # the server's tiny vision model saw the image and answered
     engine = entry.runtime_data.engine
-    assert engine.status(QUALITY)["model"] == "tiny-vision"
-    assert engine.status(FAST)["remote"] is False
+    assert engine.status(QUALITY).model == "tiny-vision"
+    assert engine.status(FAST).remote is False
     unloaded = await call(hass, "unload_model", model="quality")
     assert unloaded["state"] == "unloaded"
     assert (await call(hass, "load_model", model="quality"))["state"] == "remote"
-    assert engine.snapshot()["models"][QUALITY]["estimate_mb"] == 0
+    assert engine.status(QUALITY).estimate_mb == 0
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -219,7 +223,7 @@ async def test_server_killed_mid_answer(hass: HomeAssistant, tmp_path: Path, gem
     server = OpenAIServer(tmp_path, [slow])
     await asyncio.to_thread(server.start)
     try:
-        entry = await setup(hass, {CONF_REMOTE: {FAST: remote(server.url, model="slow")}})
+        entry = await setup(hass, servers={FAST: remote(server.url, model="slow")})
         await wait_loaded(entry)
         texts: list[str] = []
 
@@ -246,7 +250,7 @@ async def test_server_killed_mid_answer(hass: HomeAssistant, tmp_path: Path, gem
 
 async def test_repair_when_the_server_stays_down(hass: HomeAssistant, tmp_path: Path, model_dir: Path) -> None:
     server = OpenAIServer(tmp_path, server_models(model_dir))
-    entry = await setup(hass, {CONF_REMOTE: {FAST: remote(server.url)}})  # not started yet
+    entry = await setup(hass, servers={FAST: remote(server.url)})  # not started yet
     agent = agent_id(hass, entry)
     for _ in range(REMOTE_DOWN_AFTER - 1):  # the preload was the first failure
         result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent)
@@ -271,12 +275,14 @@ async def test_api_key_never_in_diagnostics(
     server = OpenAIServer(tmp_path, server_models(model_dir), api_key=SECRET)
     await asyncio.to_thread(server.start)
     try:
-        entry = await setup(hass, {CONF_REMOTE: {FAST: remote(server.url, api_key=SECRET)}})
+        entry = await setup(hass, servers={FAST: remote(server.url, api_key=SECRET)})
         await wait_loaded(entry)
         assert await async_setup_component(hass, "diagnostics", {})
         diag = await get_diagnostics_for_config_entry(hass, hass_client, entry)
         assert SECRET not in json.dumps(diag)
-        assert diag["entry"]["data"][CONF_REMOTE][FAST]["api_key"] == "**REDACTED**"
+        subentries = diag["entry"]["subentries"].values()
+        roles = {sub["data"]["role"]: sub["data"] for sub in subentries if "role" in sub["data"]}
+        assert roles[FAST][CONF_SERVER]["api_key"] == "**REDACTED**"
         assert diag["engine"]["models"][FAST]["server"] == server.url
         assert await hass.config_entries.async_unload(entry.entry_id)
     finally:

@@ -20,9 +20,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import get_diagnostics_for_config_entry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_RAM_BUDGET_MB, DOMAIN
-from custom_components.sarai_omni.engine import FAST
-from custom_components.sarai_omni.engine.client import WorkerClient
+from custom_components.sarai_omni.const import CONF_FAST_MODEL, CONF_RAM_BUDGET_MB, DOMAIN, FAST
+from custom_components.sarai_omni.engine.backends.client import WorkerClient
 from custom_components.sarai_omni.engine.protocol import FAULTS_ENV
 from tests.tiny_models import write_text_model
 from tests.workers import worker
@@ -101,7 +100,7 @@ async def test_crash_loop_after_three_crashes(hass: HomeAssistant, loaded_entry:
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # an idle worker dying is a crash too
         await engine_reaches(engine, crashed(client, crash + 1))
-        assert engine.snapshot()["models"][FAST]["state"] == "unloaded"  # reported at once, not at next use
+        assert engine.status(FAST).state == "unloaded"  # reported at once, not at next use
         await wait_loaded(loaded_entry)  # restarts the worker
     found = issue(hass, "crash_loop")
     assert found is not None
@@ -150,7 +149,7 @@ async def test_worker_killed_by_sigill_means_unusable_backend(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_loaded(entry)
     engine = entry.runtime_data.engine
-    assert engine.status(FAST)["repack"] is False
+    assert engine.status(FAST).repack is False
     client = worker(engine, FAST)
     assert client.pid is not None
     os.kill(client.pid, signal.SIGILL)  # what a wheel built for another CPU does on its first AVX-512 op

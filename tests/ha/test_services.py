@@ -57,12 +57,11 @@ async def test_analyze_image_on_a_camera(
     response = await call(hass, "analyze_image", camera_entity_id="camera.garden", prompt="What do you see?")
     assert set(response) >= {"text", "model", "route_reason", "timings"}
     assert response["model"] == "fast"
-    assert "quality model not configured" in response["route_reason"]
-    assert "the fast model has a vision projector" in response["route_reason"]
+    assert response["route_reason"] == "image attached; the fast model sees"  # the only role
     assert set(response["timings"]) == {"load_ms", "ttft_ms", "tokens_per_second"}
     text_only = vision_entry.runtime_data.engine
     slot = text_only.pool.slot("fast")
-    assert slot.last["cached_tokens"] == 0
+    assert slot.last.cached_tokens == 0
     # The image's embeddings were evaluated: more prompt tokens than the same request without it.
     from custom_components.sarai_omni.engine import ChatRequest
 
@@ -185,7 +184,7 @@ async def quality_entry(
 ) -> MockConfigEntry:
     """fast + quality, both with the tiny projector; a budget that holds both, or only the fast one."""
     from custom_components.sarai_omni.const import CONF_IDLE_UNLOAD_S, CONF_QUALITY_MMPROJ, CONF_QUALITY_MODEL
-    from custom_components.sarai_omni.engine.pool import MB
+    from custom_components.sarai_omni.engine import MB
 
     assert await async_setup_component(hass, "ffmpeg", {})
     data = {
@@ -216,10 +215,10 @@ async def test_image_falls_back_to_fast_vl_when_quality_cannot_fit(
     pool = entry.runtime_data.engine.pool
     assert response["model"] == "fast"
     assert "quality model does not fit the RAM budget" in response["route_reason"]
-    assert "the fast model has a vision projector" in response["route_reason"]
+    assert "the fast model sees" in response["route_reason"]
     assert pool.slot("fast").loaded  # the pinned fast model was never evicted for it
     assert not pool.slot("quality").loaded
-    assert pool.measured_rss() <= pool.budget
+    assert pool.watchdog.measured_rss() <= pool.budget
 
 
 async def test_image_loads_quality_on_demand_then_it_idles_out(
@@ -232,8 +231,8 @@ async def test_image_loads_quality_on_demand_then_it_idles_out(
     response = await call(hass, "analyze_image", image_path=[str(jpeg)])
     assert response["model"] == "quality"
     assert response["timings"]["load_ms"] > 0  # loaded for this request
-    assert pool.measured_rss() <= pool.budget
+    assert pool.watchdog.measured_rss() <= pool.budget
     engine = entry.runtime_data.engine
-    await engine_reaches(engine, lambda: engine.status("quality")["state"] == "unloaded")  # idle_unload_s = 1
+    await engine_reaches(engine, lambda: engine.status("quality").state == "unloaded")  # idle_unload_s = 1
     assert not pool.slot("quality").loaded
     assert pool.slot("fast").loaded

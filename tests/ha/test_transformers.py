@@ -31,22 +31,22 @@ from homeassistant.helpers import entity_registry as er, issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.sarai_omni.config_flow import options_schema
 from custom_components.sarai_omni.const import (
+    CONF_BACKEND,
     CONF_FAST_MODEL,
     CONF_N_CTX,
     CONF_N_THREADS,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
-    CONF_ROLE_BACKENDS,
     CONF_TORCH_PYTHON,
     DOMAIN,
     ISSUE_TORCH_MISSING,
+    QUALITY,
 )
-from custom_components.sarai_omni.engine import QUALITY
-from custom_components.sarai_omni.engine.backend import Speech
+from custom_components.sarai_omni.engine import SPEAK, Speech
+from custom_components.sarai_omni.flow_schemas import options_schema
 
-from .conftest import EN, entity_of, make_entry, shown_errors, turn, wait_loaded
+from .conftest import EN, entity_of, make_entry, role_data, shown_errors, turn, wait_loaded
 from .test_audio import pcm_and_seconds, run_voice_pipeline, speech  # noqa: F401  (speech: a fixture)
 from .test_services import call
 
@@ -64,9 +64,8 @@ async def setup_omni(
     hass.config.allowlist_external_dirs |= {str(tiny_omni.parent)}
     # phcc's config dir outlives the test: HA's TTS file cache there would answer instead of the model
     await hass.async_add_executor_job(partial(shutil.rmtree, hass.config.path("tts"), ignore_errors=True))
-    data = {**entry_data, CONF_QUALITY_MODEL: str(tiny_omni), CONF_ROLE_BACKENDS: {QUALITY: "transformers"},
-            CONF_RAM_BUDGET_MB: 4096}  # fmt: skip
-    entry = make_entry(hass, data, **agent)
+    data = {**entry_data, CONF_QUALITY_MODEL: str(tiny_omni), CONF_RAM_BUDGET_MB: 4096}
+    entry = make_entry(hass, data, folders=(QUALITY,), **agent)
     hass.config_entries.async_update_entry(entry, options={CONF_TORCH_PYTHON: python})
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
@@ -112,8 +111,8 @@ async def test_tts_through_ha_is_a_wav_with_audio(
     assert rate == 24000
     assert seconds > 0
     status = omni_entry.runtime_data.engine.status(QUALITY)  # the model spoke (no cache answered)
-    assert status["voice"] == "Ethan"
-    assert status["speech_seconds"] == pytest.approx(seconds, abs=0.01)
+    assert status.last.voice == "Ethan"
+    assert status.last.speech_seconds == pytest.approx(seconds, abs=0.01)
 
 
 async def test_tts_speaks_streamed_text_sentence_by_sentence(hass: HomeAssistant, omni_entry: MockConfigEntry) -> None:
@@ -174,7 +173,7 @@ async def test_assist_pipeline_with_sarai_stt_agent_and_tts_completes_every_stag
         rate = w.getframerate()
     assert (len(data) - 44) / 2 / rate > 0  # speech after the header (streamed: its length is the file's)
     status = omni_entry.runtime_data.engine.status(QUALITY)
-    assert status.get("speech_seconds", 0) > 0, (len(data), status, [e.data for e in events][-4:])
+    assert (status.last.speech_seconds or 0) > 0, (len(data), status, [e.data for e in events][-4:])
 
 
 async def test_analyze_image_and_an_assist_turn_on_the_transformers_role(
@@ -185,11 +184,11 @@ async def test_analyze_image_and_an_assist_turn_on_the_transformers_role(
     assert response["model"] == QUALITY
     assert isinstance(response["text"], str)
     status = omni_entry.runtime_data.engine.status(QUALITY)
-    assert status["backend"] == "transformers"
-    assert status["images"] == 1
+    assert status.backend == "transformers"
+    assert status.last.images == 1
     result = await turn(hass, omni_entry, "Hello there", lambda _: None)
     assert result.response.response_type.value == "action_done"
-    assert omni_entry.runtime_data.engine.status(QUALITY)["images"] == 0  # the turn was the last request
+    assert omni_entry.runtime_data.engine.status(QUALITY).last.images == 0  # the turn was the last request
 
 
 async def test_a_killed_worker_is_a_spoken_error_then_the_next_turn_works(
@@ -282,8 +281,8 @@ async def test_the_flow_takes_a_model_folder_and_the_options_check_the_torch_pyt
             flow["flow_id"], {**form, CONF_QUALITY_MODEL: str(tiny_omni)}
         )
         assert done["type"] is FlowResultType.CREATE_ENTRY
-        assert done["data"][CONF_ROLE_BACKENDS] == {QUALITY: "transformers"}
         entry = hass.config_entries.async_entries(DOMAIN)[0]
+        assert role_data(entry, QUALITY)[CONF_BACKEND] == "transformers"  # a folder: decided by the flow
         options = await hass.config_entries.options.async_init(entry.entry_id)
         assert options["data_schema"] is not None
         assert CONF_TORCH_PYTHON in {str(k) for k in options["data_schema"].schema}
@@ -300,4 +299,4 @@ async def test_the_flow_takes_a_model_folder_and_the_options_check_the_torch_pyt
 
 async def test_without_a_model_that_speaks_there_is_no_tts(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
     assert entity_of(hass, loaded_entry, "tts") is None  # GGUF roles only: nothing speaks
-    assert loaded_entry.runtime_data.engine.speaker is None
+    assert loaded_entry.runtime_data.engine.best_for(SPEAK) is None

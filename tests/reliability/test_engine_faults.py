@@ -23,14 +23,14 @@ from custom_components.sarai_omni.engine import (
     InvalidInput,
     InvalidModelFile,
     ModelNotFound,
-    ModelSpec,
     WorkerCrashed,
     read_gguf,
 )
-from custom_components.sarai_omni.engine.backend import BackendFactory
-from custom_components.sarai_omni.engine.llamacpp import llama_cpp_factory
+from custom_components.sarai_omni.engine.backends.base import BackendFactory
+from custom_components.sarai_omni.engine.backends.llamacpp import llama_cpp_factory
 from custom_components.sarai_omni.engine.procmem import alive, rss_bytes
 from tests.engine.conftest import ENDLESS, HELLO, USER, EngineFactory
+from tests.specs import gguf_spec
 from tests.tiny_models import write_mmproj
 from tests.workers import worker
 
@@ -44,7 +44,7 @@ def image_message(path: Path, text: str = "what is this?") -> list[dict[str, obj
 
 
 def vision_engine(model: Path, mmproj: Path, budget_mb: int, factory: BackendFactory | None = None) -> Engine:
-    fast = ModelSpec("fast", str(model), str(mmproj), n_ctx=4096, n_threads=1, pinned=True)
+    fast = gguf_spec("fast", str(model), str(mmproj), n_ctx=4096, n_threads=1, pinned=True)
     return Engine(EngineConfig(models=(fast,), ram_budget_mb=budget_mb, backend_factory=factory))
 
 
@@ -110,10 +110,10 @@ async def test_watchdog_stops_a_worker_that_outgrows_the_budget(tiny_qwen2: Path
         assert worker(engine).cgroup is None
         with pytest.raises(DoesNotFitBudget, match=f"{budget_mb} MB RAM budget"):
             await engine.complete(ChatRequest(image_message(big), max_tokens=4))
-        assert engine.status("fast")["state"] == "unloaded"
+        assert engine.status("fast").state == "unloaded"
         after = await engine.complete(ChatRequest(USER, grammar=HELLO, max_tokens=20))  # text works again
         assert after.text == "Hello there, friend."
-        record("watchdog_peak_rss_over_budget", round(engine.snapshot()["peak_rss_mb"] / budget_mb, 2))
+        record("watchdog_peak_rss_over_budget", round(engine.snapshot().peak_rss_mb / budget_mb, 2))
     finally:
         await engine.close()
 
@@ -149,8 +149,8 @@ async def test_projector_of_another_model_leaves_text_working(tiny_qwen2: Path, 
     engine = vision_engine(tiny_qwen2, other, budget_mb=2048)
     try:
         status = await engine.load("fast")
-        assert status["state"] == "loaded"
-        assert "projector" in (status["vision_error"] or "")
+        assert status.state == "loaded"
+        assert "projector" in (status.vision_error or "")
         assert (await engine.complete(ChatRequest(USER, grammar=HELLO))).text == "Hello there, friend."
         with pytest.raises(InvalidInput, match="projector"):
             await engine.complete(ChatRequest(image_message(jpeg), max_tokens=4))
@@ -188,13 +188,13 @@ async def test_state_dir_that_is_not_a_folder(tiny_qwen2: Path, tiny_mmproj: Pat
     """Nothing can be written under it (here: a file stands where the folder should be)."""
     state = tmp_path / "state"
     state.write_text("not a folder")
-    fast = ModelSpec(
+    fast = gguf_spec(
         "fast", str(tiny_qwen2), str(tiny_mmproj), n_threads=1, pinned=True, kv_cache_dir=str(state / "kv")
     )
     engine = Engine(EngineConfig(models=(fast,), ram_budget_mb=2048, state_dir=str(state)))
     try:
         await engine.start([{"role": "system", "content": "standing prompt"}])
-        assert engine.status("fast")["state"] == "loaded"
+        assert engine.status("fast").state == "loaded"
         await engine.warm("fast", [{"role": "system", "content": "another standing prompt"}])
         assert (await engine.complete(ChatRequest(image_message(jpeg), max_tokens=4))).finish_reason
         assert (await engine.complete(ChatRequest(USER, grammar=HELLO))).text == "Hello there, friend."
@@ -205,7 +205,8 @@ async def test_state_dir_that_is_not_a_folder(tiny_qwen2: Path, tiny_mmproj: Pat
 READ_ONLY_AND_FULL = """
 import asyncio, os, subprocess, sys
 from pathlib import Path
-from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, ModelSpec
+from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig
+from tests.specs import gguf_spec
 ro, full, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 try:
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
@@ -214,7 +215,7 @@ try:
 except (OSError, subprocess.CalledProcessError):
     sys.exit(77)  # no mounts allowed in this namespace: the test is skipped
 async def main(state):
-    spec = ModelSpec("fast", model, n_threads=1, pinned=True, kv_cache_dir=str(state / "kv"))
+    spec = gguf_spec("fast", model, n_threads=1, pinned=True, kv_cache_dir=str(state / "kv"))
     engine = Engine(EngineConfig(models=(spec,), ram_budget_mb=2048, state_dir=str(state)))
     await engine.start([{"role": "system", "content": "standing prompt " * 50}])
     result = await engine.complete(ChatRequest([{"role": "user", "content": "hi"}], grammar='root ::= "ok"'))
@@ -255,7 +256,7 @@ async def test_crash_during_an_image_leaves_no_litter(
     foreign = [kv / f"state-0therm0del00-{i}.kv" for i in range(12)]  # another model's snapshots
     for path in foreign:
         path.write_bytes(b"x")
-    fast = ModelSpec("fast", str(tiny_qwen2), str(tiny_mmproj), n_threads=1, pinned=True, kv_cache_dir=str(kv))
+    fast = gguf_spec("fast", str(tiny_qwen2), str(tiny_mmproj), n_threads=1, pinned=True, kv_cache_dir=str(kv))
     engine = Engine(EngineConfig(models=(fast,), ram_budget_mb=2048, state_dir=str(tmp_path)))
     try:
         await engine.start([{"role": "system", "content": "standing prompt"}])
@@ -281,7 +282,7 @@ async def test_model_file_deleted_and_truncated_while_loaded(
 ) -> None:
     copy = tmp_path / "model.gguf"
     shutil.copy(tiny_qwen2, copy)
-    engine = Engine(EngineConfig(models=(ModelSpec("fast", str(copy), n_threads=1, pinned=True),), ram_budget_mb=2048))
+    engine = Engine(EngineConfig(models=(gguf_spec("fast", str(copy), n_threads=1, pinned=True),), ram_budget_mb=2048))
     try:
         await engine.load("fast")
         copy.unlink()  # the loaded model runs on from its mapping
@@ -334,11 +335,12 @@ async def test_kernel_limit_ends_a_runaway_between_two_samples(
     tiny_qwen2: Path, tiny_mmproj: Path, tmp_path: Path, big: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the watchdog asleep, the worker's memory cgroup (where the kernel offers one) ends it."""
-    from custom_components.sarai_omni.engine import cgroup, pool
+    from custom_components.sarai_omni.engine import cgroup
+    from custom_components.sarai_omni.engine.pool import watchdog
 
     if await asyncio.to_thread(cgroup.memory_parent) is None:
         pytest.skip("this kernel gives this process no memory cgroup to delegate")
-    monkeypatch.setattr(pool, "WATCH_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(watchdog, "WATCH_INTERVAL_S", 3600.0)
     parent, _ = cgroup.memory_parent() or (tmp_path, "")
     orphan = parent / "sarai_omni-999999999-fast-1"  # left by an HA process that died
     orphan.mkdir()

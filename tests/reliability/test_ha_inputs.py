@@ -24,10 +24,9 @@ import probatio
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, CONF_N_THREADS, DOMAIN, ISSUE_MODEL_MISSING
-from custom_components.sarai_omni.engine import FAST
+from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, CONF_N_THREADS, DOMAIN, FAST, ISSUE_MODEL_MISSING
 from custom_components.sarai_omni.engine.procmem import rss_bytes
-from custom_components.sarai_omni.integration import engine_config
+from custom_components.sarai_omni.settings import engine_config
 from custom_components.sarai_omni.vision import MAX_SIDE, to_jpeg
 from tests.ha.conftest import agent_id, engine_reaches, make_entry, wait_loaded
 from tests.ha.test_ai_task import STRUCTURE, task_entity
@@ -108,7 +107,7 @@ async def test_decompression_bomb_is_refused_before_decoding(
         await call(hass, "analyze_image", image_path=[str(bomb)])
     assert err.value.translation_key == "image_too_many_pixels"
     grew = ((rss_bytes(os.getpid()) or 0) - before) / MB
-    peak = engine.snapshot()["peak_rss_mb"] / engine.budget_mb
+    peak = engine.snapshot().peak_rss_mb / engine.budget_mb
     record("ha_rss_growth_12000px_mb", round(grew, 1))
     record("max_sampled_rss_over_budget_12000px", round(peak, 3))
     assert grew < 100  # decoding it would take 144 MB for the grey plane alone, 432 MB as RGB
@@ -154,7 +153,7 @@ async def test_flow_refuses_unusable_paths(hass: HomeAssistant, entry_data: dict
 async def test_threads_are_capped_at_the_cpus(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
     entry = make_entry(hass, {**entry_data, CONF_N_THREADS: 256})
     spec = engine_config(hass, entry).models[0]
-    assert spec.n_threads == os.cpu_count()
+    assert spec.runtime.n_threads == os.cpu_count()
 
 
 # -- bad values through every entry point ---------------------------------------------------------------
@@ -237,7 +236,7 @@ async def test_state_folder_that_cannot_be_written(
         entry = make_entry(hass, {**entry_data, CONF_FAST_MMPROJ: str(tiny_mmproj)})
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done(wait_background_tasks=True)
-        assert entry.runtime_data.engine.status(FAST)["state"] == "loaded"  # the preload did not fail
+        assert entry.runtime_data.engine.status(FAST).state == "loaded"  # the preload did not fail
         result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent_id(hass, entry))
         assert result.response.error_code is None
         assert (await call(hass, "analyze_image", image_path=[str(jpeg)], max_tokens=4))["model"] == FAST
@@ -271,7 +270,7 @@ async def test_removing_an_entry_while_it_preloads_logs_no_failure(
     entry = make_entry(hass, entry_data)
     assert await hass.config_entries.async_setup(entry.entry_id)  # the preload starts in the background
     engine = entry.runtime_data.engine
-    await engine_reaches(engine, lambda: engine.status(FAST)["state"] == "loading")
+    await engine_reaches(engine, lambda: engine.status(FAST).state == "loading")
     await asyncio.sleep(0.05)  # the worker is starting / loading the model now
     with caplog.at_level(logging.WARNING):
         assert await hass.config_entries.async_remove(entry.entry_id)
@@ -291,7 +290,7 @@ async def test_many_requests_at_once_stay_in_budget_without_stalls(
 
     async def sample() -> None:
         while not done.is_set():
-            samples.append(engine.pool.measured_rss())
+            samples.append(engine.pool.watchdog.measured_rss())
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())

@@ -1,27 +1,32 @@
 """The Engine facade: routing, the model pool and streaming chat, with no Home Assistant imports.
 
-The HA layer talks to the engine only through `Engine`: it never reaches into the pool, its slots
-or a backend. Who calls whom: Engine → ModelPool (what is loaded, budget, queue) → Backend
-(backend.py: llama.cpp worker by default) for every model operation.
+The HA layer talks to the engine only through this package's API (`Engine` and the types of
+engine/__init__): it never reaches into the pool, its slots or a backend. Who calls whom: Engine ->
+ModelPool (what is loaded, budget, queue) -> Backend (backends/: llama.cpp worker by default).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 import logging
 from typing import TYPE_CHECKING, Any
 
 from . import defaults
-from .backend import Backend, BackendFactory, ChatRequest, Generated, ModelSpec, Speech
-from .errors import InvalidInput
-from .gguf import GGUFInfo
-from .llamacpp import llama_cpp_factory
-from .pool import MB, ModelPool
-from .prompts import Message, ThinkFilter, clean, count_parts, sentences
-from .router import FAST, QUALITY, Availability, RouteDecision, RouterConfig, route
-from .transformers_backend import transformers_factory
+from .backends import default_factory
+from .backends.base import BackendFactory, ChatRequest, ConstrainsOutput, Inspects, Speaks, Speech, Warmed, Warms
+from .capabilities import CHAT, SPEAK
+from .chat import ChatResult, ChatStream
+from .errors import CapabilityMissing, InvalidInput
+from .files import ModelFiles
+from .pool import ModelPool
+from .pool.budget import MB
+from .pool.slot import ModelSlot
+from .prompts import Message, clean, sentences
+from .router import Needs, RoleView, RouteDecision, RouterConfig, route
+from .spec import ModelSpec, RemoteModel, server_label
+from .status import EngineStatus, ModelStatus, StandingPrompt
 
 if TYPE_CHECKING:
     import aiohttp
@@ -31,7 +36,7 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Everything the engine needs; built by the HA layer from the config entry."""
+    """Everything the engine needs; built by the HA layer from the config entry (config.py there)."""
 
     models: tuple[ModelSpec, ...]
     ram_budget_mb: int
@@ -41,110 +46,12 @@ class EngineConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     python: str | None = None  # the llama.cpp worker's interpreter (default: this one)
     state_dir: str | None = None  # where load calibrations are remembered (None: in memory only)
-    backend_factory: BackendFactory | None = None  # who runs each role (default: default_factory)
+    backend_factory: BackendFactory | None = None  # who runs each role (default: backends.default_factory)
     http_session: aiohttp.ClientSession | None = None  # remote roles' connections (HA's shared session)
 
 
-def default_factory(
-    python: str | None = None, session: aiohttp.ClientSession | None = None, memory_limit: int | None = None
-) -> BackendFactory:
-    """Remote specs on an OpenAI-compatible server; model folders in transformers workers (the torch
-    venv's Python); GGUF files in llama.cpp workers. Local workers each get a hard `memory_limit`
-    (bytes) where the kernel offers one."""
-    local, torch = llama_cpp_factory(python, memory_limit), transformers_factory(memory_limit)
-
-    def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> Backend:
-        if spec.remote is not None:
-            from .remote import RemoteBackend  # noqa: PLC0415  (aiohttp stays out of worker processes)
-
-            return RemoteBackend(spec, session)
-        if spec.transformers is not None:
-            return torch(spec, on_crash)
-        return local(spec, on_crash)
-
-    return make
-
-
-@dataclass(frozen=True, slots=True)
-class ChatResult:
-    """The finished answer and what it cost."""
-
-    text: str
-    role: str
-    model: str
-    load_ms: float
-    ttft_ms: float
-    tokens_per_second: float
-    prompt_tokens: int
-    cached_tokens: int
-    evaluated_prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-    dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
-    audio_seconds: float = 0.0  # of the clips the prompt carried
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class ChatStream:
-    """Async iterator over text deltas; `result` is set once the stream is exhausted."""
-
-    def __init__(self, engine: Engine, request: ChatRequest) -> None:
-        self._engine, self._request = engine, request
-        self.result: ChatResult | None = None
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._run()
-
-    async def _run(self) -> AsyncIterator[str]:
-        req, pool = self._request, self._engine.pool
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (req.timeout_s or self._engine.config.request_timeout_s)
-        parts: list[str] = []
-        done = Generated()
-        thoughts = ThinkFilter()  # reasoning is not the answer: never spoken, never in a result
-        async with pool.use(req.role, deadline) as (slot, load_ms):
-            async for item in slot.backend.generate(req, deadline):
-                if isinstance(item, str):
-                    if text := thoughts.feed(item):
-                        parts.append(text)
-                        yield text
-                else:
-                    done = item
-            if tail := thoughts.flush():
-                parts.append(tail)
-                yield tail
-            self.result = ChatResult(
-                text="".join(parts),
-                role=req.role,
-                model=slot.name,
-                load_ms=load_ms,
-                ttft_ms=done.ttft_ms,
-                tokens_per_second=done.tokens_per_second,
-                prompt_tokens=done.prompt_tokens,
-                cached_tokens=done.cached_tokens,
-                evaluated_prompt_tokens=done.evaluated_prompt_tokens,
-                completion_tokens=done.completion_tokens,
-                finish_reason=done.finish_reason,
-                dropped_messages=done.dropped_messages,
-                audio_seconds=round(done.audio_seconds, 2),
-            )
-            slot.last.update(  # the last request's figures, beside what the pool keeps of the load
-                ttft_ms=round(done.ttft_ms, 1),
-                tokens_per_second=round(done.tokens_per_second, 2),
-                prompt_tokens=done.prompt_tokens,
-                evaluated_prompt_tokens=done.evaluated_prompt_tokens,
-                cached_tokens=done.cached_tokens,
-                route_reason=req.route_reason,
-                images=count_parts(req.messages, "image"),
-                audio_seconds=self.result.audio_seconds,
-                cameras=list(req.cameras),
-            )
-
-
 class Engine:
-    """Routes requests to the fast or quality model and runs them in worker processes."""
+    """Routes requests among the configured roles and runs them where their backends run them."""
 
     def __init__(self, config: EngineConfig, on_change: Callable[[], None] | None = None) -> None:
         self.config = config
@@ -162,7 +69,7 @@ class Engine:
         )
 
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` whenever a model's state or stats change; returns the remover."""
+        """Call `listener` whenever a role's state or stats change; returns the remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -171,66 +78,79 @@ class Engine:
             listener()
 
     async def prepare(self) -> None:
-        """Read every model's header (file I/O in a thread) and estimate its memory; once."""
+        """Read every role's files (file I/O in a thread), its capabilities and its estimate; once."""
         if not self.pool.prepared:
             await self.pool.prepare()
 
     async def start(self, warm_messages: list[Message] | None = None) -> None:
-        """Load pinned models (after `prepare`) and evaluate the standing prompt on them."""
+        """Load the pinned roles (after `prepare`) and put `warm_messages` in their caches; roles loaded
+        on demand get a spare process."""
         await self.prepare()
         for slot in self.pool.slots.values():
             if slot.spec.pinned:
                 await self.pool.ensure_loaded(slot)
                 if warm_messages:
-                    await self.warm(slot.spec.role, warm_messages)
-        self.pool.prespawn()  # the models loaded on demand get a worker process that waits for them
+                    await self.warm(slot.role, warm_messages)
+        self.pool.prespawn()
 
-    async def warm(
-        self, role: str, messages: list[Message], tools: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        """Put `messages` (the standing prompt) in the model's KV cache, from disk when saved before.
+    # -- what a role is and can do --------------------------------------------------------------
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.pool.slots)
 
-        Later turns that start with the same messages evaluate only their new tokens.
-        """
-        async with self.pool.use(role) as (slot, _):
-            result = await slot.backend.warm(clean(messages), tools)
-        slot.standing = {
-            "source": result.get("source", "server"),  # context, disk, evaluated; a server keeps its own
-            "tokens": int(result.get("prompt_tokens", 0)),
-            "ms": round(float(result.get("ms", 0.0))),
-        }
-        self._changed()
-        return result
+    @property
+    def default_role(self) -> str:
+        """The role that answers when nothing asks for another: the first pinned one that chats."""
+        chat = [s for s in self.pool.slots.values() if CHAT in s.capabilities] or list(self.pool.slots.values())
+        return next((s.role for s in chat if s.spec.pinned), chat[0].role)
 
-    async def logits(self, role: str, messages: list[Message], top: int = 20) -> dict[str, Any]:
-        """Next-token logits after `messages` (top ids and values), reusing the cached prefix."""
-        async with self.pool.use(role) as (slot, _):
-            return await slot.backend.logits(messages, top)
+    def capabilities(self, role: str) -> frozenset[str]:
+        return self.pool.slot(role).capabilities
 
-    def availability(self) -> Availability:
-        quality = self.pool.slots.get(QUALITY)
-        if quality is None:
-            why = "not configured"
-        elif not quality.backend.available:
-            why = f"its server ({quality.status()['server']}) did not answer"
-        else:
-            why = "does not fit the RAM budget"
-        return Availability(
-            quality=quality is not None and self.pool.fits(QUALITY),
-            quality_why_not=why,
-            fast_vision=self.sees(FAST),
-            quality_audio=bool(quality and quality.hears),
-            fast_audio=self.hears(FAST),
-        )
+    def has(self, role: str, capability: str) -> bool:
+        slot = self.pool.slots.get(role)
+        return bool(slot and capability in slot.capabilities and (capability != SPEAK or slot.voices))
 
-    def route(self, text: str, modalities: frozenset[str] = frozenset(), requested: str | None = None) -> RouteDecision:
-        """The router's decision for a request, given what the pool can serve now."""
-        return route(text, modalities, requested, self.availability(), self.config.router)
+    def best_for(self, capability: str) -> str | None:
+        """The role to use for `capability`: a loaded one first, else the largest that fits, else any."""
+        able = [s for s in self.pool.slots.values() if self.has(s.role, capability)]
+        if not able:
+            return None
+        ready = [s for s in able if s.loaded] or [s for s in able if self.pool.fits(s.role)] or able
+        return max(ready, key=lambda s: _view(self.pool, s).depth).role
+
+    def voices(self, role: str) -> tuple[str, ...]:
+        return self.pool.slot(role).voices
+
+    def constraints(self, role: str) -> frozenset[str]:
+        """What the role's backend can enforce on its output (capabilities.CONSTRAINTS)."""
+        backend = self.pool.slot(role).backend
+        return backend.constraints if isinstance(backend, ConstrainsOutput) else frozenset()
+
+    def warms(self, role: str) -> bool:
+        return isinstance(self.pool.slot(role).backend, Warms)
+
+    def model_files(self, role: str) -> ModelFiles:
+        """What `prepare` read of the role's files (headers; nothing for a server's model)."""
+        return self.pool.slot(role).files
+
+    # -- routing and chat -----------------------------------------------------------------------
+    def route(
+        self,
+        text: str,
+        modalities: frozenset[str] = frozenset(),
+        requested: str | None = None,
+        constraints: frozenset[str] = frozenset(),
+    ) -> RouteDecision:
+        """The router's decision for a request, given what each role can do and serve now."""
+        views = [_view(self.pool, s) for s in self.pool.slots.values()]
+        return route(Needs(text, modalities, requested, constraints), views, self.config.router)
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Start a streaming generation; iterate the result for text deltas."""
         request.messages = clean(request.messages)  # a lone surrogate in a prompt is an answer, not a crash
-        return ChatStream(self, request)
+        request.role = request.role or self.default_role
+        return ChatStream(self.pool, request, self.config.request_timeout_s)
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         """Run a generation to the end and return its result."""
@@ -240,78 +160,75 @@ class Engine:
         assert stream.result is not None
         return stream.result
 
-    async def load(self, role: str) -> dict[str, Any]:
-        return await self.pool.load(role)
+    async def warm(self, role: str, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Warmed:
+        """Put `messages` (the standing prompt) in the role's KV cache, from disk when saved before.
 
-    async def unload(self, role: str) -> dict[str, Any]:
-        await self.pool.unload(role)
-        return self.pool.slot(role).status()
+        Later turns that start with the same messages evaluate only their new tokens. A backend
+        without a prefix cache of ours is not asked (a server keeps its own).
+        """
+        slot = self.pool.slot(role)
+        if not isinstance(slot.backend, Warms):
+            warmed = Warmed("server" if isinstance(slot.spec.source, RemoteModel) else "not_cached")
+        else:
+            async with self.pool.use(role) as (used, _):
+                assert isinstance(used.backend, Warms)
+                warmed = await used.backend.warm(clean(messages), tools)
+        slot.standing = StandingPrompt(warmed.source, warmed.prompt_tokens, round(warmed.ms))
+        self._changed()
+        return warmed
 
-    async def cancel(self, role: str) -> None:
-        """Stop the generation `role` is running now (it ends as `cancelled`, its text kept)."""
-        await self.pool.slot(role).backend.cancel()
-
-    def snapshot(self) -> dict[str, Any]:
-        return self.pool.snapshot()
-
-    # -- what the HA layer asks (it never reaches into the pool) -----------------------------------
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return tuple(self.pool.slots)
-
-    @property
-    def budget_mb(self) -> int:
-        return self.pool.budget // MB
-
-    def status(self, role: str) -> dict[str, Any]:
-        """One model's state and last figures (raises ModelNotFound for a role not configured)."""
-        return self.pool.slot(role).status()
-
-    def model_info(self, role: str) -> GGUFInfo | None:
-        """The model file's header, once `prepare` has read it."""
-        return self.pool.slot(role).info
-
-    def hears(self, role: str) -> bool:
-        """Whether `role` takes audio (a projector with an audio encoder, or a remote model that hears)."""
-        slot = self.pool.slots.get(role)
-        return bool(slot and slot.hears)
-
-    def sees(self, role: str) -> bool:
-        """Whether `role` takes images (a projector with a vision encoder, or a remote model that sees)."""
-        slot = self.pool.slots.get(role)
-        return bool(slot and slot.sees)
-
-    def speaks(self, role: str) -> bool:
-        """Whether `role` has a voice (a Qwen2.5-Omni talker on transformers)."""
-        slot = self.pool.slots.get(role)
-        return bool(slot and slot.speaks)
-
-    def voices(self, role: str) -> tuple[str, ...]:
-        return self.pool.slot(role).voices
-
-    @property
-    def speaker(self) -> str | None:
-        """The role that speaks, if any (the quality model first: it is the seed's voice)."""
-        return next((r for r in (QUALITY, FAST) if self.speaks(r)), None)
+    async def logits(self, role: str, messages: list[Message], top: int = 20) -> dict[str, Any]:
+        """Next-token logits after `messages` (top ids and values), reusing the cached prefix."""
+        async with self.pool.use(role) as (slot, _):
+            if not isinstance(slot.backend, Inspects):
+                raise CapabilityMissing(f"the {role} model's backend shows no logits")
+            return await slot.backend.logits(messages, top)
 
     async def speak(self, role: str, text: str, voice: str | None = None, timeout_s: float | None = None) -> Speech:
         """Say `text` with `role`'s talker, sentence by sentence (each within the talker's limit)."""
         await self.prepare()
-        if not self.speaks(role):
-            raise InvalidInput(f"the {role} model does not speak")
-        voice = voice or (defaults.VOICE if defaults.VOICE in self.voices(role) else self.voices(role)[0])
+        if not self.has(role, SPEAK) or not isinstance(self.pool.slot(role).backend, Speaks):
+            raise CapabilityMissing(f"the {role} model does not speak")
+        voices = self.voices(role)
+        voice = voice or (defaults.VOICE if defaults.VOICE in voices else voices[0])
         parts: list[Speech] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (timeout_s or self.config.request_timeout_s)
+        deadline = asyncio.get_running_loop().time() + (timeout_s or self.config.request_timeout_s)
         async with self.pool.use(role, deadline) as (slot, _):
+            assert isinstance(slot.backend, Speaks)
             for sentence in sentences(text):
                 parts.append(await slot.backend.speak(sentence, voice))
             if not parts:
                 raise InvalidInput("nothing to say")
             speech = Speech(b"".join(p.pcm for p in parts), parts[0].sample_rate, voice, sum(p.ms for p in parts))
-            slot.last.update(speech_seconds=round(speech.seconds, 2), speech_ms=round(speech.ms, 1), voice=voice)
+            slot.last = replace(
+                slot.last, speech_seconds=round(speech.seconds, 2), speech_ms=round(speech.ms, 1), voice=voice
+            )
             self.pool.observe(slot)  # speaking is the heaviest thing a talker does: learn what it took
         return speech
+
+    # -- loading and state ----------------------------------------------------------------------
+    async def load(self, role: str) -> ModelStatus:
+        await self.pool.load(role)
+        return self.status(role)
+
+    async def unload(self, role: str) -> ModelStatus:
+        await self.pool.unload(role)
+        return self.status(role)
+
+    async def cancel(self, role: str) -> None:
+        """Stop the generation `role` is running now (it ends as `cancelled`, its text kept)."""
+        await self.pool.slot(role).backend.cancel()
+
+    def status(self, role: str) -> ModelStatus:
+        """One role's state and last figures (raises ModelNotFound for a role not configured)."""
+        return self.pool.slot(role).status()
+
+    def snapshot(self) -> EngineStatus:
+        return self.pool.status()
+
+    @property
+    def budget_mb(self) -> int:
+        return self.pool.budget // MB
 
     def needed_mb(self, role: str) -> int:
         """The estimated memory of `role` loaded, rounded up."""
@@ -334,3 +251,21 @@ class Engine:
     async def close(self) -> None:
         self._closed = True
         await self.pool.close()
+
+
+def _view(pool: ModelPool, slot: ModelSlot) -> RoleView:
+    """What the router needs to know of one role now."""
+    backend, source = slot.backend, slot.spec.source
+    if not backend.available:
+        why = f"its server ({server_label(source.base_url) if isinstance(source, RemoteModel) else '?'}) did not answer"
+    else:
+        why = "does not fit the RAM budget"
+    return RoleView(
+        name=slot.role,
+        capabilities=slot.capabilities,
+        constraints=backend.constraints if isinstance(backend, ConstrainsOutput) else frozenset(),
+        pinned=slot.spec.pinned,
+        parameters=float(slot.files.parameters) if slot.files.parameters else float("inf"),
+        ready=pool.fits(slot.role),
+        why_not=why,
+    )

@@ -16,6 +16,10 @@ REPEAT_PENALTY: Final = 1.0
 TASK_TEMPERATURE: Final = 0.2
 TASK_MAX_TOKENS: Final = 512
 
+# Roles: the two the config flow makes (a role is any name; these are only the defaults' names).
+FAST_ROLE: Final = "fast"  # pinned: the resident model that answers Assist
+QUALITY_ROLE: Final = "quality"  # loaded on demand: images, video, audio, long analytical turns
+
 # Models.
 # The fast model's context. 4096, not the seed's 2048: with the Assist API on (the default agent's
 # setting, like core's agents) the instructions and tool definitions alone take ~1.4k tokens with a

@@ -112,6 +112,12 @@ class InvalidInput(EngineError):
     key = "invalid_input"
 
 
+class CapabilityMissing(EngineError):
+    """The role asked for cannot do what the request needs (speak, constrain its output, ...)."""
+
+    key = "capability_missing"
+
+
 class LoadFailed(EngineError):
     """llama.cpp refused to load the model (corrupt file, unsupported tensor type)."""
 

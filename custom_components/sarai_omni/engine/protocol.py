@@ -28,6 +28,12 @@ EV_CRASHED = "crashed"  # made by the client itself when the worker process dies
 # Tests only: `variant=SIGNAL[,variant=SIGNAL]` makes a load of that variant (`plain` or `repack`) die
 # by that signal in the worker, as llama.cpp's AMX kernels do on CPUs whose AMX traps.
 FAULTS_ENV = "SARAI_OMNI_FAULTS"
+PLAIN, REPACK = "plain", "repack"  # the llama.cpp load variants: weights only mmap'd, or also repacked
+
+
+def variant(repack: bool) -> str:
+    """The name of a load variant (calibration records and the fault injection use it)."""
+    return REPACK if repack else PLAIN
 
 
 def encode(message: dict[str, Any]) -> bytes:

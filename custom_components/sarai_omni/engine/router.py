@@ -1,16 +1,21 @@
-"""The routing policy: which model answers a request, and why. A pure function, no I/O.
+"""The routing policy: which role answers a request, and why. A pure function over what each role can do.
 
-Order of rules (first match wins):
-1. an explicit model request (`fast` / `quality`);
-2. image, audio or video attached -> quality;
-3. text that names images/cameras/video (es + en) -> quality;
-4. short (< `short_chars`) and conversational (soft score > `soft_threshold`) -> fast;
-5. long (>= `short_chars`) and analytical (soft score < `soft_threshold`) -> quality (the seed: "7B for
-   long creative generation and deep reasoning"), when it is resident or can be loaded within the
-   budget; otherwise fast, and the reasons say why;
-6. default -> fast.
-When the quality model is not configured or cannot fit the RAM budget, vision goes to the fast model
-if it has a vision projector, and the reasons say so.
+Roles are chosen by capability (capabilities.py) and policy, never by name: the *default* role is the
+first pinned chat role (the resident one that answers Assist), the *deepest* ready role is the
+largest one loaded on demand (unpinned before pinned, then by parameters; a server's model, whose
+size is unknown here, counts as the largest). Order of rules (first match wins):
+1. an explicit role request;
+2. image, audio or video attached -> the deepest ready role that sees / hears what is attached;
+3. text that names images/cameras/video (es + en) -> the deepest ready role that sees, else the
+   deepest ready one (talk about cameras is no small talk; the camera tool brings the images);
+4. short (< `short_chars`) and conversational (soft score > `soft_threshold`) -> the default role;
+5. long (>= `short_chars`) and analytical (soft score < `soft_threshold`) -> the deepest ready chat
+   role (the seed: "7B for long creative generation and deep reasoning"), else the default one;
+6. default -> the default role.
+Where no role that can take the media is ready, the best one that could is named with why not, and
+the request goes to a ready role that can, else to the default role in words only, and the reasons
+say so. A request whose output must be constrained (a grammar, a JSON schema) goes to a role whose
+backend enforces it when the rule's choice cannot (an explicit request is kept: the engine refuses it).
 
 The soft score (0..1) measures how much a turn reads like small talk or a home command rather than
 a task that needs the bigger model: it starts at 0.5, +0.4 for a greeting/courtesy/home-command
@@ -21,16 +26,17 @@ is lower-cased and stripped of accents first, so "¿Qué tal?" and "que tal" sco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+import math
 import re
 import unicodedata
 
 from . import defaults
+from .capabilities import CHAT, NEEDED_FOR, SEE
 
-FAST, QUALITY = "fast", "quality"
-ROLES = (FAST, QUALITY)
-VISION_MODALITIES = frozenset({"image", "video"})
-MODALITIES = frozenset({"image", "audio", "video"})
+MODALITIES = frozenset(NEEDED_FOR)
+_VERBS = {SEE: "sees", "hear": "hears"}
 
 _VISION_WORDS = (
     "imagen",
@@ -161,19 +167,35 @@ class RouterConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Availability:
-    """What the model pool can serve right now."""
+class RoleView:
+    """What the router knows of one role now."""
 
-    quality: bool = False  # configured and able to fit the RAM budget
-    quality_why_not: str = "not configured"
-    fast_vision: bool = False  # the fast model has a vision projector
-    quality_audio: bool = True  # the quality model's projector has an audio encoder
-    fast_audio: bool = False  # the fast model's projector has an audio encoder
+    name: str
+    capabilities: frozenset[str] = frozenset({CHAT})
+    constraints: frozenset[str] = frozenset()  # what its backend can enforce on the output
+    pinned: bool = False
+    parameters: float = math.inf  # its model's size (unknown: a server's model counts as the largest)
+    ready: bool = True  # loaded, or loadable within the budget now (and its server answers)
+    why_not: str = ""  # why it is not ready
+
+    @property
+    def depth(self) -> tuple[bool, float]:
+        return (not self.pinned, self.parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a request asks of the role that answers it."""
+
+    text: str = ""
+    modalities: frozenset[str] = frozenset()
+    requested: str | None = None
+    constraints: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
-    """The model role chosen and the reasons, in the order the rules fired."""
+    """The role chosen and the reasons, in the order the rules fired."""
 
     role: str
     reasons: tuple[str, ...]
@@ -184,39 +206,57 @@ class RouteDecision:
         return "; ".join(self.reasons)
 
 
-def route(
-    text: str,
-    modalities: frozenset[str] | set[str] = frozenset(),
-    requested: str | None = None,
-    availability: Availability = Availability(),
-    config: RouterConfig = RouterConfig(),
+def route(needs: Needs, roles: Sequence[RoleView], config: RouterConfig = RouterConfig()) -> RouteDecision:
+    """Choose the role for one request among `roles` (in configuration order)."""
+    soft = soft_score(needs.text)
+    if needs.requested is not None:
+        return RouteDecision(needs.requested, (f"explicit request for the {needs.requested} model",), soft)
+    chat = [r for r in roles if CHAT in r.capabilities] or list(roles)
+    default = next((r for r in chat if r.pinned), chat[0])
+    if media := sorted(needs.modalities & MODALITIES):
+        wanted = frozenset(NEEDED_FOR[m] for m in media)
+        return _constrained(_capable(f"{'/'.join(media)} attached", wanted, chat, default), needs, chat, soft)
+    if words := sorted(set(_VISION_RE.findall(normalize(needs.text)))):
+        why = f"the text mentions {', '.join(words)}"
+        deepest = max((r for r in chat if r.ready), key=lambda r: r.depth, default=default)
+        return _constrained(_capable(why, frozenset({SEE}), chat, deepest), needs, chat, soft)
+    if len(needs.text) < config.short_chars and soft > config.soft_threshold:
+        return _constrained((default, (f"short conversational turn (soft score {soft:.2f})",)), needs, chat, soft)
+    if len(needs.text) >= config.short_chars and soft < config.soft_threshold:
+        why = f"long analytical turn ({len(needs.text)} chars, soft score {soft:.2f})"
+        deepest = max(chat, key=lambda r: r.depth)
+        if deepest.ready:
+            return _constrained((deepest, (why, f"{deepest.name} model")), needs, chat, soft)
+        chosen = (default, (why, f"{deepest.name} model {deepest.why_not}: {default.name} model"))
+        return _constrained(chosen, needs, chat, soft)
+    return _constrained((default, (f"default (soft score {soft:.2f})",)), needs, chat, soft)
+
+
+def _capable(
+    why: str, wanted: frozenset[str], chat: list[RoleView], fallback: RoleView
+) -> tuple[RoleView, tuple[str, ...]]:
+    """The deepest ready role with `wanted`; else a ready one that has it; else `fallback`, in words only."""
+    able = sorted((r for r in chat if wanted <= r.capabilities), key=lambda r: r.depth, reverse=True)
+    verbs = "/".join(_VERBS.get(c, c) for c in sorted(wanted))
+    if able and able[0].ready:
+        return able[0], (why, f"the {able[0].name} model {verbs}")
+    missed = (f"{able[0].name} model {able[0].why_not}",) if able else ()
+    if ready := next((r for r in able if r.ready), None):
+        return ready, (why, *missed, f"the {ready.name} model {verbs}")
+    what = ", ".join(sorted(wanted))
+    return fallback, (why, *missed, f"no model here can {what} now: the {fallback.name} model, in words only")
+
+
+def _constrained(
+    choice: tuple[RoleView, tuple[str, ...]], needs: Needs, chat: list[RoleView], soft: float
 ) -> RouteDecision:
-    """Choose `fast` or `quality` for one request."""
-    soft = soft_score(text)
-    if requested in ROLES:
-        return RouteDecision(requested, (f"explicit request for the {requested} model",), soft)
-    if media := sorted(set(modalities) & MODALITIES):
-        return _to_quality(f"{'/'.join(media)} attached", set(media), availability, soft)
-    if words := sorted(set(_VISION_RE.findall(normalize(text)))):
-        return _to_quality(f"the text mentions {', '.join(words)}", set(), availability, soft)
-    if len(text) < config.short_chars and soft > config.soft_threshold:
-        return RouteDecision(FAST, (f"short conversational turn (soft score {soft:.2f})",), soft)
-    if len(text) >= config.short_chars and soft < config.soft_threshold:
-        why = f"long analytical turn ({len(text)} chars, soft score {soft:.2f})"
-        if availability.quality:
-            return RouteDecision(QUALITY, (why, "quality model"), soft)
-        return RouteDecision(FAST, (why, f"quality model {availability.quality_why_not}: fast model"), soft)
-    return RouteDecision(FAST, (f"default (soft score {soft:.2f})",), soft)
-
-
-def _to_quality(why: str, media: set[str], avail: Availability, soft: float) -> RouteDecision:
-    if avail.quality and ("audio" not in media or avail.quality_audio):
-        return RouteDecision(QUALITY, (why, "quality model"), soft)
-    missing = f"quality model {avail.quality_why_not}" if not avail.quality else "quality model does not hear"
-    if "audio" in media and avail.fast_audio:
-        return RouteDecision(FAST, (why, missing, "the fast model's projector hears"), soft)
-    if media & VISION_MODALITIES or not media:
-        if avail.fast_vision:
-            return RouteDecision(FAST, (why, missing, "the fast model has a vision projector"), soft)
-        return RouteDecision(FAST, (why, missing, "no vision projector on the fast model: text only"), soft)
-    return RouteDecision(FAST, (why, missing, "no model here hears audio: text only"), soft)
+    """Keep the choice where its backend enforces what the output needs; else the best one that does."""
+    role, reasons = choice
+    if needs.constraints <= role.constraints:
+        return RouteDecision(role.name, reasons, soft)
+    able = [r for r in chat if needs.constraints <= r.constraints and r.ready]
+    if not able:  # nobody can: the engine refuses it with the reason
+        return RouteDecision(role.name, reasons, soft)
+    other = max(able, key=lambda r: (r.capabilities >= role.capabilities, r.depth))
+    why = f"{role.name} model cannot enforce {', '.join(sorted(needs.constraints))}: {other.name} model"
+    return RouteDecision(other.name, (*reasons, why), soft)

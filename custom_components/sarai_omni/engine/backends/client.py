@@ -17,13 +17,14 @@ import sys
 import time
 from typing import Any
 
-from . import cgroup, errors, protocol
-from .procmem import alive, rss_bytes
+from .. import cgroup, errors, protocol
+from ..deadlines import within
+from ..procmem import alive, rss_bytes
 
 _LOGGER = logging.getLogger(__name__)
-_ENGINE_PACKAGE = __package__ or "engine"
+_ENGINE_PACKAGE = (__package__ or "engine.backends").rpartition(".")[0]  # this module is in engine.backends
 # The directory that holds the top-level package (custom_components/ in HA), for the child's sys.path.
-_IMPORT_ROOT = Path(__file__).resolve().parents[len(_ENGINE_PACKAGE.split("."))]
+_IMPORT_ROOT = Path(__file__).resolve().parents[len(_ENGINE_PACKAGE.split(".")) + 1]
 _STDERR_TAIL = 20
 _ERRORS: dict[str, type[errors.EngineError]] = {
     cls.__name__: cls
@@ -38,6 +39,10 @@ _ERRORS: dict[str, type[errors.EngineError]] = {
 }
 
 
+def _no_answer() -> errors.EngineError:
+    return errors.RequestTimeout("the model did not answer in time")
+
+
 class WorkerClient:
     """One worker process, started on demand."""
 
@@ -49,10 +54,10 @@ class WorkerClient:
         env: dict[str, str] | None = None,
         on_crash: Callable[[], None] | None = None,
         memory_limit: int | None = None,
-        module: str = "worker",
+        module: str = "worker.llamacpp",
     ) -> None:
         self.name = name
-        self._module = module  # the engine module the process runs (worker: llama.cpp; hf_worker: torch)
+        self._module = module  # the engine.worker package the process runs (its __main__)
         self.memory_limit = memory_limit  # bytes: the worker's own memory cgroup, where one can be made
         self.cgroup: Path | None = None
         self.out_of_memory = False  # the last worker was ended by its memory cgroup
@@ -215,7 +220,7 @@ class WorkerClient:
             self._proc.stdin.write(protocol.encode({"id": rid, "op": op, **payload}))
             await self._proc.stdin.drain()
             while True:
-                event = await self._next(events, deadline)
+                event = await within(events.get(), deadline, _no_answer)
                 kind = event.get("event")
                 if kind == protocol.EV_CRASHED:
                     done = True
@@ -234,16 +239,6 @@ class WorkerClient:
             self._pending.pop(rid, None)
             if not done:  # the caller gave up (cancelled, closed, timed out): stop the work
                 self._send_nowait({"id": 0, "op": protocol.OP_CANCEL, "target": rid})
-
-    @staticmethod
-    async def _next(events: asyncio.Queue[dict[str, Any]], deadline: float | None) -> dict[str, Any]:
-        if deadline is None:
-            return await events.get()
-        remaining = deadline - asyncio.get_running_loop().time()
-        try:
-            return await asyncio.wait_for(events.get(), max(remaining, 0.001))
-        except TimeoutError as err:
-            raise errors.RequestTimeout("the model did not answer in time") from err
 
     async def call(self, op: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """A request without streaming: return its result data."""

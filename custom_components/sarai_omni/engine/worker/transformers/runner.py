@@ -1,4 +1,4 @@
-"""Worker process for Qwen2.5-Omni on transformers/torch. Run as `python -m <package>.engine.hf_worker`.
+"""The transformers worker process's model owner (`python -m <package>.engine.worker.transformers`).
 
 It runs under the torch venv's interpreter (Python 3.11, torch 2.13 CPU): torch never enters Home
 Assistant's venv. Same protocol and serving loop as the llama.cpp worker (serve.py); only this module
@@ -13,17 +13,17 @@ import base64
 from collections import deque
 from collections.abc import Callable, Sequence
 import contextlib
-import io
 import os
-from pathlib import Path
 import sys
 import time
 from typing import Any
-import wave
 
-from . import defaults, protocol, serve
-from .errors import Cancelled, InvalidInput, LoadFailed, TorchMissing
-from .prompts import Message, StopMatcher, media_parts, render_prompt
+from ... import defaults, protocol
+from ...errors import Cancelled, InvalidInput, LoadFailed, TorchMissing
+from ...prompts import Message, media_parts, render_prompt
+from .. import serve
+from .decoding import CancelWatch, Force, Stream
+from .media import AUDIO_RATE, audio, image
 
 # Qwen2.5-Omni speaks only after this system prompt (its model card says so; otherwise it warns).
 SPEAKING_SYSTEM_PROMPT = (
@@ -31,7 +31,6 @@ SPEAKING_SYSTEM_PROMPT = (
     "auditory and visual inputs, as well as generating text and speech."
 )
 SAMPLE_RATE = 24000  # token2wav's output rate
-AUDIO_RATE = 16000  # the Whisper-style encoder's input rate
 # The talker makes ~50 codec frames per second of speech; a text token lasts well under 0.5 s.
 CODES_PER_TOKEN, CODES_BASE = 25, 100
 MEDIA_MARK = "\x00media\x00"
@@ -67,7 +66,6 @@ class HFRunner:
             protocol.OP_LOAD: self.load,
             protocol.OP_GENERATE: self.generate,
             protocol.OP_SPEAK: self.speak,
-            protocol.OP_WARM: self.warm,
             protocol.OP_LOGITS: self.logits,
             protocol.OP_BENCH: self.bench,
             protocol.OP_STATS: lambda _: self.stats(),
@@ -148,14 +146,16 @@ class HFRunner:
 
     # -- generate -------------------------------------------------------------------------------
     def generate(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Stream the thinker's reply to text, images and audio."""
+        """Stream the thinker's reply to text, images and audio (unconstrained: never a grammar)."""
+        if msg.get("grammar") or msg.get("json_schema") is not None:  # the engine refuses these first
+            raise InvalidInput("the transformers backend cannot constrain its output to a grammar or a JSON schema")
         model, started = self._require_model(), time.perf_counter()
         inputs, audio_seconds = self._inputs(msg["messages"], msg.get("tools"))
         n_prompt = int(inputs["input_ids"].shape[1])
         room = int(self._load.get("n_ctx", defaults.QUALITY_N_CTX)) - n_prompt
         if room <= 0:
             raise InvalidInput("the prompt fills the model's context (n_ctx): nothing is left for the answer")
-        stream = _Stream(self, int(msg["id"]), [*msg.get("stop", [])], started)
+        stream = Stream(self, int(msg["id"]), [*msg.get("stop", [])], started)
         temperature = float(msg.get("temperature", defaults.TEMPERATURE))
         max_tokens = min(int(msg.get("max_tokens", defaults.MAX_TOKENS)), room)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
@@ -196,7 +196,7 @@ class HFRunner:
         ]
         inputs, _ = self._inputs(messages, None)
         target = [*self._tok(text, add_special_tokens=False)["input_ids"], self._eos_ids()[0]]
-        cancelled = _Cancelled(self, int(msg["id"]))
+        cancelled = CancelWatch(self, int(msg["id"]))
         from transformers import LogitsProcessorList  # noqa: PLC0415
 
         with torch.no_grad():
@@ -205,7 +205,7 @@ class HFRunner:
                 speaker=voice,
                 thinker_max_new_tokens=len(target),
                 thinker_do_sample=False,
-                thinker_logits_processor=LogitsProcessorList([_Force(target, int(inputs["input_ids"].shape[1]))]),
+                thinker_logits_processor=LogitsProcessorList([Force(target, int(inputs["input_ids"].shape[1]))]),
                 thinker_stopping_criteria=[cancelled],
                 talker_max_new_tokens=CODES_BASE + CODES_PER_TOKEN * len(target),
                 talker_stopping_criteria=[cancelled],
@@ -224,14 +224,6 @@ class HFRunner:
             "real_time_factor": took / seconds if seconds else 0.0,
             "text_tokens": len(target),
         }
-
-    def warm(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """No prefix cache on this backend yet: the prompt is counted, nothing is kept."""
-        started = time.perf_counter()
-        inputs, _ = self._inputs(msg["messages"], msg.get("tools"))
-        n = int(inputs["input_ids"].shape[1])
-        ms = (time.perf_counter() - started) * 1000
-        return {"source": "not_cached", "prompt_tokens": n, "cached_tokens": 0, "evaluated_prompt_tokens": 0, "ms": ms}
 
     def logits(self, msg: dict[str, Any]) -> dict[str, Any]:
         torch, model = _torch(), self._require_model()
@@ -278,8 +270,8 @@ class HFRunner:
         rendered = render_prompt(plain, self._tok.chat_template, eos_token="<|im_end|>", tools=tools)
         pieces = rendered.text.split(MEDIA_MARK)
         extra: dict[str, Any] = {}
-        images = [_image(p) for p, k in zip(paths, kinds, strict=True) if k == "image"]
-        clips = [_audio(p) for p, k in zip(paths, kinds, strict=True) if k == "audio"]
+        images = [image(p) for p, k in zip(paths, kinds, strict=True) if k == "image"]
+        clips = [audio(p) for p, k in zip(paths, kinds, strict=True) if k == "audio"]
         image_tokens, audio_tokens = self._images_in(images, extra), self._audio_in(clips, extra)
         text = pieces[0]
         for kind, piece in zip(kinds, pieces[1:], strict=True):
@@ -316,82 +308,6 @@ class HFRunner:
         return [int(((n - 1) // 2 + 1 - 2) // 2 + 1) for n in lengths.tolist()]  # the encoder's two strides
 
 
-class _Stream:
-    """transformers' streamer interface: decoded text out as it forms, stop strings, cancel."""
-
-    def __init__(self, runner: HFRunner, rid: int, stops: list[str], started: float) -> None:
-        self._runner, self._rid, self._started = runner, rid, started
-        self._matcher = StopMatcher([*stops, "<|im_end|>"])
-        self._ids: list[int] = []
-        self._sent = ""
-        self._prompt_seen = False
-        self.first_at = self.last_at = 0.0
-        self.reason = ""
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() hands the prompt over first
-            self._prompt_seen = True
-            return
-        now = time.perf_counter()
-        self.first_at = self.first_at or now
-        self.last_at = now
-        self._ids.extend(int(i) for i in value.reshape(-1).tolist())
-        text = self._runner._tok.decode(self._ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-            return
-        self._emit(self._matcher.feed(text[len(self._sent) :]))
-        self._sent = text
-
-    def end(self) -> None:
-        self._emit(self._matcher.flush())
-
-    def _emit(self, text: str) -> None:
-        if text:
-            self._runner._send({"id": self._rid, "event": protocol.EV_TOKEN, "text": text})
-
-    def should_stop(self, input_ids: Any, scores: Any, **_: Any) -> bool:
-        if self._matcher.stopped:
-            self.reason = "stop"
-        elif self._runner.requests.is_cancelled(self._rid):
-            self.reason = "cancelled"
-        return bool(self.reason)
-
-    def finish(self, max_tokens: int) -> dict[str, Any]:
-        n = len(self._ids)
-        ended = bool(self._ids) and self._ids[-1] in set(self._runner._eos_ids())  # the model ended its turn
-        reason = self.reason or ("length" if n >= max_tokens and not ended else "stop")
-        completion = n - int(ended)
-        decode_s = self.last_at - self.first_at
-        return {
-            "finish_reason": reason,
-            "completion_tokens": completion,
-            "ttft_ms": ((self.first_at or time.perf_counter()) - self._started) * 1000,
-            "tokens_per_second": (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0,
-        }
-
-
-class _Force:
-    """A logits processor that makes the thinker say exactly `target` (then end its turn)."""
-
-    def __init__(self, target: list[int], prompt_len: int) -> None:
-        self._target, self._prompt_len = target, prompt_len
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        step = min(int(input_ids.shape[1]) - self._prompt_len, len(self._target) - 1)
-        forced = scores.new_full(scores.shape, float("-inf"))
-        forced[:, self._target[step]] = 0.0
-        return forced
-
-
-class _Cancelled:
-    def __init__(self, runner: HFRunner, rid: int) -> None:
-        self._runner, self._rid, self.hit = runner, rid, False
-
-    def __call__(self, input_ids: Any, scores: Any, **_: Any) -> bool:
-        self.hit = self.hit or self._runner.requests.is_cancelled(self._rid)
-        return self.hit
-
-
 def _device(torch: Any, wanted: str) -> Any:
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
@@ -406,49 +322,6 @@ def _int8(torch: Any, module: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
     except (AttributeError, RuntimeError) as err:
         raise LoadFailed(f"int8 weights are not supported by this torch on this machine: {err}") from err
-
-
-def _image(path: str) -> Any:
-    from PIL import Image  # noqa: PLC0415
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise InvalidInput(f"not an image: {Path(path).name}") from err
-
-
-def _audio(path: str) -> Any:
-    """A clip as 16 kHz mono float32 (WAV here; other formats through soundfile when installed)."""
-    import numpy as np  # noqa: PLC0415
-
-    data = Path(path).read_bytes()
-    try:
-        with wave.open(io.BytesIO(data)) as w:
-            rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-            raw = w.readframes(w.getnframes())
-        kinds = {1: np.uint8, 2: np.int16, 4: np.int32}
-        samples: Any = np.frombuffer(raw, dtype=kinds[width]).astype(np.float32)
-        samples = (samples - 128) / 128 if width == 1 else samples / float(2 ** (8 * width - 1))
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    except (wave.Error, EOFError, KeyError):
-        samples, rate = _soundfile(data, path)
-    if rate != AUDIO_RATE:  # linear resampling: speech sits far below either Nyquist
-        n = round(len(samples) * AUDIO_RATE / rate)
-        samples = np.interp(np.linspace(0, len(samples) - 1, n), np.arange(len(samples)), samples)
-    return samples.astype(np.float32)
-
-
-def _soundfile(data: bytes, path: str) -> tuple[Any, int]:
-    try:
-        import soundfile  # noqa: PLC0415
-    except ImportError as err:
-        raise InvalidInput(f"{Path(path).name}: only WAV is read without soundfile in the torch venv") from err
-    try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except RuntimeError as err:
-        raise InvalidInput(f"not audio: {Path(path).name}") from err
-    return samples.mean(axis=1), int(rate)
 
 
 def _preimport() -> None:
@@ -472,7 +345,3 @@ def _measured() -> None:
 def main() -> None:
     _measured()
     serve.main(HFRunner, _preimport)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,6 @@
-"""The transformers backend: Qwen2.5-Omni in a worker (hf_worker.py) under the torch venv's Python.
+"""The transformers backend: Qwen2.5-Omni in a worker (engine/worker/transformers) under the torch venv's
+Python. It speaks (`Speaks`); it neither keeps a prefix cache (no `Warms`) nor constrains its output
+(no `ConstrainsOutput`: a grammar or JSON-schema request is refused by the engine, never ignored).
 
 Same protocol, crash isolation, RSS measurement and budget as the llama.cpp worker: only the
 interpreter and the module differ. torch never enters Home Assistant's venv: a Python that is missing
@@ -10,17 +12,18 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 
-from . import protocol
-from .backend import LoadResult, ModelSpec, Speech
-from .errors import TorchMissing
-from .hf import TORCH_RUNTIME_BYTES
-from .llamacpp import WorkerBackend
+from ... import protocol
+from ...errors import TorchMissing
+from ...spec import FolderModel, ModelSpec
+from ..base import LoadResult, Speech
+from ..process import WorkerBackend
+from .folder import TORCH_RUNTIME_BYTES
 
 
 class TransformersBackend(WorkerBackend):
     """A transformers worker process (hf_worker.py) under `python` (the torch venv's interpreter)."""
 
-    module = "hf_worker"
+    module = "worker.transformers"  # engine/worker/transformers/__main__.py
     spare_bytes = TORCH_RUNTIME_BYTES  # an idle worker has torch and transformers imported
 
     def __init__(
@@ -61,10 +64,10 @@ class TransformersBackend(WorkerBackend):
 def transformers_factory(
     memory_limit: int | None = None,
 ) -> Callable[[ModelSpec, Callable[[], None] | None], TransformersBackend]:
-    """backend.BackendFactory for specs with `transformers` set (their own interpreter each)."""
+    """backend.BackendFactory for model folders (each with its own interpreter)."""
 
     def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> TransformersBackend:
-        assert spec.transformers is not None
-        return TransformersBackend(spec.role, spec.transformers.python, on_crash, memory_limit=memory_limit)
+        assert isinstance(spec.source, FolderModel)
+        return TransformersBackend(spec.role, spec.source.python, on_crash, memory_limit=memory_limit)
 
     return make

@@ -1,7 +1,8 @@
-"""Worker-process backends: a worker driven over the JSON-lines protocol (client.py).
-
-`WorkerBackend` is everything the two local backends share; `LlamaCppBackend` runs worker.py under
-HA's Python, `TransformersBackend` (transformers_backend.py) runs hf_worker.py under the torch venv's.
+"""What the local backends share: a model in a worker process of its own, driven over the JSON-lines
+protocol (client.py): spawn on demand, crashes (counted, named by their signal), RSS, a spare process
+(`Prespawns`), the watchdog's hard stop. `LlamaCppBackend` (llamacpp.py) runs engine/worker/llamacpp
+under HA's Python, `TransformersBackend` (transformers/) runs engine/worker/transformers under the
+torch venv's.
 """
 
 from __future__ import annotations
@@ -9,20 +10,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from . import protocol
-from .backend import SPARE_BYTES, BenchResult, ChatRequest, Generated, LoadResult, ModelSpec, Speech
+from .. import protocol
+from ..prompts import Message
+from ..spec import FolderModel, GGUFModel, LoadVariant, ModelSpec, RemoteModel
+from .base import SPARE_BYTES, ChatRequest, Generated, LoadResult
 from .client import WorkerClient
-from .errors import InvalidInput
-from .prompts import Message
 
 
 class WorkerBackend:
-    """Implements backend.Backend on one worker process (spawned on demand) running `module`."""
+    """backend.Backend (and Prespawns, Inspects) on one worker process, spawned on demand, running `module`."""
 
-    calibrates = False
     available = True  # a local process: it is started on demand
     failures = 0  # a worker that cannot start fails its request (crashes are counted apart)
-    module = "worker"
+    module = "worker.llamacpp"  # the engine.worker package the process runs
     spare_bytes = SPARE_BYTES  # what an idle worker holds (the pool reserves it for a spare)
 
     def __init__(
@@ -61,11 +61,11 @@ class WorkerBackend:
         return self.client.crashes_within(seconds)
 
     async def prespawn(self) -> None:
-        """Start the worker process (it imports llama.cpp while idle): a later load costs the model only."""
+        """Start the worker process (it imports its native library while idle): a later load costs the model only."""
         await self.client.start()
 
     async def load(self, spec: ModelSpec) -> LoadResult:
-        data = await self.client.call(protocol.OP_LOAD, spec.load_params())
+        data = await self.client.call(protocol.OP_LOAD, load_params(spec))
         return LoadResult(
             load_ms=float(data.get("load_ms", 0.0)),
             n_ctx=int(data.get("n_ctx", 0)),
@@ -74,10 +74,6 @@ class WorkerBackend:
             voices=tuple(data.get("voices") or ()),
         )
 
-    async def media_ready(self) -> str | None:
-        data = await self.client.call(protocol.OP_MEDIA_READY)
-        return data.get("vision_error")
-
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
         async for event in self.client.stream(protocol.OP_GENERATE, request.payload(), deadline):
             if event.get("event") == protocol.EV_TOKEN:
@@ -85,18 +81,8 @@ class WorkerBackend:
             else:
                 yield Generated.from_dict(event.get("data", {}))
 
-    async def speak(self, text: str, voice: str) -> Speech:
-        raise InvalidInput(f"{self.name}: this model does not speak (no talker)")
-
-    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return await self.client.call(protocol.OP_WARM, {"messages": messages, "tools": tools})
-
     async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
         return await self.client.call(protocol.OP_LOGITS, {"messages": messages, "top": top})
-
-    async def bench(self) -> BenchResult:
-        data = await self.client.call(protocol.OP_BENCH, {})
-        return BenchResult(float(data["prefill_tps"]), float(data["decode_tps"]))
 
     async def stats(self) -> dict[str, Any]:
         return await self.client.call(protocol.OP_STATS)
@@ -114,19 +100,23 @@ class WorkerBackend:
         await self.client.close(grace_s=0)
 
 
-class LlamaCppBackend(WorkerBackend):
-    """A llama.cpp worker process (worker.py) under HA's Python."""
-
-    calibrates = True  # weight repacking is measured per machine (calibrate.py)
-
-
-def llama_cpp_factory(
-    python: str | None = None, memory_limit: int | None = None
-) -> Callable[[ModelSpec, Callable[[], None] | None], LlamaCppBackend]:
-    """backend.BackendFactory for llama.cpp workers running under `python` (default: this one),
-    each confined to `memory_limit` bytes where the kernel offers memory cgroups (cgroup.py)."""
-
-    def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> LlamaCppBackend:
-        return LlamaCppBackend(spec.role, python, on_crash, memory_limit=memory_limit)
-
-    return make
+def load_params(spec: ModelSpec) -> dict[str, Any]:
+    """The `load` request a worker gets for `spec` (protocol.py)."""
+    source, runtime, way = spec.source, spec.runtime, spec.variant or LoadVariant()
+    assert not isinstance(source, RemoteModel)
+    params: dict[str, Any] = {
+        "model_path": source.path,
+        "mmproj_path": source.mmproj if isinstance(source, GGUFModel) else None,
+        "n_ctx": runtime.n_ctx,
+        "n_threads": runtime.n_threads,
+        "n_batch": runtime.n_batch,
+        "kv_type": runtime.kv_type,
+        "n_gpu_layers": runtime.n_gpu_layers,
+        "repack": way.repack,
+        "flash_attn": way.flash_attn,
+        "kv_cache_dir": runtime.kv_cache_dir,
+        "prompt_lookup": runtime.prompt_lookup,
+    }
+    if isinstance(source, FolderModel):
+        params |= {"dtype": source.dtype, "device": source.device, "quantization": source.quantization}
+    return params

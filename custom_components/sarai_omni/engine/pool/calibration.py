@@ -16,9 +16,10 @@ only the safe way dying is fatal, and the caller reports it as an unusable backe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import hashlib
 import json
 import logging
@@ -26,18 +27,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, ModelSpec
-from .errors import WorkerCrashed, describe_exit
-from .procmem import cpu_flags
+from ..backends.base import Backend, Calibrates, LoadResult
+from ..errors import ModelNotFound, WorkerCrashed, describe_exit
+from ..procmem import cpu_flags
+from ..protocol import REPACK, variant
+from ..spec import LoadVariant, ModelSpec
+from .budget import estimate_bytes
+from .slot import ModelSlot
 
 _LOGGER = logging.getLogger(__name__)
 DECODE_GAIN, PREFILL_GAIN = 1.10, 1.25
 FA_GAIN, FA_LOSS = 1.05, 0.98  # flash attention: 5 % faster one way, at most 2 % slower the other
-PLAIN, REPACK, FLASH = "plain", "repack", "flash_attn"  # load variants (FLASH: a trial, not a fault name)
-
-
-def variant(repack: bool) -> str:
-    return REPACK if repack else PLAIN
+FLASH = "flash_attn"  # a trial of flash attention (not a load variant of its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def make_record(
 
 async def calibrate(
     model: str,
-    spec_for: Callable[[bool, bool], ModelSpec],
+    spec: ModelSpec,
     fits: Callable[[bool], bool],
     new_backend: Callable[[str], Backend],
 ) -> dict[str, Any]:
@@ -154,13 +155,14 @@ async def calibrate(
     unusable: dict[str, str] = {}
     for repack in (False, True):
         if fits(repack):
-            found = await _trial(model, spec_for(repack, False), new_backend, unusable, safe=not repack)
+            way = replace(spec, variant=LoadVariant(repack))
+            found = await _trial(model, way, new_backend, unusable, safe=not repack)
             if found is not None:
                 measured[repack] = found
     flash = None
     if measured:
         chosen = make_record(model, measured.get(False), measured.get(True), unusable)["repack"]
-        flash = await _trial(model, spec_for(chosen, True), new_backend, unusable, safe=False)
+        flash = await _trial(model, replace(spec, variant=LoadVariant(chosen, True)), new_backend, unusable, safe=False)
     _LOGGER.info("load calibration for %s: %s, flash attention %s, unusable: %s", model, measured, flash, unusable)
     return make_record(model, measured.get(False), measured.get(True), unusable, flash)
 
@@ -170,14 +172,14 @@ async def _trial(
 ) -> Measurement | None:
     """One way, loaded and benched in a throwaway worker; a way other than the safe one that dies is
     recorded in `unusable` (its name: repack or flash_attn) and measures nothing."""
-    name = FLASH if spec.flash_attn else variant(bool(spec.repack))
+    way = spec.variant or LoadVariant()
+    name = FLASH if way.flash_attn else variant(way.repack)
     trial = new_backend(f"{model} calibration ({name})")
+    assert isinstance(trial, Calibrates)
     try:
         await trial.load(spec)
         bench = await trial.bench()
-        return Measurement(
-            bool(spec.repack), trial.resident_bytes(), bench.prefill_tps, bench.decode_tps, bool(spec.flash_attn)
-        )
+        return Measurement(way.repack, trial.resident_bytes(), bench.prefill_tps, bench.decode_tps, way.flash_attn)
     except WorkerCrashed as err:
         if safe:
             raise
@@ -196,3 +198,69 @@ def _as_dict(m: Measurement) -> dict[str, Any]:
         "decode_tps": round(m.decode_tps, 2),
         "flash_attn": m.flash_attn,
     }
+
+
+class LoadVariants:
+    """How each llama.cpp role loads on this machine: measured once, remembered, ruled out when it dies.
+
+    The pool asks `choose()` before a load and `start()` to load; a crash of a repacked model that was
+    running comes back through `rule_out_repack()`.
+    """
+
+    def __init__(self, store: CalibrationStore, spawn: Callable[[Coroutine[Any, Any, Any], str], None]) -> None:
+        self.store = store
+        self.runs = 0  # calibrations measured in this run
+        self._spawn = spawn
+
+    async def choose(
+        self, slot: ModelSlot, fixed_bytes: int, budget: int, new_backend: Callable[[str], Backend]
+    ) -> LoadVariant:
+        """The way to load `slot`: the spec's own, else this machine's measurement (measured now if
+        it never was, each way that fits beside `fixed_bytes` of other roles)."""
+        if slot.spec.variant is not None or not isinstance(slot.backend, Calibrates):
+            return slot.spec.variant or LoadVariant()
+        try:
+            key = await asyncio.to_thread(calibration_key, slot.spec.path, slot.spec.runtime.n_threads)
+        except OSError as err:  # moved or deleted since setup
+            raise ModelNotFound(f"model file not found: {slot.spec.path}") from err
+        slot.calibration_key = key
+        record = self.store.get(key) or await self._measure(slot, key, fixed_bytes, budget, new_backend)
+        slot.unusable = dict(record.get("unusable", {}))
+        flash = bool(record.get("flash_attn", False)) and FLASH not in slot.unusable  # older records: not measured
+        chosen = LoadVariant(repack=bool(record["repack"]) and REPACK not in slot.unusable, flash_attn=flash)
+        measured = record["measured"].get(str(chosen.repack), {}).get("rss", 0)
+        slot.estimate = max(estimate_bytes(slot.spec, slot.files, chosen), int(measured * 1.05))
+        return chosen
+
+    async def _measure(
+        self, slot: ModelSlot, key: str, fixed: int, budget: int, new_backend: Callable[[str], Backend]
+    ) -> dict[str, Any]:
+        self.runs += 1
+
+        def fits(repack: bool) -> bool:
+            return fixed + estimate_bytes(slot.spec, slot.files, LoadVariant(repack)) <= budget
+
+        record = await calibrate(slot.name, slot.spec, fits, new_backend)
+        if not record["measured"]:  # not even the plain way fits: the caller's budget check refuses it
+            return record
+        return await asyncio.to_thread(self.store.put, key, record)
+
+    async def start(self, slot: ModelSlot, chosen: LoadVariant) -> LoadResult:
+        """Load `slot` the `chosen` way; a repacked load that dies natively is ruled out and the safe way follows."""
+        slot.load.variant = chosen
+        try:
+            return await slot.backend.load(replace(slot.spec, variant=chosen))
+        except WorkerCrashed as err:
+            if not (chosen.repack and err.native_fault):
+                raise
+            _LOGGER.warning("%s died loading with weight repacking (%s): loading it without", slot.name, err)
+            self.rule_out_repack(slot, describe_exit(err.exit_code))
+        slot.load.variant = replace(chosen, repack=False)
+        return await slot.backend.load(replace(slot.spec, variant=slot.load.variant))
+
+    def rule_out_repack(self, slot: ModelSlot, reason: str) -> None:
+        slot.unusable[REPACK] = reason
+        if slot.calibration_key is not None:
+            # In the store's memory now: a load that starts before the file is written reads it there.
+            self.store.rule_out(slot.calibration_key, slot.name, REPACK, reason)
+            self._spawn(asyncio.to_thread(self.store.save), "sarai_omni calibration")

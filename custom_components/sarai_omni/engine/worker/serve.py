@@ -15,8 +15,8 @@ import sys
 import threading
 from typing import Any, BinaryIO, Protocol
 
-from . import protocol
-from .errors import EngineError
+from .. import protocol
+from ..errors import EngineError
 
 Send = Callable[[dict[str, Any]], None]
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from . import adapter
+
 MIN_NGRAM, MAX_NGRAM = 3, 5  # shorter matches are accepted too rarely to pay for their batch
 MAX_DRAFT = 5  # a rejected draft costs its whole batch: on a 2-core CPU 9 tokens cost ~3 decode steps
 PROBE_EVERY = 32  # steps: the other way is tried this often, doubling while the choice holds ...
@@ -109,17 +111,19 @@ def decode(llm: Any, tokens: list[int], sampler: Any, drafter: Drafter) -> Itera
     """
     if tokens:
         llm.eval(tokens)
-    token = sampler.sample(llm._ctx, -1)
+    token = adapter.sample(sampler, llm, -1)
     while True:
         yield token
         n_past = llm.n_tokens
         room = llm.n_ctx() - n_past - 1
         draft = lookup(np.append(llm.input_ids[:n_past], token), min(MAX_DRAFT, room)) if drafter.pays() else []
         started = time.perf_counter()
-        _decode_batch(llm, [token, *draft], n_past)
+        adapter.decode_batch(llm, [token, *draft], n_past)
+        llm.input_ids[n_past : n_past + len(draft) + 1] = [token, *draft]  # what the context holds now
+        llm.n_tokens = n_past + len(draft) + 1
         accepted = 0
         for i in range(len(draft) + 1):
-            token = sampler.sample(llm._ctx, i)
+            token = adapter.sample(sampler, llm, i)
             if i == len(draft) or token != draft[i]:
                 break
             accepted += 1
@@ -127,13 +131,5 @@ def decode(llm: Any, tokens: list[int], sampler: Any, drafter: Drafter) -> Itera
         drafter.record(time.perf_counter() - started, accepted + 1, len(draft), accepted)
         keep = n_past + 1 + accepted  # the fed token and the accepted drafts; the rest is dropped
         if keep < llm.n_tokens:
-            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            adapter.keep_prefix(llm, keep)
             llm.n_tokens = keep
-
-
-def _decode_batch(llm: Any, batch: list[int], n_past: int) -> None:
-    """Decode `batch` at `n_past` with logits for every position (each one is verified)."""
-    llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=True)
-    llm._ctx.decode(llm._batch)
-    llm.input_ids[n_past : n_past + len(batch)] = batch
-    llm.n_tokens = n_past + len(batch)

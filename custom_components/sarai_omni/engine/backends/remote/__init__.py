@@ -21,35 +21,35 @@ Imported only where a remote role is configured (aiohttp stays out of worker pro
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 import json
 import logging
-import mimetypes
-from pathlib import Path
 import time
 from typing import Any, TypeVar
 
 import aiohttp
 
-from .backend import BenchResult, ChatRequest, Generated, LoadResult, ModelSpec, RemoteModel, Speech, server_label
-from .errors import (
-    InvalidInput,
-    RemoteAuthFailed,
+from ...capabilities import GRAMMAR, JSON_SCHEMA
+from ...deadlines import within
+from ...errors import (
     RemoteError,
     RemoteModelMissing,
     RemoteStreamBroken,
     RemoteUnreachable,
     RequestTimeout,
 )
-from .prompts import Message, text_of
+from ...spec import ModelSpec, RemoteModel, server_label
+from ..base import ChatRequest, Generated, LoadResult
+from .openai import StreamState, as_tool_call_text, openai_messages
+from .server import headers, list_models, probe_modalities, raise_for_status, reason
+
+__all__ = ["RemoteBackend", "as_tool_call_text", "list_models", "openai_messages", "probe_modalities"]
 
 T = TypeVar("T")  # no PEP 695 generics in engine/: ruff holds it to Python 3.11 (the torch worker)
 _LOGGER = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # the longest silence between two chunks of a stream (a prompt's prefill)
-LIST_TIMEOUT_S = 10.0
 RETRIES = 3  # connection attempts per request
 BACKOFF_S = 0.5  # first pause between attempts; doubles each time
 RETRY_AFTER_S = 30.0  # how long a role that did not answer is routed around
@@ -57,197 +57,20 @@ MAX_STOPS = 4  # OpenAI's limit on stop strings
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ServerTimeoutError)
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-async def list_models(session: aiohttp.ClientSession, base_url: str, api_key: str | None = None) -> list[str]:
-    """The model ids a server lists at /v1/models; raises RemoteUnreachable / RemoteAuthFailed / RemoteError."""
-    url = f"{base_url.rstrip('/')}/models"
-    try:
-        async with session.get(
-            url, headers=_headers(api_key), timeout=aiohttp.ClientTimeout(total=LIST_TIMEOUT_S)
-        ) as resp:
-            await _raise_for_status(resp, server_label(base_url))
-            data = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-        raise RemoteUnreachable(f"{server_label(base_url)} did not answer /models: {_reason(err)}") from err
-    models = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(models, list):
-        raise RemoteUnreachable(f"{server_label(base_url)} does not answer like an OpenAI-compatible server")
-    return [str(m["id"]) for m in models if isinstance(m, dict) and "id" in m]
-
-
-async def probe_modalities(
-    session: aiohttp.ClientSession, base_url: str, api_key: str | None = None
-) -> dict[str, bool]:
-    """What llama-server says the loaded model takes (`/props` modalities); {} where not told."""
-    root = base_url.rstrip("/").removesuffix("/v1")
-    try:
-        async with session.get(
-            f"{root}/props", headers=_headers(api_key), timeout=aiohttp.ClientTimeout(total=LIST_TIMEOUT_S)
-        ) as resp:
-            data = await resp.json(content_type=None) if resp.status == 200 else {}
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return {}
-    modalities = data.get("modalities") if isinstance(data, dict) else None
-    return (
-        {k: bool(v) for k, v in modalities.items() if k in ("vision", "audio")} if isinstance(modalities, dict) else {}
-    )
-
-
-async def _raise_for_status(resp: aiohttp.ClientResponse, server: str) -> None:
-    if resp.status < 400:
-        return
-    body = (await resp.text())[:300]
-    if resp.status in (401, 403):
-        raise RemoteAuthFailed(f"{server} refused the API key (HTTP {resp.status})")
-    raise RemoteError(f"{server} answered HTTP {resp.status}: {body}")
-
-
-def _reason(err: BaseException) -> str:
-    return str(err) or type(err).__name__
-
-
-def openai_messages(messages: list[Message], remote: RemoteModel) -> list[dict[str, Any]]:
-    """The engine's messages in the OpenAI format (blocking: reads attached media files)."""
-    return [_openai_message(m, remote) for m in messages]
-
-
-def _openai_message(msg: Message, remote: RemoteModel) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": msg["role"]}
-    content = msg.get("content")
-    if isinstance(content, list):
-        out["content"] = [_part(p, remote) for p in content]
-        if msg.get("context"):
-            out["content"].insert(0, {"type": "text", "text": f"{msg['context']}\n"})
-    else:
-        text = text_of(content)
-        out["content"] = f"{msg['context']}\n{text}" if msg.get("context") else text
-    if msg.get("tool_calls"):
-        out["tool_calls"] = [
-            {**call, "function": {**call["function"], "arguments": _arguments_text(call["function"]["arguments"])}}
-            for call in msg["tool_calls"]
-        ]
-    if msg["role"] == "tool":
-        out["tool_call_id"] = msg.get("tool_call_id", "")
-    return out
-
-
-def _arguments_text(arguments: Any) -> str:
-    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
-def _part(part: dict[str, Any], remote: RemoteModel) -> dict[str, Any]:
-    kind = part.get("type")
-    if kind == "image":
-        if not remote.vision:
-            raise InvalidInput(f"the server's model {remote.model} is not configured to take images")
-        path = Path(str(part["path"]))
-        mime = mimetypes.guess_type(path.name)[0] or "image/jpeg"
-        return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{_b64(path)}"}}
-    if kind == "audio":
-        if not remote.audio:
-            raise InvalidInput(f"the server's model {remote.model} is not configured to take audio")
-        path = Path(str(part["path"]))
-        return {"type": "input_audio", "input_audio": {"data": _b64(path), "format": path.suffix.lstrip(".") or "wav"}}
-    return {"type": "text", "text": str(part.get("text", ""))}
-
-
-def _b64(path: Path) -> str:
-    try:
-        return base64.b64encode(path.read_bytes()).decode()
-    except OSError as err:
-        raise InvalidInput(f"cannot read {path.name}: {err.strerror}") from err
-
-
-def as_tool_call_text(calls: dict[int, dict[str, str]]) -> str:
-    """Native tool_calls deltas (gathered by index) as the Qwen text the tool-call parser reads."""
-    out = []
-    for _, call in sorted(calls.items()):
-        try:
-            arguments: Any = json.loads(call["arguments"] or "{}")
-        except ValueError:
-            arguments = call["arguments"]  # the parser reports it as malformed: the model retries
-        out.append(f"<tool_call>\n{json.dumps({'name': call['name'], 'arguments': arguments})}\n</tool_call>")
-    return "".join(out)
-
-
-class _StreamState:
-    """What one streamed answer has said so far."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.first_at = 0.0
-        self.last_at = 0.0
-        self.chunks = 0
-        self.finish_reason = ""
-        self.calls: dict[int, dict[str, str]] = {}
-        self.usage: dict[str, Any] = {}
-        self.timings: dict[str, Any] = {}
-
-    def text_of(self, chunk: dict[str, Any]) -> str:
-        """Record one SSE chunk; return its text delta."""
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        if isinstance(chunk.get("timings"), dict):
-            self.timings = chunk["timings"]
-        choices = chunk.get("choices") or []
-        if not choices:
-            return ""
-        choice = choices[0]
-        self.finish_reason = choice.get("finish_reason") or self.finish_reason
-        delta = choice.get("delta") or {}
-        for call in delta.get("tool_calls") or []:
-            self._add_call(call)
-        text = delta.get("content") or ""
-        if text or delta.get("tool_calls"):
-            now = time.perf_counter()
-            self.first_at = self.first_at or now
-            self.last_at = now
-            self.chunks += 1
-        return str(text)
-
-    def _add_call(self, call: dict[str, Any]) -> None:
-        slot = self.calls.setdefault(int(call.get("index", len(self.calls))), {"name": "", "arguments": ""})
-        function = call.get("function") or {}
-        slot["name"] += function.get("name") or ""
-        slot["arguments"] += function.get("arguments") or ""
-
-    def result(self) -> Generated:
-        completion = int(self.usage.get("completion_tokens") or self.timings.get("predicted_n") or self.chunks)
-        decode_s = self.last_at - self.first_at
-        tps = float(self.timings.get("predicted_per_second") or 0.0)
-        if not tps and completion > 1 and decode_s > 0:
-            tps = (completion - 1) / decode_s
-        prompt = int(self.usage.get("prompt_tokens") or self.timings.get("prompt_n") or 0)
-        cached = int(
-            self.timings.get("cache_n") or (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        )
-        return Generated(
-            finish_reason="tool_calls" if self.calls else (self.finish_reason or "stop"),
-            completion_tokens=completion,
-            ttft_ms=((self.first_at or time.perf_counter()) - self.started) * 1000,
-            tokens_per_second=tps,
-            prompt_tokens=prompt + cached if "cache_n" in self.timings else prompt,
-            cached_tokens=cached,
-            evaluated_prompt_tokens=prompt,
-        )
-
-
 class RemoteBackend:
     """Implements backend.Backend on an OpenAI-compatible server (HA's shared aiohttp session)."""
 
-    calibrates = False
-    spare_bytes = 0  # no process of its own  # nothing of this machine's CPU is involved
     crashes = 0  # a server is not ours: its failures are counted apart (`failures`)
     last_exit = None
+    # response_format json_schema (every server here); a GBNF grammar is llama.cpp's extension,
+    # passed as `grammar` (llama-server and llama-cpp-python's server decode with it)
+    constraints = frozenset({GRAMMAR, JSON_SCHEMA})
 
     def __init__(self, spec: ModelSpec, session: aiohttp.ClientSession | None = None) -> None:
-        assert spec.remote is not None
+        assert isinstance(spec.source, RemoteModel)
         self.name = spec.role
-        self.remote = spec.remote
-        self.server = server_label(spec.remote.base_url)
+        self.remote = spec.source
+        self.server = server_label(spec.source.base_url)
         self._session, self._own_session = session, session is None
         self._connected = False
         self._failures = 0
@@ -277,6 +100,9 @@ class RemoteBackend:
         return 0
 
     # -- connection -----------------------------------------------------------------------------
+    def _too_slow(self) -> RequestTimeout:
+        return RequestTimeout(f"{self.server} did not finish the answer in time")
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session, self._own_session = aiohttp.ClientSession(), True
@@ -326,10 +152,10 @@ class RemoteBackend:
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
         self._cancel.clear()
         body = await asyncio.to_thread(self._body, request)  # media files are read here
-        state = _StreamState(time.perf_counter())
+        state = StreamState(time.perf_counter())
         wrap = request.schema_as_tool_call  # the repair schema is the call object: the tags go around it
         try:
-            resp = await _before(deadline, self._open(body), self.server)
+            resp = await within(self._open(body), deadline, self._too_slow)
             async with resp:
                 if wrap:
                     yield "<tool_call>\n"
@@ -392,25 +218,25 @@ class RemoteBackend:
             resp = await self._with_retries(lambda: self._post(body))
         if resp.status >= 400:
             async with resp:
-                await _raise_for_status(resp, self.server)
+                await raise_for_status(resp, self.server)
         return resp
 
     async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{self.remote.base_url.rstrip('/')}/chat/completions"
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S)
         try:
-            return await self._http().post(url, json=body, headers=_headers(self.remote.api_key), timeout=timeout)
+            return await self._http().post(url, json=body, headers=headers(self.remote.api_key), timeout=timeout)
         except _CONNECT_ERRORS as err:
-            raise RemoteUnreachable(f"{self.server} did not answer: {_reason(err)}") from err
+            raise RemoteUnreachable(f"{self.server} did not answer: {reason(err)}") from err
         except aiohttp.ClientError as err:
-            raise RemoteError(f"{self.server}: {_reason(err)}") from err
+            raise RemoteError(f"{self.server}: {reason(err)}") from err
 
     async def _deltas(
-        self, resp: aiohttp.ClientResponse, state: _StreamState, deadline: float | None
+        self, resp: aiohttp.ClientResponse, state: StreamState, deadline: float | None
     ) -> AsyncIterator[str]:
         """Text deltas of an SSE stream (a plain JSON answer from a server that does not stream, too)."""
         if "text/event-stream" not in resp.headers.get("Content-Type", ""):
-            data = await _before(deadline, self._read_json(resp), self.server)
+            data = await within(self._read_json(resp), deadline, self._too_slow)
             message = ((data.get("choices") or [{}])[0]).get("message") or {}
             yield state.text_of(
                 {
@@ -420,7 +246,7 @@ class RemoteBackend:
             )
             return
         try:
-            while raw := await _before(deadline, resp.content.readline(), self.server):
+            while raw := await within(resp.content.readline(), deadline, self._too_slow):
                 line = raw.decode("utf-8", errors="replace").strip()
                 if not line.startswith("data:"):
                     continue
@@ -432,7 +258,7 @@ class RemoteBackend:
                     raise RemoteError(f"{self.server}: {chunk['error'].get('message', chunk['error'])}")
                 yield state.text_of(chunk)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ValueError) as err:
-            raise RemoteStreamBroken(f"{self.server} stopped in the middle of the answer: {_reason(err)}") from err
+            raise RemoteStreamBroken(f"{self.server} stopped in the middle of the answer: {reason(err)}") from err
         if not state.finish_reason:  # the connection closed without the server saying it was done
             raise RemoteStreamBroken(f"{self.server} stopped in the middle of the answer")
 
@@ -440,30 +266,12 @@ class RemoteBackend:
         try:
             data = await resp.json(content_type=None)
         except (aiohttp.ClientError, ValueError) as err:
-            raise RemoteStreamBroken(f"{self.server} sent an unreadable answer: {_reason(err)}") from err
+            raise RemoteStreamBroken(f"{self.server} sent an unreadable answer: {reason(err)}") from err
         if not isinstance(data, dict) or not data.get("choices"):
             raise RemoteError(f"{self.server} sent an answer without choices")
         return data
 
     # -- the rest of the seam -------------------------------------------------------------------
-    async def media_ready(self) -> str | None:
-        return None
-
-    async def prespawn(self) -> None:
-        return  # nothing to start: the server is there or not
-
-    async def speak(self, text: str, voice: str) -> Speech:
-        raise InvalidInput(f"{self.name}: this model does not speak")
-
-    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return {"source": "server", "remote": True}  # the server keeps its own prompt cache
-
-    async def logits(self, messages: list[Message], top: int) -> dict[str, Any]:
-        raise InvalidInput("next-token logits are not available from a remote server")
-
-    async def bench(self) -> BenchResult:
-        raise InvalidInput("a remote server is not benchmarked from here")
-
     async def stats(self) -> dict[str, Any]:
         return {"server": self.server, "model": self.remote.model, "finished": list(self._recent)}
 
@@ -481,14 +289,3 @@ class RemoteBackend:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
-
-
-async def _before(deadline: float | None, awaitable: Awaitable[T], server: str) -> T:
-    """Await within the request's deadline (event-loop time)."""
-    if deadline is None:
-        return await awaitable
-    remaining = max(deadline - asyncio.get_running_loop().time(), 0.001)
-    try:
-        return await asyncio.wait_for(awaitable, remaining)
-    except TimeoutError as err:
-        raise RequestTimeout(f"{server} did not finish the answer in time") from err

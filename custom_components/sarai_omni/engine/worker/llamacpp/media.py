@@ -19,8 +19,9 @@ import tempfile
 import time
 from typing import Any
 
-from .errors import InvalidInput, LoadFailed
-from .procmem import alive
+from ...errors import InvalidInput, LoadFailed
+from ...procmem import alive
+from . import adapter
 
 NO_HEARING = "this model's projector has no audio encoder: it cannot hear"
 
@@ -65,7 +66,7 @@ class Vision:
             if (needed := mtmd.mtmd_helper_get_n_tokens(chunks)) > llm.n_ctx():
                 raise InvalidInput(_too_long(llm, text, len(images), needed))
             llm.reset()
-            llm._ctx.kv_cache_clear()
+            adapter.clear_kv(llm)
             n_past = ctypes.c_int32(0)
             if mtmd.mtmd_helper_eval_chunks(self._ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
                 raise InvalidInput("llama.cpp failed to evaluate the images")
@@ -155,7 +156,7 @@ def parked_text_cache(llm: Any, directory: Path | None) -> Iterator[None]:
         yield
     finally:
         llm.reset()
-        llm._ctx.kv_cache_clear()
+        adapter.clear_kv(llm)
         if saved and name is not None:
             out, count = (llama_cpp.llama_token * n)(), ctypes.c_size_t(0)
             if llama_cpp.llama_state_seq_load_file(llm.ctx, name.encode(), 0, out, n, ctypes.byref(count)):

@@ -1,37 +1,38 @@
-"""Worker process: owns one llama.cpp model and context. Run as `python -m <package>.engine.worker`.
+"""The llama.cpp worker process's model owner (`python -m <package>.engine.worker.llamacpp`).
 
 Only this module imports llama_cpp, and only inside the worker process, so a native crash (segfault,
 illegal instruction, OOM kill) takes down this process alone. Requests are served one at a time in
 arrival order; a reader thread handles `cancel` at once so a running generation stops at its next
 token.
+Over 400 lines because every handler works on the one loaded model's state (its cache, projector,
+drafter) on the one request thread; what stands alone is in kvfiles, grammar, media and decoding.
 """
 
 from __future__ import annotations
 
-from array import array
 import codecs
 from collections import deque
 from collections.abc import Iterator, Sequence
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
 from pathlib import Path
-import re
 import signal
-import sys
 import threading
 import time
 from typing import Any
 
-from . import defaults, protocol, serve
-from .calibrate import variant
-from .errors import BackendMissing, InvalidInput, LoadFailed
+from ... import defaults, protocol
+from ...errors import InvalidInput, LoadFailed
+from ...prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
+from ...protocol import variant
+from .. import serve
+from . import adapter
+from .decoding import Drafter, decode
+from .grammar import request_grammar
+from .kvfiles import KVStateFiles
 from .media import Vision, parked_text_cache, remove_stale_parked
-from .prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
-from .speculate import Drafter, decode
-from .toolcalls import CLOSE, OPEN
 
 Send = serve.Send
 
@@ -77,7 +78,7 @@ class Runner:
 
     # -- load -----------------------------------------------------------------------------------
     def load(self, msg: dict[str, Any]) -> dict[str, Any]:
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = adapter.import_llama_cpp()
         self.unload()
         started = time.perf_counter()
         try:
@@ -197,7 +198,7 @@ class Runner:
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
-        for token in self._sample(new_tokens, msg, _grammar(msg)):
+        for token in self._sample(new_tokens, msg, request_grammar(msg)):
             now = time.perf_counter()
             first_at = first_at or now
             if self._is_eog(token) and not msg.get("ignore_eos"):  # end of turn: the model finished
@@ -299,16 +300,14 @@ class Runner:
         """
         llm = self._llm
         cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
-        if cached and llm._ctx.kv_cache_seq_rm(-1, cached, -1):
+        if cached and adapter.keep_prefix(llm, cached):
             llm.n_tokens = cached
             return cached
         llm.reset()  # this cache cannot drop a suffix (some recurrent/SWA caches): start over
         return 0
 
     def _is_eog(self, token: int) -> bool:
-        import llama_cpp  # noqa: PLC0415  (already loaded by load())
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
+        return adapter.is_end_of_generation(adapter.import_llama_cpp(), self._llm, token)
 
     def _prompt(self, msg: dict[str, Any], max_tokens: int) -> tuple[list[Message], list[int], tuple[str, ...], str]:
         """Render and tokenize, dropping the oldest turns while the prompt does not fit n_ctx.
@@ -346,7 +345,8 @@ class Runner:
     def _sample(self, tokens: list[int], msg: dict[str, Any], grammar: Any) -> Iterator[int]:
         """Tokens after `tokens` (evaluated after the cached prefix _reuse_prefix kept), with the
         sampler llama-cpp-python's own generate() would build, drafting by prompt lookup when it pays."""
-        sampler = self._llm._init_sampler(
+        sampler = adapter.new_sampler(
+            self._llm,
             temp=float(msg.get("temperature", defaults.TEMPERATURE)),
             top_k=int(msg.get("top_k", defaults.TOP_K)),
             top_p=float(msg.get("top_p", defaults.TOP_P)),
@@ -375,79 +375,6 @@ def _drop(messages: list[Message], count: int) -> list[Message]:
     return messages
 
 
-class KVStateFiles:
-    """KV-cache snapshots of standing prompts on disk, keyed by everything that shapes the state:
-    the model file's identity (path, size, mtime), n_ctx, KV type, and the prompt's tokens.
-    """
-
-    KEEP = 8  # newest files kept per directory
-
-    def __init__(self, load: dict[str, Any]) -> None:
-        self.dir = Path(load["kv_cache_dir"]) if load.get("kv_cache_dir") else None
-        stat = os.stat(load["model_path"])
-        self._identity = "|".join(
-            map(
-                str,
-                (
-                    os.path.realpath(load["model_path"]),
-                    stat.st_size,
-                    stat.st_mtime_ns,
-                    load.get("n_ctx"),
-                    load.get("kv_type"),
-                    protocol.PROTOCOL_VERSION,
-                ),
-            )
-        )
-
-    def path_for(self, tokens: Sequence[int]) -> Path | None:
-        if self.dir is None:
-            return None
-        digest = hashlib.sha256(self._identity.encode() + array("i", tokens).tobytes()).hexdigest()[:32]
-        return self.dir / f"{self.prefix}-{digest}.kv"
-
-    @property
-    def prefix(self) -> str:
-        """This model's files start with it: pruning never touches another model's snapshots."""
-        return "state-" + hashlib.sha256(self._identity.encode()).hexdigest()[:12]
-
-    def restore(self, llm: Any, path: Path, tokens: list[int]) -> bool:
-        import llama_cpp  # noqa: PLC0415  (worker-only)
-
-        if not path.is_file():
-            return False
-        out = (llama_cpp.llama_token * len(tokens))()
-        count = ctypes.c_size_t(0)
-        llm.reset()
-        if (
-            not llama_cpp.llama_state_load_file(llm.ctx, str(path).encode(), out, len(tokens), ctypes.byref(count))
-            or list(out[: count.value]) != tokens
-        ):
-            llm.reset()  # a stale or foreign file: evaluate instead
-            return False
-        llm.input_ids[: len(tokens)] = tokens
-        llm.n_tokens = len(tokens)  # the Llama object's prefix matching must see the restored tokens
-        os.utime(path)
-        return True
-
-    def save(self, llm: Any, path: Path, tokens: list[int]) -> None:
-        import llama_cpp  # noqa: PLC0415  (worker-only)
-
-        tmp = path.with_suffix(".tmp")
-        arr = (llama_cpp.llama_token * len(tokens))(*tokens)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if llama_cpp.llama_state_save_file(llm.ctx, str(tmp).encode(), arr, len(tokens)):
-                tmp.replace(path)  # atomic: a crash mid-write never leaves a half file under the real name
-            mine = sorted(path.parent.glob(f"{self.prefix}-*.kv"), key=lambda p: p.stat().st_mtime)
-            for old in mine[: -self.KEEP]:
-                old.unlink(missing_ok=True)
-        except OSError as err:  # read-only or full: the snapshot is an optimisation, the answer is not
-            print(f"KV snapshot not saved: {err}", file=sys.stderr)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)  # a partial file after a full disk
-
-
 def _read_media(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -465,35 +392,6 @@ def _common_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
     return n
 
 
-def _grammar(msg: dict[str, Any]) -> Any:
-    """The request's GBNF grammar, or one built from its JSON schema (optionally inside tool-call tags)."""
-    gbnf = msg.get("grammar")
-    if not gbnf and msg.get("json_schema") is not None:
-        gbnf = schema_grammar(msg["json_schema"], tool_call=bool(msg.get("schema_as_tool_call")))
-    if not gbnf:
-        return None
-    from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415  (worker-only import)
-
-    try:
-        return LlamaGrammar.from_string(gbnf, verbose=False)
-    except ValueError as err:
-        raise InvalidInput(f"invalid grammar: {err}") from err
-
-
-def schema_grammar(schema: dict[str, Any], *, tool_call: bool = False) -> str:
-    """GBNF for JSON matching `schema` (llama.cpp's converter); wrapped in <tool_call> tags if asked."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf  # noqa: PLC0415  (worker-only import)
-
-    try:
-        gbnf: str = json_schema_to_gbnf(json.dumps(schema))
-    except (ValueError, KeyError, TypeError, RecursionError) as err:
-        raise InvalidInput(f"unsupported JSON schema: {err}") from err
-    if tool_call:
-        gbnf = re.sub(r"^root ::=", "call ::=", gbnf, count=1, flags=re.MULTILINE)
-        gbnf += f"\nroot ::= {json.dumps(OPEN + chr(10))} call {json.dumps(chr(10) + CLOSE)}\n"
-    return gbnf
-
-
 def _injected_fault(msg: dict[str, Any]) -> None:
     """Die as a trapping CPU would, when the tests ask for it (protocol.FAULTS_ENV) for this variant."""
     faults = dict(f.split("=", 1) for f in os.environ.get(protocol.FAULTS_ENV, "").split(",") if "=" in f)
@@ -506,51 +404,29 @@ def _injected_fault(msg: dict[str, Any]) -> None:
 
 def _preimport() -> None:
     with contextlib.suppress(Exception):
-        _import_llama_cpp()
-
-
-def _import_llama_cpp() -> Any:
-    try:
-        import llama_cpp  # noqa: PLC0415  (imported only in the worker, on demand)
-    except (ImportError, OSError) as err:  # OSError: the native library itself does not load
-        raise BackendMissing(f"llama-cpp-python is not usable: {err}") from err
-    return llama_cpp
+        adapter.import_llama_cpp()
 
 
 def _new_llama(llama_cpp: Any, msg: dict[str, Any]) -> Any:
-    """Create the Llama object. `repack: false` keeps weights only in the mmap'd file."""
+    """The Llama object of a load request (`repack: false`: the weights stay only in the mmap'd file)."""
     kv_type = {"f16": 1, "q8_0": 8}.get(str(msg.get("kv_type", "f16")), 1)
-    low = llama_cpp.llama_cpp  # Llama() reads its defaults from the low-level module
-    default_params = low.llama_model_default_params
-
-    def model_params() -> Any:
-        params = default_params()
-        params.use_extra_bufts = bool(msg.get("repack", False))
-        return params
-
-    low.llama_model_default_params = model_params  # Llama() does not expose use_extra_bufts
-    try:
-        return llama_cpp.Llama(
-            model_path=msg["model_path"],
-            n_ctx=int(msg.get("n_ctx", defaults.N_CTX)),
-            n_threads=int(msg.get("n_threads", os.cpu_count() or 1)),
-            n_batch=int(msg.get("n_batch", defaults.N_BATCH)),
-            n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
-            seed=int(msg.get("seed", 0xC0FFEE)),
-            type_k=kv_type,
-            type_v=kv_type,
-            flash_attn=bool(msg.get("flash_attn")) or kv_type != 1,  # a quantized V cache needs it
-            use_mmap=True,
-            swa_full=True,  # sliding-window caches must be able to drop a suffix for prefix reuse
-            verbose=False,
-        )
-    finally:
-        low.llama_model_default_params = default_params
+    return adapter.new_llama(
+        llama_cpp,
+        repack=bool(msg.get("repack", False)),
+        model_path=msg["model_path"],
+        n_ctx=int(msg.get("n_ctx", defaults.N_CTX)),
+        n_threads=int(msg.get("n_threads", os.cpu_count() or 1)),
+        n_batch=int(msg.get("n_batch", defaults.N_BATCH)),
+        n_gpu_layers=int(msg.get("n_gpu_layers", 0)),
+        seed=int(msg.get("seed", 0xC0FFEE)),
+        type_k=kv_type,
+        type_v=kv_type,
+        flash_attn=bool(msg.get("flash_attn")) or kv_type != 1,  # a quantized V cache needs it
+        use_mmap=True,
+        swa_full=True,  # sliding-window caches must be able to drop a suffix for prefix reuse
+        verbose=False,
+    )
 
 
 def main() -> None:
     serve.main(Runner, _preimport)
-
-
-if __name__ == "__main__":
-    main()

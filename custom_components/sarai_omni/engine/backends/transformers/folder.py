@@ -17,7 +17,7 @@ import struct
 from typing import Any
 import zipfile
 
-from .errors import InvalidModelFile, ModelNotFound
+from ...errors import InvalidModelFile, ModelNotFound
 
 SUPPORTED_TYPES = ("qwen2_5_omni",)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

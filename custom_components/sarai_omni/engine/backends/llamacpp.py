@@ -1,0 +1,48 @@
+"""The llama.cpp backend: GGUF models in worker processes (engine/worker/llamacpp) under HA's Python.
+
+Beyond the core protocol it warms standing prompts (KV snapshots on disk), constrains output
+(GBNF grammars, JSON schemas), is calibrated (repacking and flash attention measured per machine) and
+reads a projector in the background while text is already answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import protocol
+from ..capabilities import GRAMMAR, JSON_SCHEMA
+from ..prompts import Message
+from ..spec import ModelSpec
+from .base import BenchResult, Warmed
+from .process import WorkerBackend
+
+
+class LlamaCppBackend(WorkerBackend):
+    """A llama.cpp worker process under HA's Python."""
+
+    constraints = frozenset({GRAMMAR, JSON_SCHEMA})
+
+    async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Warmed:
+        return Warmed.from_dict(await self.client.call(protocol.OP_WARM, {"messages": messages, "tools": tools}))
+
+    async def bench(self) -> BenchResult:
+        data = await self.client.call(protocol.OP_BENCH, {})
+        return BenchResult(float(data["prefill_tps"]), float(data["decode_tps"]))
+
+    async def media_ready(self) -> str | None:
+        data = await self.client.call(protocol.OP_MEDIA_READY)
+        error = data.get("vision_error")
+        return str(error) if error else None
+
+
+def llama_cpp_factory(
+    python: str | None = None, memory_limit: int | None = None
+) -> Callable[[ModelSpec, Callable[[], None] | None], LlamaCppBackend]:
+    """backend.BackendFactory for llama.cpp workers running under `python` (default: this one),
+    each confined to `memory_limit` bytes where the kernel offers memory cgroups (cgroup.py)."""
+
+    def make(spec: ModelSpec, on_crash: Callable[[], None] | None) -> LlamaCppBackend:
+        return LlamaCppBackend(spec.role, python, on_crash, memory_limit=memory_limit)
+
+    return make

@@ -1,0 +1,5 @@
+"""`python -m <package>.engine.worker.transformers`: serve one transformers model over stdin/stdout."""
+
+from .runner import main
+
+main()
