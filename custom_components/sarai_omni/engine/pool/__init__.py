@@ -134,7 +134,7 @@ class ModelPool:
 
     async def close(self) -> None:
         self._closed = True  # no spare process starts from now on
-        self.watchdog.stop()
+        await self.watchdog.stop()
         if self._background:  # a ruled-out variant being saved, an idle unload or a spare under way
             await asyncio.gather(*self._background, return_exceptions=True)
         for slot in self.slots.values():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+import contextlib
 import logging
 
 from ..errors import DoesNotFitBudget, WorkerCrashed
@@ -24,6 +25,7 @@ class MemoryWatchdog:
         self.budget = budget
         self.peak_rss = 0  # the highest sum of worker RSS sampled
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def measured_rss(self) -> int:
         """Resident memory of every worker process alive now (loading ones included)."""
@@ -31,12 +33,16 @@ class MemoryWatchdog:
 
     def watch(self) -> None:
         """Sample while anything is busy or loading (started by each request and load)."""
-        if self._task is None or self._task.done():
+        if not self._stopped and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._sample(), name="sarai_omni memory watchdog")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """For good (the pool is closing): a load still under way cannot start it again."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _sample(self) -> None:
         while any(s.active for s in self._slots()):
