@@ -155,6 +155,7 @@ def test_every_translated_field_is_described() -> None:
 def test_selectors_translate_every_option() -> None:
     from custom_components.sarai_omni import catalog, const
     from custom_components.sarai_omni.engine import defaults
+    from custom_components.sarai_omni.timeline import LABELS
 
     expected = {
         "download": {const.DOWNLOAD_NONE, const.DOWNLOAD_HUB, *catalog.SEEDS},
@@ -165,6 +166,7 @@ def test_selectors_translate_every_option() -> None:
         "torch_dtype": set(defaults.TORCH_DTYPES),
         "torch_device": set(defaults.TORCH_DEVICES),
         "torch_quantization": set(defaults.TORCH_QUANTIZATIONS),
+        "labels": set(LABELS),
     }
     assert {name: set(sel["options"]) for name, sel in EN["selector"].items()} == expected
 
@@ -184,7 +186,7 @@ def test_services_yaml_matches_translations() -> None:
     assert (
         set(services)
         == set(EN["services"])
-        == {"analyze_image", "analyze_video", "analyze_audio", "load_model", "unload_model"}
+        == {"analyze_image", "analyze_video", "analyze_audio", "load_model", "unload_model", "get_events"}
     )
     for name, spec in services.items():
         assert set(spec["fields"]) == set(EN["services"][name]["fields"]), name

@@ -92,8 +92,8 @@ def test_op_names_live_only_in_protocol() -> None:
     assert offenders == []
 
 
-def test_the_engine_imports_nothing_of_home_assistant() -> None:
-    for path in (PKG / "engine").rglob("*.py"):
+def test_the_engine_and_the_timeline_import_nothing_of_home_assistant() -> None:
+    for path in [*(PKG / "engine").rglob("*.py"), *(PKG / "timeline").rglob("*.py")]:
         tree = ast.parse(path.read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

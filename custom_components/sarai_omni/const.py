@@ -55,6 +55,9 @@ CONF_N_GPU_LAYERS: Final = "n_gpu_layers"
 CONF_ROUTER_SHORT_CHARS: Final = "router_short_chars"
 CONF_ROUTER_SOFT_THRESHOLD: Final = "router_soft_threshold"
 CONF_PROMPT_LOOKUP: Final = "prompt_lookup"
+CONF_TIMELINE_DAYS: Final = "timeline_days"
+CONF_TIMELINE_MAX_EVENTS: Final = "timeline_max_events"
+CONF_TIMELINE_MAX_MB: Final = "timeline_max_mb"
 # transformers roles (options): the torch venv's interpreter, dtype, device, weight quantization.
 CONF_TORCH_PYTHON: Final = "torch_python"
 CONF_TORCH_DTYPE: Final = "torch_dtype"
@@ -110,9 +113,12 @@ ISSUE_MODEL_MISSING: Final = "model_missing"
 ISSUE_BUDGET: Final = "budget_too_small"
 ISSUE_CRASH_LOOP: Final = "crash_loop"
 ISSUE_REMOTE_DOWN: Final = "remote_unreachable"
+ISSUE_TIMELINE_CORRUPT: Final = "timeline_corrupt"  # the database was moved aside
+ISSUE_TIMELINE_NOT_SAVED: Final = "timeline_not_saved"  # its folder cannot be written: kept in memory
 ISSUE_TORCH_MISSING: Final = "torch_missing"  # a transformers role, and its Python cannot import torch
 REMOTE_DOWN_AFTER: Final = 3  # failed requests in a row before a server counts as down
 
 # Where users put GGUF files, relative to the HA config directory.
 MODELS_DIR: Final = "models"
 SIGNAL_ENGINE_UPDATED: Final = f"{DOMAIN}_engine_updated"
+SIGNAL_TIMELINE_UPDATED: Final = f"{DOMAIN}_timeline_updated"

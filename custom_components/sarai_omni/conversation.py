@@ -19,6 +19,7 @@ from .cameras import mentioned_cameras, snapshots_attached
 from .const import CONF_MODEL_PREFERENCE, CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
 from .engine import EngineError, Message
 from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, ToolDef, chat_messages, tool_definitions
+from .history import about_the_past
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
             )
         except conversation.ConverseError as err:
             return err.as_conversation_result()
-        cameras = mentioned_cameras(self.hass, user_input.text)  # the turn asks about these: it sees them
+        # the turn asks about these cameras now: it sees them (about earlier, the timeline answers)
+        cameras = [] if about_the_past(self.entry, user_input.text) else mentioned_cameras(self.hass, user_input.text)
         try:
             async with snapshots_attached(self.hass, chat_log, cameras):
                 finished = await self._async_handle_chat_log(chat_log, cameras=tuple(cameras))

@@ -41,6 +41,7 @@ from .engine import (
     ToolCallParser,
     tool_call_schema,
 )
+from .history import about_the_past
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -267,11 +268,13 @@ class SaraiEntity(Entity):
     def _route(self, chat_log: conversation.ChatLog, constraints: frozenset[str] = frozenset()) -> RouteDecision:
         preference = self.options.get(CONF_MODEL_PREFERENCE, AUTO)
         engine = self.entry.runtime_data.engine
+        text = last_user_text(chat_log)
         decision = engine.route(
-            last_user_text(chat_log),
+            text,
             last_user_modalities(chat_log),
             requested=preference if preference in engine.roles else None,  # a role since removed: auto
             constraints=constraints,
+            past=about_the_past(self.entry, text),
         )
         _LOGGER.debug("route -> %s model: %s", decision.role, decision.reason)
         return decision

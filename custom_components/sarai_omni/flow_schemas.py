@@ -49,6 +49,9 @@ from .const import (
     CONF_ROUTER_SHORT_CHARS,
     CONF_ROUTER_SOFT_THRESHOLD,
     CONF_TARGET,
+    CONF_TIMELINE_DAYS,
+    CONF_TIMELINE_MAX_EVENTS,
+    CONF_TIMELINE_MAX_MB,
     CONF_TORCH_DEVICE,
     CONF_TORCH_DTYPE,
     CONF_TORCH_PYTHON,
@@ -199,6 +202,9 @@ def options_schema(*, torch: bool = False) -> probatio.Schema:
             probatio.Required(CONF_ROUTER_SOFT_THRESHOLD, default=d[CONF_ROUTER_SOFT_THRESHOLD]): NumberSelector(
                 NumberSelectorConfig(min=0, max=1, step=0.05, mode=NumberSelectorMode.SLIDER)
             ),
+            probatio.Required(CONF_TIMELINE_DAYS, default=d[CONF_TIMELINE_DAYS]): number(1, 3650, 1, "d"),
+            probatio.Required(CONF_TIMELINE_MAX_EVENTS, default=d[CONF_TIMELINE_MAX_EVENTS]): number(10, 1_000_000),
+            probatio.Required(CONF_TIMELINE_MAX_MB, default=d[CONF_TIMELINE_MAX_MB]): number(10, 100_000, 10, "MB"),
         }
     )
 

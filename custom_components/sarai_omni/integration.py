@@ -23,9 +23,11 @@ from .const import (
     SIGNAL_ENGINE_UPDATED,
 )
 from .engine import BACKEND_LLAMA_CPP, Engine, EngineConfig, EngineError, FolderModel, ModelNotFound
+from .history import async_open
 from .installer import backend_available
 from .issues import check_budget, check_torch, clear, on_engine_change, raise_issue
 from .llm import LEGACY_CAMERA_API_ID
+from .media_source import TimelineImageView
 from .models import SaraiConfigEntry, SaraiRuntimeData
 from .services import async_setup_services
 from .settings import UnknownBackend, migrate_roles, role_subentry
@@ -33,13 +35,14 @@ from .settings import UnknownBackend, migrate_roles, role_subentry
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
-PLATFORMS = (Platform.AI_TASK, Platform.CONVERSATION, Platform.SENSOR, Platform.STT, Platform.TTS)
+PLATFORMS = (Platform.AI_TASK, Platform.CALENDAR, Platform.CONVERSATION, Platform.SENSOR, Platform.STT, Platform.TTS)
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Register the integration's services (they find the loaded entry when called). The cameras
-    tool comes through HA's `llm` tool platform (llm.py)."""
+    tool comes through HA's `llm` tool platform (llm.py); the timeline's key frames through its view."""
     async_setup_services(hass)
+    hass.http.register_view(TimelineImageView)
     return True
 
 
@@ -81,7 +84,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> boo
         ) from err
     clear(hass, ISSUE_MODEL_MISSING)
     check_budget(hass, entry, engine)
-    entry.runtime_data = SaraiRuntimeData(engine, _loaded_from(entry, config))
+    timeline = await async_open(hass, entry)  # never fails: a corrupt store is set aside, a repair says so
+    entry.runtime_data = SaraiRuntimeData(engine, timeline, _loaded_from(entry, config))
 
     async def _stop(_: Event) -> None:
         await engine.close()
@@ -141,6 +145,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: SaraiConfigEntry) -> bo
     if not await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         return False
     await entry.runtime_data.engine.close()
+    await hass.async_add_executor_job(entry.runtime_data.timeline.close)
     return True
 
 

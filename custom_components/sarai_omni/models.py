@@ -1,5 +1,5 @@
 """The typed config entry and what a loaded entry keeps. Imports nothing else of this package but
-the engine, so every platform can import it without an import cycle."""
+the engine and the timeline (neither imports HA), so every platform can import it without an import cycle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntry
 
 from .engine import Engine
+from .timeline import Timeline
 
 
 @dataclass(slots=True)
@@ -17,6 +18,7 @@ class SaraiRuntimeData:
     set up from (so a change that leaves it the same needs no reload)."""
 
     engine: Engine
+    timeline: Timeline
     loaded_from: Any = None
     reloading: bool = False  # a reload for a changed configuration is on its way
 

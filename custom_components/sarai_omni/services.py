@@ -1,8 +1,10 @@
-"""Services for automations: analyze_image, analyze_video, load_model, unload_model (all return data)."""
+"""Services for automations: analyze_image, analyze_video, analyze_audio (remembered in the timeline on
+request), get_events (the timeline searched), load_model, unload_model (all return data)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 import logging
 from pathlib import Path
 import time
@@ -12,13 +14,16 @@ from homeassistant.components.ffmpeg import get_ffmpeg_manager
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.helpers import config_validation as cv
+from homeassistant.util import dt as dt_util
 import probatio
 
 from .audio import resolve_audio
 from .const import AUTO, DEFAULT_MAX_TOKENS, DEFAULT_TASK_MAX_TOKENS, DEFAULT_TASK_TEMPERATURE, DOMAIN
 from .engine import HEAR, SEE, ChatRequest, ChatResult, Engine, Message, ModelStatus, RouteDecision
 from .errors import engine_call
+from .history import Seen, as_data, async_events, async_remember
 from .models import SaraiConfigEntry
+from .timeline import LABELS, Query
 from .vision import (
     Frame,
     camera_frame,
@@ -43,6 +48,7 @@ _COMMON: dict[probatio.Marker, Any] = {
     probatio.Optional("max_tokens", default=DEFAULT_MAX_TOKENS): probatio.All(
         probatio.Coerce(int), probatio.Range(min=1, max=4096)
     ),
+    probatio.Optional("remember", default=False): cv.boolean,  # keep it in the timeline
 }
 IMAGE_SCHEMA = probatio.Schema(
     {
@@ -71,23 +77,33 @@ _AUDIO: dict[probatio.Marker, Any] = {
 }
 AUDIO_SCHEMA = probatio.Schema(_AUDIO)
 MODEL_SCHEMA = probatio.Schema({probatio.Required("model"): cv.string})
+EVENTS_SCHEMA = probatio.Schema(
+    {
+        probatio.Optional("start"): cv.datetime,
+        probatio.Optional("end"): cv.datetime,
+        probatio.Optional("camera_entity_id"): cv.entity_id,
+        probatio.Optional("query", default=""): cv.string,
+        probatio.Optional("labels", default=list): probatio.All(cv.ensure_list, [probatio.In(LABELS)]),
+        probatio.Optional("limit", default=20): probatio.All(probatio.Coerce(int), probatio.Range(min=1, max=500)),
+    }
+)
 
 
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the services once for the integration (quality rule action-setup)."""
 
     async def analyze_image(call: ServiceCall) -> ServiceResponse:
-        entry = loaded_entry(hass)
+        entry, started = loaded_entry(hass), dt_util.utcnow()
         frames = [await camera_frame(hass, e) for e in call.data["camera_entity_id"]]
         for path in (p for p in call.data["image_path"] if p.strip()):  # an empty entry is no file
             frames.append(await hass.async_add_executor_job(read_image_file, hass, path))
         if not frames:
             raise invalid("no_input")
         prompt = call.data.get("prompt") or DEFAULT_IMAGE_PROMPT
-        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="image", video=False)
+        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="image", started=started)
 
     async def analyze_video(call: ServiceCall) -> ServiceResponse:
-        entry = loaded_entry(hass)
+        entry, started = loaded_entry(hass), dt_util.utcnow()
         width, count = call.data["target_width"], call.data["max_frames"]
         if path := call.data.get("video_path"):
             ffmpeg = get_ffmpeg_manager(hass).binary
@@ -98,10 +114,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
             raise invalid("no_input")
         frames = await hass.async_add_executor_job(select_frames, candidates, count)
         prompt = call.data.get("prompt") or DEFAULT_VIDEO_PROMPT
-        return await _analyze(hass, entry, call, frames, prompt=prompt, modality="video", video=True, sound_of=path)
+        return await _analyze(
+            hass, entry, call, frames, prompt=prompt, modality="video", started=started, sound_of=path
+        )
 
     async def analyze_audio(call: ServiceCall) -> ServiceResponse:
-        entry = loaded_entry(hass)
+        entry, started = loaded_entry(hass), dt_util.utcnow()
         paths = [await resolve_audio(hass, p) for p in call.data["audio_path"] if p.strip()]
         if not paths:
             raise invalid("no_input")
@@ -110,8 +128,17 @@ def async_setup_services(hass: HomeAssistant) -> None:
             hass, entry, paths, prompt=prompt, model=call.data["model"], max_tokens=call.data["max_tokens"]
         )
         response = _response(decision, result) | {"audio_seconds": result.audio_seconds}
+        if call.data["remember"]:
+            seen = Seen(", ".join(p.name for p in paths), None, started, response["text"], decision.role, result.model)
+            response["event_id"] = (await async_remember(hass, entry, seen)).id
         _fire(hass, call, decision, response)
         return response
+
+    async def get_events(call: ServiceCall) -> ServiceResponse:
+        entry, data = loaded_entry(hass), call.data
+        start, end = (dt_util.as_utc(data[k]) if k in data else None for k in ("start", "end"))
+        query = Query(start, end, data.get("camera_entity_id"), tuple(data["labels"]), data["query"], data["limit"])
+        return {"events": [as_data(e) for e in await async_events(hass, entry, query)]}
 
     async def load_model(call: ServiceCall) -> ServiceResponse:
         engine = loaded_entry(hass).runtime_data.engine
@@ -129,6 +156,9 @@ def async_setup_services(hass: HomeAssistant) -> None:
         ("unload_model", unload_model, MODEL_SCHEMA),
     ):
         hass.services.async_register(DOMAIN, name, handler, schema=schema, supports_response=SupportsResponse.OPTIONAL)
+    hass.services.async_register(
+        DOMAIN, "get_events", get_events, schema=EVENTS_SCHEMA, supports_response=SupportsResponse.ONLY
+    )
 
 
 def loaded_entry(hass: HomeAssistant) -> SaraiConfigEntry:
@@ -247,9 +277,10 @@ async def _analyze(
     *,
     prompt: str,
     modality: str,
-    video: bool,
+    started: datetime,
     sound_of: str | None = None,
 ) -> ServiceResponse:
+    video = modality == "video"
     cameras = call.data.get("camera_entity_id") or []
     decision, result = await describe(
         hass,
@@ -268,8 +299,22 @@ async def _analyze(
         response["frames"] = len(frames)
         response["frame_times"] = [f.at for f in frames]
         response["audio_seconds"] = result.audio_seconds
+    if call.data["remember"]:
+        response["event_id"] = (await async_remember(hass, entry, _seen(call, frames, started, decision, result))).id
     _fire(hass, call, decision, response)
     return response
+
+
+def _seen(
+    call: ServiceCall, frames: list[Frame], started: datetime, decision: RouteDecision, result: ChatResult
+) -> Seen:
+    """What an image or video analysis saw: its camera (or files), and the middle frame as its key frame."""
+    cameras = call.data.get("camera_entity_id") or []
+    camera = cameras if isinstance(cameras, str) else next(iter(cameras), None)
+    files = [Path(p).name for p in (call.data.get("image_path") or [call.data.get("video_path")]) if p]
+    source = camera or ", ".join(files) or "-"
+    key_frame = frames[len(frames) // 2].jpeg
+    return Seen(source, camera, started, result.text.strip(), decision.role, result.model, key_frame)
 
 
 def _response(decision: RouteDecision, result: ChatResult) -> dict[str, Any]:

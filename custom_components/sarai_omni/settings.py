@@ -4,8 +4,8 @@ up to today's layout.
 Where each setting lives (entry version 1.4):
 - `data`: what setup decides for the whole engine: the RAM budget and the threads;
 - `options`: tuning that needs no new files (KV cache type, GPU layers, idle unload, timeout, router,
-  prompt lookup, the torch venv for model folders), each optional with its default from the defaults
-  table;
+  prompt lookup, the torch venv for model folders, the timeline's retention), each optional with its
+  default from the defaults table;
 - one `model` subentry per role: its name, its backend, its model (GGUF + projector, model folder, or a
   server's model), its context and batch, and whether it stays loaded.
 """
@@ -49,6 +49,9 @@ from .const import (
     CONF_ROUTER_SHORT_CHARS,
     CONF_ROUTER_SOFT_THRESHOLD,
     CONF_SERVER,
+    CONF_TIMELINE_DAYS,
+    CONF_TIMELINE_MAX_EVENTS,
+    CONF_TIMELINE_MAX_MB,
     CONF_TORCH_DEVICE,
     CONF_TORCH_DTYPE,
     CONF_TORCH_PYTHON,
@@ -75,6 +78,7 @@ from .engine import (
     defaults,
     physical_cores,
 )
+from .timeline import Retention
 
 _LOGGER = logging.getLogger(__name__)
 SETUP_KEYS = (CONF_RAM_BUDGET_MB, CONF_N_THREADS)
@@ -90,6 +94,9 @@ TUNABLE_DEFAULTS: dict[str, Any] = {
     CONF_TORCH_DTYPE: defaults.TORCH_DTYPE,
     CONF_TORCH_DEVICE: defaults.TORCH_DEVICE,
     CONF_TORCH_QUANTIZATION: defaults.TORCH_QUANTIZATION,
+    CONF_TIMELINE_DAYS: Retention().days,
+    CONF_TIMELINE_MAX_EVENTS: Retention().max_events,
+    CONF_TIMELINE_MAX_MB: Retention().max_mb,
 }
 
 

@@ -205,3 +205,12 @@ def test_a_constrained_request_goes_to_a_backend_that_enforces_it() -> None:
     # unconstrained, the same turn goes to the deeper role; an explicit request is kept as asked
     assert route(Needs(LONG_ANALYSIS), roles).role == QUALITY
     assert route(Needs("x", requested=QUALITY, constraints=frozenset({JSON_SCHEMA})), roles).role == QUALITY
+
+
+def test_a_question_about_what_was_seen_before_stays_on_the_default_role() -> None:
+    """The caller knows a memory answers it (the timeline): no eyes needed, no 7B loaded."""
+    decision = route(Needs("what happened on the garden camera today?", past=True), BOTH)
+    assert (decision.role, decision.reason) == (FAST, "asks what was seen before: the timeline answers; fast model")
+    assert route(Needs("what happened on the garden camera today?"), BOTH).role == QUALITY  # no memory: it looks
+    attached = route(Needs("what is this?", frozenset({"image"}), past=True), BOTH)
+    assert attached.role == QUALITY  # an image attached still goes to the eyes

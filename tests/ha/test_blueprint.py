@@ -34,4 +34,6 @@ def test_blueprint_validates_and_uses_our_services() -> None:
     assert branches["then"][0]["action"] == "sarai_omni.analyze_video"
     assert branches["then"][0]["data"]["camera_entity_id"] == "camera.garden"
     assert branches["else"][0]["action"] == "sarai_omni.analyze_image"
+    assert branches["then"][0]["data"]["remember"] is True  # into the timeline, unless turned off
+    assert branches["else"][0]["data"]["remember"] is True
     assert config["actions"][2]["delay"]["seconds"] == 120

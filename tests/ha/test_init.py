@@ -29,7 +29,7 @@ async def test_setup_preloads_fast_model_and_unload_stops_worker(
     assert client.rss_bytes() > 0
     assert engine.status(FAST).state == "loaded"
     entities = er.async_entries_for_config_entry(er.async_get(hass), loaded_entry.entry_id)
-    assert {e.domain for e in entities} == {"ai_task", "conversation", "sensor"}
+    assert {e.domain for e in entities} == {"ai_task", "calendar", "conversation", "sensor"}
 
     assert await hass.config_entries.async_unload(loaded_entry.entry_id)
     assert loaded_entry.state is ConfigEntryState.NOT_LOADED

@@ -228,7 +228,7 @@ async def test_state_folder_that_cannot_be_written(
     hass: HomeAssistant, entry_data: dict[str, Any], tiny_mmproj: Path, jpeg: Path
 ) -> None:
     """<config>/sarai_omni is not a folder (as unwritable as a read-only or full disk): the preload,
-    Assist and an image analysis still work; calibrations and KV snapshots stay in memory."""
+    Assist and an image analysis still work; calibrations, KV snapshots and the timeline stay in memory."""
     state = Path(hass.config.path(DOMAIN))
     await hass.async_add_executor_job(state.write_text, "not a folder")
     hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
@@ -240,7 +240,15 @@ async def test_state_folder_that_cannot_be_written(
         result = await conversation.async_converse(hass, "hello", None, Context(), agent_id=agent_id(hass, entry))
         assert result.response.error_code is None
         assert (await call(hass, "analyze_image", image_path=[str(jpeg)], max_tokens=4))["model"] == FAST
+        # the timeline too: remembered for this run, and a repair says it is not saved
+        remembered = await call(hass, "analyze_image", image_path=[str(jpeg)], max_tokens=4, remember=True)
+        assert [e["id"] for e in (await call(hass, "get_events"))["events"]] == [remembered["event_id"]]
+        issue = ir.async_get(hass).async_get_issue(DOMAIN, "timeline_not_saved")
+        assert issue is not None
+        assert issue.translation_placeholders["folder"] == str(state)  # type: ignore[index]
+        temporary = entry.runtime_data.timeline.folder
         assert await hass.config_entries.async_unload(entry.entry_id)
+        assert not await hass.async_add_executor_job(temporary.exists)  # nothing left behind
     finally:
         await hass.async_add_executor_job(state.unlink)
 

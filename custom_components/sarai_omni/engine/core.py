@@ -141,10 +141,12 @@ class Engine:
         modalities: frozenset[str] = frozenset(),
         requested: str | None = None,
         constraints: frozenset[str] = frozenset(),
+        past: bool = False,
     ) -> RouteDecision:
-        """The router's decision for a request, given what each role can do and serve now."""
+        """The router's decision for a request, given what each role can do and serve now (`past`: it
+        asks about what was seen before, and a memory of it exists)."""
         views = [_view(self.pool, s) for s in self.pool.slots.values()]
-        return route(Needs(text, modalities, requested, constraints), views, self.config.router)
+        return route(Needs(text, modalities, requested, constraints, past), views, self.config.router)
 
     def chat(self, request: ChatRequest) -> ChatStream:
         """Start a streaming generation; iterate the result for text deltas."""

@@ -6,6 +6,8 @@ largest one loaded on demand (unpinned before pinned, then by parameters; a serv
 size is unknown here, counts as the largest). Order of rules (first match wins):
 1. an explicit role request;
 2. image, audio or video attached -> the deepest ready role that sees / hears what is attached;
+2b. a question about what was seen before (the caller knows a memory answers it: `Needs.past`) ->
+   the default role (the timeline answers; no eyes needed);
 3. text that names images/cameras/video (es + en) -> the deepest ready role that sees, else the
    deepest ready one (talk about cameras is no small talk; the camera tool brings the images);
 4. short (< `short_chars`) and conversational (soft score > `soft_threshold`) -> the default role;
@@ -191,6 +193,7 @@ class Needs:
     modalities: frozenset[str] = frozenset()
     requested: str | None = None
     constraints: frozenset[str] = field(default_factory=frozenset)
+    past: bool = False  # it asks about what was seen before, and a memory of it exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,9 @@ def route(needs: Needs, roles: Sequence[RoleView], config: RouterConfig = Router
     if media := sorted(needs.modalities & MODALITIES):
         wanted = frozenset(NEEDED_FOR[m] for m in media)
         return _constrained(_capable(f"{'/'.join(media)} attached", wanted, chat, default), needs, chat, soft)
+    if needs.past:
+        why = "asks what was seen before: the timeline answers"
+        return _constrained((default, (why, f"{default.name} model")), needs, chat, soft)
     if words := sorted(set(_VISION_RE.findall(normalize(needs.text)))):
         why = f"the text mentions {', '.join(words)}"
         deepest = max((r for r in chat if r.ready), key=lambda r: r.depth, default=default)
