@@ -48,8 +48,10 @@ class TimelineCalendar(CalendarEntity):
         await self.async_update()
 
     @callback
-    def _changed(self) -> None:
-        self.async_schedule_update_ha_state(force_refresh=True)
+    def _changed(self, event: Event) -> None:
+        """A new event is the newest: shown at once, in this callback (no task racing an unload)."""
+        self._latest = self._calendar_event(event)
+        self.async_write_ha_state()
 
     async def async_update(self) -> None:
         newest = await async_events(self.hass, self.entry, Query(limit=1))

@@ -100,7 +100,7 @@ async def async_remember(hass: HomeAssistant, entry: SaraiConfigEntry, seen: See
     event = await hass.async_add_executor_job(timeline.add, event, key_frame)
     await hass.async_add_executor_job(timeline.prune, retention(entry))
     hass.bus.async_fire(EVENT_TIMELINE, as_data(event))
-    async_dispatcher_send(hass, f"{SIGNAL_TIMELINE_UPDATED}_{entry.entry_id}")
+    async_dispatcher_send(hass, f"{SIGNAL_TIMELINE_UPDATED}_{entry.entry_id}", event)
     return event
 
 
