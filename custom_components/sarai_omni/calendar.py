@@ -11,7 +11,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import DOMAIN, SIGNAL_TIMELINE_UPDATED, TITLE
-from .history import async_events
+from .history import async_events, place_of
 from .models import SaraiConfigEntry
 from .timeline import Event, Query
 
@@ -64,9 +64,8 @@ class TimelineCalendar(CalendarEntity):
         return [self._calendar_event(e) for e in reversed(found)]  # oldest first, as calendars read
 
     def _calendar_event(self, event: Event) -> CalendarEvent:
-        where = self.hass.states.get(event.camera) if event.camera else None
         labels = f"\n\n{', '.join(event.labels)}" if event.labels else ""
         return CalendarEvent(
             start=event.start, end=event.end, summary=event.title, description=f"{event.summary}{labels}",
-            location=where.name if where else event.source, uid=event.id,
+            location=place_of(self.hass, event), uid=event.id,
         )  # fmt: skip

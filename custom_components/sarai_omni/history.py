@@ -116,6 +116,12 @@ def about_the_past(entry: SaraiConfigEntry, text: str) -> bool:
     return window(text, dt_util.now()) is not None
 
 
+def place_of(hass: HomeAssistant, event: Event) -> str:
+    """Where an event was seen, as the user names it: the camera's name, else the files'."""
+    where = hass.states.get(event.camera) if event.camera else None
+    return where.name if where else event.source
+
+
 def media_uri(event: Event) -> str | None:
     return f"{MEDIA_PREFIX}{event.id}" if event.image else None
 

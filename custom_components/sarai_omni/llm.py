@@ -22,7 +22,7 @@ import probatio
 
 from .cameras import SNAPSHOT_WIDTH, camera_by_name
 from .const import DOMAIN
-from .history import async_events
+from .history import async_events, place_of
 from .services import describe, loaded_entry
 from .timeline import LABELS, Event, Query, window
 from .vision import camera_frame
@@ -113,10 +113,9 @@ class SearchTimeline(llm.Tool):
 
 
 def _found(hass: HomeAssistant, event: Event) -> JsonValueType:
-    where = hass.states.get(event.camera) if event.camera else None
     return {
         "time": f"{dt_util.as_local(event.start):%Y-%m-%d %H:%M}",
-        "camera": where.name if where else event.source,
+        "camera": place_of(hass, event),
         "what": event.summary,
         "labels": list(event.labels),
     }

@@ -22,7 +22,7 @@ import time
 from typing import Any
 import uuid
 
-from .words import normalize
+from ..engine.router import normalize
 
 _LOGGER = logging.getLogger(__name__)
 SCHEMA_VERSION = 1

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 import re
-import unicodedata
+
+from ..engine.router import normalize  # the router's own: one way to fold accents
 
 TITLE_CHARS = 60
 # Canonical label -> the words (es + en, accents stripped) that name it.
@@ -32,12 +33,6 @@ LABEL_WORDS: dict[str, tuple[str, ...]] = {
 LABELS = tuple(LABEL_WORDS)
 _NEGATIONS = frozenset({"no", "not", "without", "never", "sin", "ningun", "ninguna", "ni", "nunca"})
 _WORD = re.compile(r"[a-z0-9]+")
-
-
-def normalize(text: str) -> str:
-    """Lower case, accents stripped (so "cámara" and "camara" match)."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def labels_in(text: str) -> tuple[str, ...]:

@@ -83,6 +83,12 @@ class BenchResult:
     decode_tps: float
 
 
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass `cls` in a worker's message (a newer worker may send more)."""
+    known = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in known}
+
+
 @dataclass(frozen=True, slots=True)
 class Warmed:
     """A standing prompt put in a model's cache: from its context, from disk, or evaluated now."""
@@ -95,8 +101,7 @@ class Warmed:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Warmed:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**_known(cls, data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +120,7 @@ class Generated:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Generated:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**_known(cls, data))
 
 
 @dataclass(frozen=True, slots=True)
