@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import custom_components.sarai_omni  # noqa: F401  (HA's loader must find our package first)
 from tests.deprecations import deprecation_guard
-from tests.openai_server import OpenAIServer, sockets_open, tiny_models
+from tests.openai_server import LLAMA_SERVER, LlamaServer, OpenAIServer, sockets_open, tiny_models
 from tests.tiny_models import (
     VL_TEMPLATE,
     Shape,
@@ -130,6 +131,46 @@ def openai_server(model_dir: Path) -> Iterator[OpenAIServer]:
         server = OpenAIServer(model_dir, server_models(model_dir)).start()
     yield server
     server.stop()
+
+
+@dataclass(frozen=True)
+class Served:
+    """The tiny models on one kind of server: `tiny` (text, tools) and `tiny-vision` (its projector)."""
+
+    kind: str  # llama-server | llama_cpp.server
+    servers: dict[str, OpenAIServer]  # model id -> the server that serves it
+
+    def url(self, model: str = "tiny") -> str:
+        return self.servers[model].url
+
+
+def llama_server(folder: Path, model: Path, alias: str, **options: Any) -> LlamaServer:
+    """A started llama-server (scripts/setup builds it: a missing one is an error, never a skip).
+    Session and module fixtures call it inside `sockets_open()`; tests have sockets already."""
+    if not LLAMA_SERVER.exists():
+        pytest.fail(f"{LLAMA_SERVER} is missing: run scripts/setup (it builds llama-server)")
+    return LlamaServer(folder, model, alias, **options).start()
+
+
+@pytest.fixture(scope="session", params=["llama-server", "llama_cpp.server"])
+def served(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[Served]:
+    """The tiny models on llama.cpp's own server (one process per model) and on llama-cpp-python's."""
+    if request.param == "llama_cpp.server":
+        with sockets_open():
+            one = OpenAIServer(model_dir, server_models(model_dir)).start()
+        started: list[OpenAIServer] = [one]
+        yield Served(request.param, {"tiny": one, "tiny-vision": one})
+    else:
+        with sockets_open():
+            started = [
+                llama_server(model_dir, model_dir / "tiny-qwen2.gguf", "tiny"),
+                llama_server(
+                    model_dir, model_dir / "tiny-vl.gguf", "tiny-vision", mmproj=model_dir / "tiny-mmproj.gguf"
+                ),
+            ]
+        yield Served(request.param, {"tiny": started[0], "tiny-vision": started[1]})
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
-"""A real OpenAI-compatible server on 127.0.0.1: llama-cpp-python's `python -m llama_cpp.server`.
+"""Real OpenAI-compatible servers on 127.0.0.1: llama-cpp-python's `python -m llama_cpp.server`
+(`OpenAIServer`, from this interpreter: the project's .venv) and llama.cpp's own `llama-server`
+(`LlamaServer`, built by scripts/setup from the same pinned sources: .venv/bin/llama-server).
 
-It serves the tiny GGUF fixtures from this interpreter (the project's .venv), one process per
-`OpenAIServer`; `kill()` ends it by its PID (SIGKILL, as a crash would) and `start()` brings it
-back on the same port.
+One process per server; `kill()` ends it by its PID (SIGKILL, as a crash would) and `start()` brings
+it back on the same port.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Self
 import urllib.error
 import urllib.request
 
 import pytest_socket
 
 START_GUARD_S = 120.0  # a guard against a hang, not a measurement
+LLAMA_SERVER = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "llama-server"
 
 
 @contextlib.contextmanager
@@ -47,6 +49,8 @@ def free_port() -> int:
 class OpenAIServer:
     """`python -m llama_cpp.server --config_file ...` with the given models (aliases are their ids)."""
 
+    name = "llama_cpp.server"
+
     def __init__(self, folder: Path, models: list[dict[str, Any]], api_key: str | None = None) -> None:
         self.port = free_port()
         self.api_key = api_key
@@ -62,15 +66,20 @@ class OpenAIServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> OpenAIServer:
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(self.config)]
+
+    def start(self, *, wait: bool = True) -> Self:
+        """Start the server; with `wait`, return once it lists its models."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--config_file", str(self.config)],
+                self.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
-        self._wait_ready()
+        if wait:
+            self._wait_ready()
         return self
 
     def _wait_ready(self) -> None:
@@ -79,13 +88,13 @@ class OpenAIServer:
         guard = time.monotonic() + START_GUARD_S
         while time.monotonic() < guard:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(request, timeout=2):
                     return
             except urllib.error.URLError, ConnectionError, TimeoutError:
                 time.sleep(0.1)
-        raise RuntimeError(f"llama_cpp.server did not answer within {START_GUARD_S} s")
+        raise RuntimeError(f"{self.name} did not answer within {START_GUARD_S} s")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -103,6 +112,33 @@ class OpenAIServer:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class LlamaServer(OpenAIServer):
+    """`llama-server` serving one model as `alias` (`--jinja`: its chat template, native tool calls),
+    with its projector (`--mmproj`: images and audio through mtmd) where given."""
+
+    name = "llama-server"
+
+    def __init__(
+        self, folder: Path, model: Path, alias: str, *, mmproj: Path | None = None, api_key: str | None = None,
+        parallel: int = 1, n_ctx: int = 16384, extra: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
+        self.port = free_port()
+        self.api_key = api_key
+        self.log = folder / f"llama-server-{self.port}.log"
+        self.process = None
+        self.args = [
+            "-m", str(model), "--alias", alias, "--host", "127.0.0.1", "--port", str(self.port),
+            "-c", str(n_ctx * parallel), "-np", str(parallel), "-t", "1", "--jinja", "--no-webui", *extra,
+        ]  # fmt: skip
+        if mmproj is not None:
+            self.args += ["--mmproj", str(mmproj)]
+        if api_key:
+            self.args += ["--api-key", api_key]
+
+    def command(self) -> list[str]:
+        return [str(LLAMA_SERVER), *self.args]
 
 
 def tiny_models(text: Path, vision: Path, mmproj: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
-"""scripts/demo's main-job contract for `--say` (issue 14): a real `hass` process, the config and
-options flows over REST, speech through HA's TTS; the last line is {audio_path, seconds, sample_rate}."""
+"""scripts/demo's main-job contracts in a real `hass` process: `--say` (the config and options flows
+over REST, speech through HA's TTS; the last line is {audio_path, seconds, sample_rate}) and `--remote`
+against the project-built llama-server (the flow's server steps over REST, the turn answered there)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import wave
 
 import pytest
 
+from tests.conftest import GEMMA
+from tests.openai_server import LlamaServer
 from tests.torch_env import ROOT
 from tests.upgrade import NEWEST_HA
 
@@ -31,3 +34,20 @@ def test_demo_say_prints_the_wav_it_wrote_through_ha(torch_venv_python: Path, tm
         assert clip.getframerate() == last["sample_rate"] == 24000
         assert clip.getnframes() / clip.getframerate() == pytest.approx(last["seconds"], abs=0.001)
     assert last["seconds"] > 0
+
+
+@pytest.mark.usefixtures("socket_enabled")
+def test_demo_remote_on_the_project_built_llama_server(tmp_path: Path) -> None:
+    server = LlamaServer(tmp_path, GEMMA, "gemma", extra=("-n", "48")).start()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "demo_driver.py"), "--remote", server.url],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stdout[-2000:]
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (last["model"], last["server"], last["home_assistant"]) == ("gemma", server.url, NEWEST_HA)
+    assert last["reply"]
+    assert last["tokens_per_second"] > 0  # llama-server's own timings

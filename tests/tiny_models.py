@@ -8,6 +8,7 @@ is not; tests that need exact text force it with a grammar.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,14 @@ def write_text_model(
 ) -> Path:
     """Write a tiny qwen2/qwen3 GGUF with random F32 weights."""
     w = gguf.GGUFWriter(str(path), arch)
+    _add_header(w, arch, shape, context_length)
+    n_vocab = _add_tokenizer(w, chat_template)
+    _add_tensors(w, np.random.default_rng(seed), arch, shape, n_vocab)
+    _finish(w)
+    return path
+
+
+def _add_header(w: gguf.GGUFWriter, arch: str, shape: Shape, context_length: int = 32768) -> None:
     w.add_name(f"tiny-{arch}")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_context_length(context_length)
@@ -125,10 +134,6 @@ def write_text_model(
         w.add_uint32(f"{arch}.n_deepstack_layers", len(QWEN3VL_DEEPSTACK))
     if arch == "qwen2vl":  # Qwen2.5-Omni's thinker: qwen2 with M-RoPE over (time, height, width)
         w.add_rope_dimension_sections(mrope_sections(shape.head_dim))
-    n_vocab = _add_tokenizer(w, chat_template)
-    _add_tensors(w, np.random.default_rng(seed), arch, shape, n_vocab)
-    _finish(w)
-    return path
 
 
 def mrope_sections(head_dim: int, seed: tuple[int, int, int] = (16, 24, 24)) -> list[int]:
@@ -139,8 +144,10 @@ def mrope_sections(head_dim: int, seed: tuple[int, int, int] = (16, 24, 24)) -> 
     return [t, (half - t) // 2, half - t - (half - t) // 2, 0]
 
 
-def _add_tokenizer(w: gguf.GGUFWriter, chat_template: str | None) -> int:
-    tokens, types, merges = vocabulary()
+def _add_tokenizer(
+    w: gguf.GGUFWriter, chat_template: str | None, vocab: tuple[list[str], list[int], list[str]] | None = None
+) -> int:
+    tokens, types, merges = vocab or vocabulary()
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
@@ -155,9 +162,15 @@ def _add_tokenizer(w: gguf.GGUFWriter, chat_template: str | None) -> int:
     return len(tokens)
 
 
-def _add_tensors(w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape: Shape, n_vocab: int) -> None:
+def _add_tensors(
+    w: gguf.GGUFWriter, rng: np.random.Generator, arch: str, shape: Shape, n_vocab: int,
+    *, fixed: dict[str, np.ndarray] | None = None,
+) -> None:  # fmt: skip
     def tensor(name: str, *dims: int, scale: float = 0.02) -> None:
-        w.add_tensor(name, (rng.standard_normal(dims) * scale).astype(np.float32))
+        value = (rng.standard_normal(dims) * scale).astype(np.float32)
+        if fixed is not None and (name in fixed or name.endswith(("attn_output.weight", "ffn_down.weight"))):
+            value = fixed.get(name, np.zeros_like(value))  # a fixed model's blocks add nothing
+        w.add_tensor(name, value)
 
     def ones(name: str, n: int) -> None:
         w.add_tensor(name, np.ones(n, dtype=np.float32))
@@ -458,4 +471,41 @@ def write_mmproj(path: Path, text_embd: int = 64, *, shape: VisionShape = Vision
         clip.linear(f"{b}.ffn_down", embd, shape.n_ff)
     _merger(clip, embd, shape.hidden, text_embd)
     clip.finish()
+    return path
+
+
+def write_parrot_model(path: Path, script: list[str], *, seed: int = 7) -> Path:
+    """A qwen2 GGUF that, after a prompt ending in a newline (every chat template's generation prompt),
+    writes `script` and stops, whatever the prompt: the text to come from a real server's sampling and
+    parsing, where a grammar cannot be sent (llama-server refuses one beside `tools`).
+
+    Each piece of the script is one token (the tool-call tags are the vocabulary's own). Attention and
+    MLP outputs are zero, so the last position's hidden state is its token's embedding: a basis vector
+    for each token of the script, and the output matrix maps it to the next one (a bigram table that
+    samplers cannot miss: logit 32 against 0).
+    """
+    tokens, types, merges = vocabulary()
+    byte = _byte_tokens()
+    chain = [tokens.index(byte[ord("\n")])]
+    for piece in script:
+        text = piece if piece in USER_TOKENS else "".join(byte[b] for b in piece.encode())
+        if text not in tokens:
+            tokens.append(text)
+            types.append(int(gguf.TokenType.NORMAL))
+        chain.append(tokens.index(text))
+    chain.append(tokens.index("<|im_end|>"))
+    if len(set(chain[:-1])) != len(chain) - 1:
+        raise ValueError("each token of the script may appear once (the next one follows from it alone)")
+    shape = Shape()
+    w = gguf.GGUFWriter(str(path), "qwen2")
+    _add_header(w, "qwen2", shape)
+    _add_tokenizer(w, CHATML_TEMPLATE, (tokens, types, merges))
+    embd = np.zeros((len(tokens), shape.n_embd), dtype=np.float32)
+    out = np.zeros((len(tokens), shape.n_embd), dtype=np.float32)
+    for k, (token, following) in enumerate(itertools.pairwise(chain)):
+        embd[token, k] = 1.0
+        out[following, k] = 4.0  # x RMSNorm's sqrt(n_embd) = 8: logit 32
+    fixed = {"token_embd.weight": embd, "output.weight": out}
+    _add_tensors(w, np.random.default_rng(seed), "qwen2", shape, len(tokens), fixed=fixed)
+    _finish(w)
     return path

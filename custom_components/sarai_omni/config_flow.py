@@ -132,7 +132,8 @@ class SaraiOmniConfigFlow(InstallSteps[ConfigFlowResult], ServerSteps[ConfigFlow
         if user_input is not None:
             self._input = normalized(user_input)
             servers = current.get(CONF_SERVER, {})
-            self._servers.plan([r for r in (FAST, QUALITY) if r in self._input.pop(CONF_REMOTE_ROLES, [])], servers)
+            remote = self._input.pop(CONF_REMOTE_ROLES, [])  # once: popped inside the list, quality was lost
+            self._servers.plan([r for r in (FAST, QUALITY) if r in remote], servers)
             choice = self._input.pop(CONF_DOWNLOAD, DOWNLOAD_NONE)
             if choice == DOWNLOAD_HUB:
                 return await self.async_step_hub()

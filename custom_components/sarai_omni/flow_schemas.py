@@ -31,6 +31,7 @@ from .const import (
     CONF_KV_TYPE,
     CONF_MMPROJ_PATH,
     CONF_MODEL_PATH,
+    CONF_MORE_URLS,
     CONF_N_BATCH,
     CONF_N_CTX,
     CONF_N_GPU_LAYERS,
@@ -155,6 +156,9 @@ def remote_schema() -> probatio.Schema:
         {
             probatio.Required(CONF_URL): TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
             probatio.Optional(CONF_API_KEY): TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+            probatio.Optional(CONF_MORE_URLS): TextSelector(
+                TextSelectorConfig(type=TextSelectorType.URL, multiple=True)
+            ),
         }
     )
 

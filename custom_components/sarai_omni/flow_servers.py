@@ -13,7 +13,7 @@ from typing import Any
 from homeassistant.data_entry_flow import FlowHandler, FlowResult
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 
-from .const import CONF_API_KEY, CONF_AUDIO, CONF_REMOTE_MODEL, CONF_URL, CONF_VISION
+from .const import CONF_API_KEY, CONF_AUDIO, CONF_MORE_URLS, CONF_REMOTE_MODEL, CONF_URL, CONF_VISION
 from .engine import RemoteAuthFailed, RemoteError, list_models, probe_modalities
 from .flow_schemas import normalized, remote_model_schema, remote_schema, valid_url
 
@@ -49,8 +49,11 @@ class ServerSteps[ResultT: FlowResult[Any, Any]](FlowHandler[Any, ResultT, Any])
         if user_input is not None:
             data = normalized(user_input)
             url = str(data[CONF_URL]).rstrip("/")
+            more = [m for m in (str(u).strip().rstrip("/") for u in data.pop(CONF_MORE_URLS, None) or ()) if m]
             if not valid_url(url):
                 errors[CONF_URL] = "invalid_url"
+            elif not all(valid_url(m) for m in more):
+                errors[CONF_MORE_URLS] = "invalid_url"
             else:
                 try:
                     servers.models = await list_models(async_get_clientsession(self.hass), url, data.get(CONF_API_KEY))
@@ -60,7 +63,8 @@ class ServerSteps[ResultT: FlowResult[Any, Any]](FlowHandler[Any, ResultT, Any])
                     _LOGGER.debug("Server check failed: %s", err)
                     errors = {"base": "cannot_connect"}
                 else:
-                    servers.pending[role] = {**servers.pending.get(role, {}), **data, CONF_URL: url}
+                    pending = {**servers.pending.get(role, {}), **data}
+                    servers.pending[role] = pending | {CONF_URL: url, CONF_MORE_URLS: more}
                     return await self.async_step_remote_model()
         values = user_input or servers.pending.get(role) or next(iter(servers.settings.values()), {})
         return self.async_show_form(
@@ -78,12 +82,17 @@ class ServerSteps[ResultT: FlowResult[Any, Any]](FlowHandler[Any, ResultT, Any])
         if user_input is not None:
             if user_input[CONF_REMOTE_MODEL] not in servers.models:
                 errors[CONF_REMOTE_MODEL] = "model_not_found"
+            elif elsewhere := await self._lacking(server, user_input[CONF_REMOTE_MODEL]):
+                errors[CONF_REMOTE_MODEL] = "model_not_on_every_server"
+                server = {**server, "lacking": elsewhere}
             else:
                 servers.settings[role] = {
                     CONF_URL: server[CONF_URL],
                     CONF_API_KEY: server.get(CONF_API_KEY, ""),
                     **{k: user_input[k] for k in (CONF_REMOTE_MODEL, CONF_VISION, CONF_AUDIO)},
                 }
+                if server.get(CONF_MORE_URLS):
+                    servers.settings[role][CONF_MORE_URLS] = list(server[CONF_MORE_URLS])
                 servers.todo.pop(0)
                 if servers.todo:
                     return await self.async_step_remote()
@@ -96,8 +105,25 @@ class ServerSteps[ResultT: FlowResult[Any, Any]](FlowHandler[Any, ResultT, Any])
             step_id="remote_model",
             data_schema=self.add_suggested_values_to_schema(remote_model_schema(servers.models), values),
             errors=errors,
-            description_placeholders={"role": role, "server": server[CONF_URL], "models": ", ".join(servers.models)},
+            description_placeholders={
+                "role": role,
+                "server": server[CONF_URL],
+                "models": ", ".join(servers.models),
+                "lacking": server.get("lacking", ""),
+            },
         )
+
+    async def _lacking(self, server: dict[str, Any], model: str) -> str:
+        """The role's other servers that answer without listing `model` (one that is off now is kept)."""
+        session = async_get_clientsession(self.hass)
+        lacking = []
+        for url in server.get(CONF_MORE_URLS) or ():
+            try:
+                if model not in await list_models(session, url, server.get(CONF_API_KEY)):
+                    lacking.append(url)
+            except RemoteError as err:
+                _LOGGER.debug("%s does not answer now (kept: the same model is expected there): %s", url, err)
+        return ", ".join(lacking)
 
     async def _modalities(self, server: dict[str, Any]) -> dict[str, bool]:
         """What was set before, else what the server says of its model (llama-server's /props)."""

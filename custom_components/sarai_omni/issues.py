@@ -81,7 +81,8 @@ def _check_remote(hass: HomeAssistant, statuses: dict[str, ModelStatus]) -> None
     """A server that failed REMOTE_DOWN_AFTER requests in a row gets a repair; it goes when one answers."""
     down = [s for s in statuses.values() if s.remote and s.failures >= REMOTE_DOWN_AFTER]
     if down:
-        raise_issue(hass, ISSUE_REMOTE_DOWN, role=down[0].role, server=str(down[0].server), count=str(down[0].failures))
+        servers = ", ".join(down[0].servers) or str(down[0].server)  # every one of them failed
+        raise_issue(hass, ISSUE_REMOTE_DOWN, role=down[0].role, server=servers, count=str(down[0].failures))
     elif all(s.failures == 0 for s in statuses.values()):
         clear(hass, ISSUE_REMOTE_DOWN)
 

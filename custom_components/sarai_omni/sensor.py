@@ -157,6 +157,7 @@ class ModelSensor(EngineSensor):
             "unusable_variants",
             "remote",
             "server",
+            "servers",
             "standing_prompt",
             "backend",
             "capabilities",

@@ -34,6 +34,7 @@ from .const import (
     CONF_KV_TYPE,
     CONF_MMPROJ_PATH,
     CONF_MODEL_PATH,
+    CONF_MORE_URLS,
     CONF_N_BATCH,
     CONF_N_CTX,
     CONF_N_GPU_LAYERS,
@@ -195,6 +196,7 @@ def remote_model(server: dict[str, Any]) -> RemoteModel:
         api_key=server.get(CONF_API_KEY) or None,
         vision=bool(server.get(CONF_VISION)),
         audio=bool(server.get(CONF_AUDIO)),
+        also=tuple(str(u) for u in server.get(CONF_MORE_URLS) or ()),
     )
 
 

@@ -46,7 +46,7 @@ def state_attrs(hass: HomeAssistant, entry: MockConfigEntry, role: str) -> dict[
     return dict(state.attributes)
 
 
-def force(grammar: Callable[[ChatRequest], str]) -> Any:
+def force(grammar: Callable[[ChatRequest], str | None]) -> Any:
     """Force the tiny model's output with a GBNF grammar chosen from each request the engine gets."""
     real = Engine.chat
 

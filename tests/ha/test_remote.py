@@ -1,4 +1,4 @@
-"""Roles on a real OpenAI-compatible server (llama_cpp.server on 127.0.0.1), in a real HA.
+"""Roles on real OpenAI-compatible servers (llama-server and llama_cpp.server on 127.0.0.1), in a real HA.
 
 The flow with each of its errors, a streamed Assist turn, a tool call that turns on a real light,
 an image analysis on a remote quality model beside a local fast one, AI Task structured output, a
@@ -37,7 +37,7 @@ from custom_components.sarai_omni.const import (
     QUALITY,
     REMOTE_DOWN_AFTER,
 )
-from tests.conftest import server_models
+from tests.conftest import Served, server_models
 from tests.openai_server import OpenAIServer, free_port
 
 from .conftest import agent_id, make_entry, role_data, shown_errors, turn, wait_loaded
@@ -65,9 +65,9 @@ async def setup(
 
 
 @pytest.fixture
-async def remote_entry(hass: HomeAssistant, openai_server: OpenAIServer) -> AsyncGenerator[MockConfigEntry]:
+async def remote_entry(hass: HomeAssistant, served: Served) -> AsyncGenerator[MockConfigEntry]:
     """Everything on the server: the fast role is `tiny` there."""
-    entry = await setup(hass, servers={FAST: remote(openai_server.url)})
+    entry = await setup(hass, servers={FAST: remote(served.url())})
     await wait_loaded(entry)
     yield entry
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -79,21 +79,22 @@ async def _to_remote_step(hass: HomeAssistant, **form: Any) -> Any:
     return await hass.config_entries.flow.async_configure(result["flow_id"], {**SETUP, **form})
 
 
-async def test_flow_sends_the_fast_role_to_a_server(hass: HomeAssistant, openai_server: OpenAIServer) -> None:
+async def test_flow_sends_the_fast_role_to_a_server(hass: HomeAssistant, served: Served) -> None:
     result = await _to_remote_step(hass, remote_roles=[FAST])
     assert (result["step_id"], result["description_placeholders"]["role"]) == ("remote", FAST)
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"url": f"{openai_server.url}/"})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"url": f"{served.url()}/"})
     assert result["step_id"] == "remote_model"
-    assert dict(result["description_placeholders"] or {})["models"] == "tiny, tiny-vision"
+    listed = [model for model, server in served.servers.items() if server.url == served.url()]
+    assert dict(result["description_placeholders"] or {})["models"] == ", ".join(listed)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"model": "tiny", "vision": False, "audio": False}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     entry = hass.config_entries.async_entries(DOMAIN)[0]
-    assert role_data(entry, FAST)[CONF_SERVER] == remote(openai_server.url)  # trailing slash trimmed
+    assert role_data(entry, FAST)[CONF_SERVER] == remote(served.url())  # trailing slash trimmed
     await hass.async_block_till_done()
     await wait_loaded(entry)
-    assert entry.runtime_data.engine.status(FAST).server == openai_server.url
+    assert entry.runtime_data.engine.status(FAST).server == served.url()
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -118,8 +119,9 @@ async def test_flow_errors(hass: HomeAssistant, openai_server: OpenAIServer, tmp
     hass.config_entries.flow.async_abort(flow)
 
 
+@pytest.mark.parametrize("served", ["llama_cpp.server"], indirect=True)  # both models at one URL
 async def test_reconfigure_keeps_the_server_and_can_go_local(
-    hass: HomeAssistant, remote_entry: MockConfigEntry, openai_server: OpenAIServer, tiny_qwen2: Path
+    hass: HomeAssistant, remote_entry: MockConfigEntry, served: Served, tiny_qwen2: Path
 ) -> None:
     result = await remote_entry.start_reconfigure_flow(hass)
     # The form shows the role as remote; the server step comes back filled in.
@@ -129,8 +131,8 @@ async def test_reconfigure_keeps_the_server_and_can_go_local(
     schema = result["data_schema"]
     assert schema is not None
     suggested = {str(k): (k.description or {}).get("suggested_value") for k in schema.schema}
-    assert suggested["url"] == openai_server.url
-    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"url": openai_server.url})
+    assert suggested["url"] == served.url()
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"url": served.url()})
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {"model": "tiny-vision", "vision": True, "audio": False}
     )
@@ -167,9 +169,10 @@ async def test_streamed_assist_turn(hass: HomeAssistant, remote_entry: MockConfi
 
 
 async def test_tool_call_on_the_server_turns_on_a_real_light(
-    hass: HomeAssistant, openai_server: OpenAIServer, kitchen_light: str
+    hass: HomeAssistant, served: Served, kitchen_light: str
 ) -> None:
-    entry = await setup(hass, servers={FAST: remote(openai_server.url)}, llm_hass_api=[llm.LLM_API_ASSIST])
+    """The call as Qwen text (forced by a grammar; llama-server then parses no tool calls itself)."""
+    entry = await setup(hass, servers={FAST: remote(served.url())}, llm_hass_api=[llm.LLM_API_ASSIST])
     with force(lambda log: DONE if answering(log) else f'root ::= "{TOOL_CALL}"'):
         result = await conversation.async_converse(
             hass, "turn on the kitchen light", None, Context(), agent_id=agent_id(hass, entry)
@@ -181,14 +184,14 @@ async def test_tool_call_on_the_server_turns_on_a_real_light(
 
 
 async def test_image_goes_to_the_remote_quality_model(
-    hass: HomeAssistant, openai_server: OpenAIServer, tiny_qwen2: Path, jpeg: Path
+    hass: HomeAssistant, served: Served, tiny_qwen2: Path, jpeg: Path
 ) -> None:
-    """Mixed: the fast model local (a llama.cpp worker), the quality model on the server."""
+    """Mixed: the fast model local (a llama.cpp worker), the quality model on the server (its mtmd)."""
     hass.config.allowlist_external_dirs |= {str(jpeg.parent)}
     entry = await setup(
         hass,
         {"fast_model": str(tiny_qwen2)},
-        servers={QUALITY: remote(openai_server.url, "tiny-vision", vision=True)},
+        servers={QUALITY: remote(served.url("tiny-vision"), "tiny-vision", vision=True)},
     )
     response = await call(hass, "analyze_image", image_path=[str(jpeg)], prompt="What do you see?", max_tokens=8)
     assert response["model"] == "quality"

@@ -142,6 +142,12 @@ class RemoteUnreachable(RemoteError):
     key = "remote_unreachable"
 
 
+class RemoteLoading(RemoteUnreachable):
+    """The server is up but still loading its model (HTTP 503), for longer than a request may wait."""
+
+    key = "remote_loading"
+
+
 class RemoteAuthFailed(RemoteError):
     """The server refused the API key (HTTP 401/403)."""
 

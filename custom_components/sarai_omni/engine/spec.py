@@ -45,6 +45,11 @@ class RemoteModel:
     api_key: str | None = field(default=None, repr=False)  # never printed
     vision: bool = False  # the server takes images for this model
     audio: bool = False  # ... and audio (input_audio)
+    also: tuple[str, ...] = ()  # more servers of the same model: a request goes to one that answers
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.base_url, *(u for u in self.also if u != self.base_url))
 
 
 Source = GGUFModel | FolderModel | RemoteModel

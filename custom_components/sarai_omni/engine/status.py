@@ -70,7 +70,8 @@ class ModelStatus:
     flash_attn: bool = False
     unusable_variants: dict[str, str] = field(default_factory=dict)
     voices: tuple[str, ...] = ()
-    server: str | None = None  # the role's server without credentials, for a remote role
+    server: str | None = None  # the role's server without credentials, for a remote role (the one that answered)
+    servers: tuple[str, ...] = ()  # all of the role's servers (more than one: the same model on each)
     standing_prompt: StandingPrompt | None = None
     last: LastRequest = LastRequest()
 

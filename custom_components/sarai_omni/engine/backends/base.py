@@ -238,6 +238,15 @@ class LoadsMediaLater(Protocol):
 
 
 @runtime_checkable
+class Serves(Protocol):
+    """A runner that is a server elsewhere (of several, the one that answered last)."""
+
+    @property
+    def server(self) -> str:
+        """That server's URL, without credentials."""
+
+
+@runtime_checkable
 class Inspects(Protocol):
     """What a runner shows of itself (tests and benchmarks)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ..backends.base import Backend, Prespawns
+from ..backends.base import Backend, Prespawns, Serves
 from ..capabilities import HEAR, SEE, SPEAK
 from ..files import ModelFiles
 from ..spec import LoadVariant, ModelSpec, RemoteModel, server_label
@@ -102,7 +102,8 @@ class ModelSlot:
         return max(self.estimate, self.backend.resident_bytes() if self.load.state == STATE_LOADED else 0)
 
     def status(self) -> ModelStatus:
-        remote = self.spec.source if isinstance(self.spec.source, RemoteModel) else None
+        source = self.spec.source
+        remote = isinstance(source, RemoteModel)
         load, variant = self.load, self.load.variant or LoadVariant()
         return ModelStatus(
             role=self.role,
@@ -125,7 +126,8 @@ class ModelSlot:
             flash_attn=variant.flash_attn,
             unusable_variants=dict(self.unusable),
             voices=self.voices,
-            server=server_label(remote.base_url) if remote else None,
+            server=self.backend.server if isinstance(self.backend, Serves) else None,
+            servers=tuple(server_label(u) for u in source.urls) if isinstance(source, RemoteModel) else (),
             standing_prompt=self.standing,
             last=self.last,
         )

@@ -11,9 +11,12 @@ protocol and the stream back into the engine's text deltas and `Generated`:
 - Structured output: `response_format` json_schema (OpenAI, vLLM, llama-server); a server that
   refuses that form gets llama.cpp's `json_object` + `schema` (llama-cpp-python's server), remembered.
   A GBNF `grammar` is passed through (a llama.cpp extension; other servers ignore it).
-- Connect errors are retried with backoff before any byte of an answer; a stream that breaks
-  halfway is an error, never retried (the text would be said twice). After a failed request the
-  role counts as unavailable for `RETRY_AFTER_S`, so the router falls back instead of waiting.
+- Several servers of the same model (`RemoteModel.also`): a request goes to the one that answered
+  last; one that does not answer, or answers 503 (llama-server loading its model), is skipped and
+  asked again later (failover.py). The sensors name the server that answered.
+- Connect errors and 503s are retried with backoff before any byte of an answer; a stream that breaks
+  halfway is an error, never retried (the text would be said twice). While no server answers, the
+  role counts as unavailable (`failover.DOWN_FOR_S`), so the router falls back instead of waiting.
 
 Imported only where a remote role is configured (aiohttp stays out of worker processes).
 """
@@ -34,6 +37,7 @@ from ...capabilities import GRAMMAR, JSON_SCHEMA
 from ...deadlines import within
 from ...errors import (
     RemoteError,
+    RemoteLoading,
     RemoteModelMissing,
     RemoteStreamBroken,
     RemoteUnreachable,
@@ -41,8 +45,9 @@ from ...errors import (
 )
 from ...spec import ModelSpec, RemoteModel, server_label
 from ..base import ChatRequest, Generated, LoadResult
+from .failover import Failover
 from .openai import StreamState, as_tool_call_text, openai_messages
-from .server import headers, list_models, probe_modalities, raise_for_status, reason
+from .server import headers, list_models, not_ready, probe_modalities, raise_for_status, reason
 
 __all__ = ["RemoteBackend", "as_tool_call_text", "list_models", "openai_messages", "probe_modalities"]
 
@@ -52,7 +57,8 @@ CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0  # the longest silence between two chunks of a stream (a prompt's prefill)
 RETRIES = 3  # connection attempts per request
 BACKOFF_S = 0.5  # first pause between attempts; doubles each time
-RETRY_AFTER_S = 30.0  # how long a role that did not answer is routed around
+LOADING_WAIT_S = 120.0  # how long a server that says it is loading its model is waited for (within a deadline)
+LOADING_POLL_S = 0.5
 MAX_STOPS = 4  # OpenAI's limit on stop strings
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ServerTimeoutError)
 
@@ -70,11 +76,12 @@ class RemoteBackend:
         assert isinstance(spec.source, RemoteModel)
         self.name = spec.role
         self.remote = spec.source
-        self.server = server_label(spec.source.base_url)
+        self._servers = Failover(spec.source.urls)
         self._session, self._own_session = session, session is None
         self._connected = False
         self._failures = 0
-        self._failed_at: float | None = None
+        self.loading_waits = 0  # times a server said it was still loading its model (503)
+        self.last_timings: dict[str, Any] = {}  # llama-server's own figures for the last answer
         self._cancel = asyncio.Event()
         self._schema_style = "json_schema"  # switched to "json_object" when the server refuses it
         self._recent: deque[dict[str, Any]] = deque(maxlen=8)  # the last answers, for stats()
@@ -87,7 +94,12 @@ class RemoteBackend:
 
     @property
     def available(self) -> bool:
-        return self._failed_at is None or time.monotonic() - self._failed_at >= RETRY_AFTER_S
+        return self._servers.any_up
+
+    @property
+    def server(self) -> str:
+        """The server that answered last (the first one listed, before any answer)."""
+        return self._servers.label
 
     @property
     def failures(self) -> int:
@@ -111,42 +123,65 @@ class RemoteBackend:
     def _failed(self, err: RemoteError) -> RemoteError:
         if not isinstance(err, RemoteStreamBroken | RemoteUnreachable):
             return err  # the server answered: it is up, the request was wrong
+        if isinstance(err, RemoteStreamBroken):
+            self._servers.failed(self._servers.current)
         self._failures += 1
-        self._failed_at = time.monotonic()
         self._connected = False
         _LOGGER.debug("%s: %s (%d in a row)", self.server, err, self._failures)
         return err
 
     def _answered(self) -> None:
-        self._failures, self._failed_at = 0, None
+        self._failures = 0
 
     async def load(self, spec: ModelSpec) -> LoadResult:
-        """Check that the server answers and lists the model (nothing is loaded here)."""
+        """Find a server that answers and lists the model (nothing is loaded here)."""
         started = time.perf_counter()
         try:
-            models: list[str] = await self._with_retries(
-                lambda: list_models(self._http(), self.remote.base_url, self.remote.api_key)
-            )
+            await self._with_retries(self._find_model)
         except RemoteError as err:
             raise self._failed(err) from err
         self._answered()
-        if self.remote.model not in models:
-            raise RemoteModelMissing(
-                f"{self.server} does not serve '{self.remote.model}' (it lists: {', '.join(models) or 'nothing'})"
-            )
         self._connected = True
         return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True)
 
+    async def _find_model(self) -> None:
+        """The first server, in failover order, that answers and lists the model becomes the current one."""
+        missing: RemoteModelMissing | None = None
+        unreachable: RemoteUnreachable | None = None
+        for url in self._servers.order():
+            try:
+                models = await list_models(self._http(), url, self.remote.api_key)
+            except RemoteUnreachable as err:
+                self._servers.failed(url)
+                unreachable = _worth_waiting(unreachable, err)
+                continue
+            if self.remote.model in models:
+                self._servers.answered(url)
+                return
+            self._servers.failed(url)
+            missing = RemoteModelMissing(
+                f"{server_label(url)} does not serve '{self.remote.model}' (it lists: {', '.join(models) or 'nothing'})"
+            )
+        raise missing or unreachable or RemoteUnreachable("no server")
+
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run `attempt` (a coroutine factory), retrying connection failures with backoff."""
-        pause = BACKOFF_S
-        for _ in range(RETRIES - 1):
+        """Run `attempt` (a coroutine factory), retrying connection failures with backoff; a server
+        that is loading its model (and no other one answers) is waited for, up to LOADING_WAIT_S."""
+        pause, tries, loading_since = BACKOFF_S, 1, time.monotonic()
+        while True:
             try:
                 return await attempt()
+            except RemoteLoading:
+                if time.monotonic() - loading_since >= LOADING_WAIT_S:
+                    raise
+                self.loading_waits += 1
+                await asyncio.sleep(LOADING_POLL_S)
             except RemoteUnreachable:
+                if tries >= RETRIES:
+                    raise
+                tries += 1
                 await asyncio.sleep(pause)
                 pause *= 2
-        return await attempt()
 
     # -- generation -----------------------------------------------------------------------------
     async def generate(self, request: ChatRequest, deadline: float | None = None) -> AsyncIterator[str | Generated]:
@@ -173,6 +208,7 @@ class RemoteBackend:
         if state.calls:
             yield as_tool_call_text(state.calls)
         done = state.result()
+        self.last_timings = state.timings
         self._recent.append({"finish_reason": done.finish_reason, "completion_tokens": done.completion_tokens})
         yield done
 
@@ -187,6 +223,8 @@ class RemoteBackend:
         }
         if request.tools:
             body["tools"] = request.tools
+            if request.grammar:  # it decides the whole answer (llama-server refuses a grammar beside tool parsing)
+                body["tool_choice"] = "none"
         if request.stop:
             body["stop"] = request.stop[:MAX_STOPS]
         if request.grammar:
@@ -206,7 +244,7 @@ class RemoteBackend:
     async def _open(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST the request (connection failures retried); a refused json_schema switches form once."""
         schema = body.pop("_schema", None)
-        resp: aiohttp.ClientResponse = await self._with_retries(lambda: self._post(body))
+        resp: aiohttp.ClientResponse = await self._with_retries(lambda: self._post_any(body))
         if resp.status in (400, 422, 500) and schema is not None and self._schema_style == "json_schema":
             text = await resp.text()
             resp.release()
@@ -215,21 +253,40 @@ class RemoteBackend:
             _LOGGER.debug("%s refuses json_schema response formats: using json_object + schema", self.server)
             self._schema_style = "json_object"
             body["response_format"] = self._response_format(schema)
-            resp = await self._with_retries(lambda: self._post(body))
+            resp = await self._with_retries(lambda: self._post_any(body))
         if resp.status >= 400:
             async with resp:
                 await raise_for_status(resp, self.server)
         return resp
 
-    async def _post(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        url = f"{self.remote.base_url.rstrip('/')}/chat/completions"
+    async def _post_any(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST to the servers in failover order: the first that answers (not 503) is the current one."""
+        unreachable: RemoteUnreachable | None = None
+        for url in self._servers.order():
+            try:
+                resp = await self._post(url, body)
+            except RemoteUnreachable as err:
+                self._servers.failed(url)
+                unreachable = _worth_waiting(unreachable, err)
+                continue
+            if resp.status == 503:  # llama-server loading its model, or a server shedding load
+                async with resp:
+                    unreachable = _worth_waiting(unreachable, await not_ready(resp, server_label(url)))
+                self._servers.failed(url)
+                continue
+            self._servers.answered(url)
+            return resp
+        raise unreachable or RemoteUnreachable("no server")
+
+    async def _post(self, base_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        url = f"{base_url.rstrip('/')}/chat/completions"
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S)
         try:
             return await self._http().post(url, json=body, headers=headers(self.remote.api_key), timeout=timeout)
         except _CONNECT_ERRORS as err:
-            raise RemoteUnreachable(f"{self.server} did not answer: {reason(err)}") from err
+            raise RemoteUnreachable(f"{server_label(base_url)} did not answer: {reason(err)}") from err
         except aiohttp.ClientError as err:
-            raise RemoteError(f"{self.server}: {reason(err)}") from err
+            raise RemoteError(f"{server_label(base_url)}: {reason(err)}") from err
 
     async def _deltas(
         self, resp: aiohttp.ClientResponse, state: StreamState, deadline: float | None
@@ -273,7 +330,12 @@ class RemoteBackend:
 
     # -- the rest of the seam -------------------------------------------------------------------
     async def stats(self) -> dict[str, Any]:
-        return {"server": self.server, "model": self.remote.model, "finished": list(self._recent)}
+        return {
+            "server": self.server,
+            "model": self.remote.model,
+            "finished": list(self._recent),
+            "loading_waits": self.loading_waits,
+        }
 
     async def cancel(self) -> None:
         self._cancel.set()
@@ -289,3 +351,8 @@ class RemoteBackend:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _worth_waiting(before: RemoteUnreachable | None, now: RemoteUnreachable) -> RemoteUnreachable:
+    """Of two servers that did not answer, a loading one (worth waiting for) is the one to report."""
+    return before if isinstance(before, RemoteLoading) and not isinstance(now, RemoteLoading) else now

@@ -128,16 +128,20 @@ class StreamState:
         tps = float(self.timings.get("predicted_per_second") or 0.0)
         if not tps and completion > 1 and decode_s > 0:
             tps = (completion - 1) / decode_s
-        prompt = int(self.usage.get("prompt_tokens") or self.timings.get("prompt_n") or 0)
-        cached = int(
-            self.timings.get("cache_n") or (self.usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        )
+        if "prompt_n" in self.timings:  # llama-server: what it evaluated, and what its cache held
+            cached = int(self.timings.get("cache_n") or 0)
+            evaluated = int(self.timings["prompt_n"])
+            total = evaluated + cached
+        else:  # OpenAI's usage: the whole prompt, of which some was cached
+            total = int(self.usage.get("prompt_tokens") or 0)
+            cached = int((self.usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+            evaluated = total - cached
         return Generated(
             finish_reason="tool_calls" if self.calls else (self.finish_reason or "stop"),
             completion_tokens=completion,
             ttft_ms=((self.first_at or time.perf_counter()) - self.started) * 1000,
             tokens_per_second=tps,
-            prompt_tokens=prompt + cached if "cache_n" in self.timings else prompt,
+            prompt_tokens=total,
             cached_tokens=cached,
-            evaluated_prompt_tokens=prompt,
+            evaluated_prompt_tokens=evaluated,
         )

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import aiohttp
 
-from ...errors import RemoteAuthFailed, RemoteError, RemoteUnreachable
+from ...errors import InvalidInput, RemoteAuthFailed, RemoteError, RemoteLoading, RemoteUnreachable
 from ...spec import server_label
 
 LIST_TIMEOUT_S = 10.0
@@ -53,10 +56,38 @@ async def probe_modalities(
 async def raise_for_status(resp: aiohttp.ClientResponse, server: str) -> None:
     if resp.status < 400:
         return
-    body = (await resp.text())[:300]
+    if resp.status == 503:
+        raise await not_ready(resp, server)
+    body = await resp.text()
     if resp.status in (401, 403):
         raise RemoteAuthFailed(f"{server} refused the API key (HTTP {resp.status})")
-    raise RemoteError(f"{server} answered HTTP {resp.status}: {body}")
+    if (error := _error_of(body)).get("type") == "exceed_context_size_error":  # llama-server's own words
+        raise InvalidInput(
+            f"the prompt ({error.get('n_prompt_tokens', '?')} tokens) is longer than the context of the model "
+            f"on {server} ({error.get('n_ctx', '?')} tokens): start that server with a larger --ctx-size"
+        )
+    raise RemoteError(f"{server} answered HTTP {resp.status}: {body[:300]}")
+
+
+def _error_of(body: str) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+async def not_ready(resp: aiohttp.ClientResponse, server: str) -> RemoteUnreachable:
+    """A 503: the server is up but cannot answer yet (llama-server says "Loading model")."""
+    try:
+        data = await resp.json(content_type=None)
+        said = str(data["error"]["message"]) if isinstance(data, dict) else ""
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        said = ""
+    if "loading" in said.lower():
+        return RemoteLoading(f"{server} is still loading its model (HTTP 503)")
+    return RemoteUnreachable(f"{server} is not ready (HTTP 503{': ' + said if said else ''})")
 
 
 def reason(err: BaseException) -> str:
