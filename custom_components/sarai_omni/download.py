@@ -280,7 +280,7 @@ class _Progress:
     sent_at: float = 0.0
 
     def update(self, done: int, *, force: bool = False) -> None:
-        if self.callback is None:
+        if self.callback is None or done == self.sent:  # nothing new (the end may already be said)
             return
         now = time.monotonic()
         if force or done - self.sent >= self.total / 100 or now - self.sent_at >= PROGRESS_STEP_S:
