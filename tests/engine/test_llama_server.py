@@ -29,6 +29,7 @@ from tests.tiny_models import write_parrot_model
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 USER = [{"role": "user", "content": "turn on the kitchen and hall lights"}]
 HELLO = 'root ::= "Hello from the server."'
+LONG = "root ::= [a-z]{300}"  # no end-of-text before 300 letters
 CALLS = [
     "<tool_call>",
     '\n{"name": "HassTurnOn", "arguments": {"name": "Kitchen"}}\n',
@@ -197,6 +198,46 @@ async def test_a_prompt_longer_than_the_servers_context(tmp_path: Path, tiny_qwe
         with pytest.raises(InvalidInput, match=r"longer than the context .* --ctx-size"):
             await engine.complete(ChatRequest(long, max_tokens=8))
         assert engine.status("fast").failures == 0  # the server answered: it is up
+    finally:
+        await engine.close()
+        await asyncio.to_thread(server.stop)
+
+
+async def _order_of_ends(engine: Engine) -> list[str]:
+    """A long answer, and a short one asked once the long one streams: the order they end in."""
+    ended: list[str] = []
+    streaming = asyncio.Event()
+
+    async def long() -> None:
+        async for _ in engine.chat(ChatRequest(USER, grammar=LONG, max_tokens=400)):
+            streaming.set()
+        ended.append("long")
+
+    async def short() -> None:
+        await streaming.wait()
+        assert (await engine.complete(ChatRequest(USER, grammar=HELLO, max_tokens=40))).text
+        ended.append("short")
+
+    await asyncio.gather(long(), short())
+    return ended
+
+
+@pytest.mark.parametrize(("parallel", "order"), [(2, ["short", "long"]), (1, ["long", "short"])])
+async def test_a_role_takes_as_many_requests_as_the_server_has_slots(
+    tmp_path: Path, parallel: int, order: list[str]
+) -> None:
+    """With two slots (`--parallel 2`, read from /props) a short answer asked while a long one streams
+    ends first; with one slot it waits for the long one. The order the answers end in, not times: the
+    real gemma 270M on one thread takes seconds over the long one (a tiny model could have written all
+    of it into the socket before the short one is asked)."""
+    server = await asyncio.to_thread(llama_server, tmp_path, GEMMA, "gemma", parallel=parallel, n_ctx=1024)
+    engine = engine_on(("fast", RemoteModel(server.url, "gemma")))
+    try:
+        await engine.load("fast")
+        backend = engine.pool.slot("fast").backend
+        assert isinstance(backend, RemoteBackend)
+        assert backend.slots == parallel
+        assert await _order_of_ends(engine) == order
     finally:
         await engine.close()
         await asyncio.to_thread(server.stop)

@@ -238,6 +238,15 @@ class LoadsMediaLater(Protocol):
 
 
 @runtime_checkable
+class Parallel(Protocol):
+    """A runner that takes several requests at once (a server's slots)."""
+
+    @property
+    def slots(self) -> int:
+        """How many requests it takes at once (1 until it knows)."""
+
+
+@runtime_checkable
 class Serves(Protocol):
     """A runner that is a server elsewhere (of several, the one that answered last)."""
 

@@ -6,13 +6,15 @@
   the numbers. After a load the real RSS is measured: a role that came out larger than the budget
   allows is unloaded again. The watchdog (watchdog.py) holds the budget while roles run.
 - One generation at a time per role: an asyncio.Lock, whose waiters are served first in, first
-  out; a cancelled waiter simply leaves the queue. Different roles run in parallel. At most
+  out; a cancelled waiter simply leaves the queue. A role on a server with several slots (its
+  backend is `Parallel`) runs as many at once (a semaphore; loads and unloads still take the lock).
+  Different roles run in parallel. At most
   `max_queue` requests wait for one role; more are refused at once (Busy), as Ollama's scheduler does.
 - Idle roles that are not pinned unload `idle_unload_s` after their last use (a timer per role).
 - A spare process for each role loaded on demand, where its backend `Prespawns`, reserving its bytes.
 - How llama.cpp loads a model here is measured once and remembered (calibration.py).
 
-Lock order (always taken in this order, never the reverse): a slot's queue lock (its turn to
+Lock order (always taken in this order, never the reverse): a slot's queue lock or slots (its turn to
 generate), then the pool's `_load_lock` (one load or unload at a time, so budget checks see a
 settled pool), then inside a process backend the WorkerClient's `_start_lock` (one spawn per process).
 
@@ -32,7 +34,7 @@ import time
 from typing import Any
 
 from .. import defaults
-from ..backends.base import Backend, BackendFactory, LoadsMediaLater, Prespawns
+from ..backends.base import Backend, BackendFactory, LoadsMediaLater, Parallel, Prespawns
 from ..deadlines import within
 from ..errors import (
     BackendMissing,
@@ -227,9 +229,11 @@ class ModelPool:
         self._on_change()
         self.watchdog.watch()
         try:
-            await within(queue.lock.acquire(), deadline, _timeout(f"waiting for the {role} model"))
+            gate = queue.gate(slot.backend.slots if isinstance(slot.backend, Parallel) else 1)
+            await within(gate.acquire(), deadline, _timeout(f"waiting for the {role} model"))
         finally:
             queue.waiting -= 1
+        queue.running += 1
         self._cancel_idle_timer(slot)
         try:
             load_ms = await within(self.ensure_loaded(slot), deadline, _timeout(f"loading the {role} model"))
@@ -242,7 +246,8 @@ class ModelPool:
             raise
         finally:
             slot.last_used = time.monotonic()
-            queue.lock.release()
+            queue.running -= 1
+            gate.release()
             self._arm_idle_timer(slot)
             self._on_change()
 

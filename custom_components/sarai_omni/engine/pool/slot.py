@@ -37,11 +37,23 @@ class LoadState:
 
 @dataclass(slots=True)
 class Queue:
-    """One request at a time per role (FIFO on the lock), how many wait, and the idle-unload timer."""
+    """One request at a time per role (FIFO on the lock), or as many as a server has slots (a
+    semaphore of that width); how many wait and run, and the idle-unload timer."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
+    running: int = 0
     idle_timer: asyncio.TimerHandle | None = None
+    shared: asyncio.Semaphore | None = None  # a server's slots, once its width is known
+    width: int = 1
+
+    def gate(self, width: int) -> asyncio.Lock | asyncio.Semaphore:
+        """What a request waits on: the lock, or the slots' semaphore (resized only while unused)."""
+        if width <= 1:
+            return self.lock
+        if self.shared is None or (self.width != width and self.running == 0):
+            self.shared, self.width = asyncio.Semaphore(width), width
+        return self.shared
 
 
 @dataclass(slots=True)
@@ -83,7 +95,7 @@ class ModelSlot:
 
     @property
     def busy(self) -> bool:
-        return self.queue.lock.locked() or self.queue.waiting > 0
+        return self.queue.lock.locked() or self.queue.waiting > 0 or self.queue.running > 0
 
     @property
     def active(self) -> bool:

@@ -47,7 +47,7 @@ from ...spec import ModelSpec, RemoteModel, server_label
 from ..base import ChatRequest, Generated, LoadResult
 from .failover import Failover
 from .openai import StreamState, as_tool_call_text, openai_messages
-from .server import headers, list_models, not_ready, probe_modalities, raise_for_status, reason
+from .server import headers, list_models, not_ready, probe_modalities, props, raise_for_status, reason
 
 __all__ = ["RemoteBackend", "as_tool_call_text", "list_models", "openai_messages", "probe_modalities"]
 
@@ -81,6 +81,7 @@ class RemoteBackend:
         self._connected = False
         self._failures = 0
         self.loading_waits = 0  # times a server said it was still loading its model (503)
+        self._slots = 1
         self.last_timings: dict[str, Any] = {}  # llama-server's own figures for the last answer
         self._cancel = asyncio.Event()
         self._schema_style = "json_schema"  # switched to "json_object" when the server refuses it
@@ -95,6 +96,11 @@ class RemoteBackend:
     @property
     def available(self) -> bool:
         return self._servers.any_up
+
+    @property
+    def slots(self) -> int:
+        """Requests the current server takes at once (llama-server's `--parallel`, from /props)."""
+        return self._slots
 
     @property
     def server(self) -> str:
@@ -140,6 +146,8 @@ class RemoteBackend:
             await self._with_retries(self._find_model)
         except RemoteError as err:
             raise self._failed(err) from err
+        told = (await props(self._http(), self._servers.current, self.remote.api_key)).get("total_slots")
+        self._slots = max(1, told) if isinstance(told, int) else 1
         self._answered()
         self._connected = True
         return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True)

@@ -35,10 +35,8 @@ async def list_models(session: aiohttp.ClientSession, base_url: str, api_key: st
     return [str(m["id"]) for m in models if isinstance(m, dict) and "id" in m]
 
 
-async def probe_modalities(
-    session: aiohttp.ClientSession, base_url: str, api_key: str | None = None
-) -> dict[str, bool]:
-    """What llama-server says the loaded model takes (`/props` modalities); {} where not told."""
+async def props(session: aiohttp.ClientSession, base_url: str, api_key: str | None = None) -> dict[str, Any]:
+    """llama-server's `/props` (its model, modalities, slots); {} from servers without it."""
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
         async with session.get(
@@ -47,7 +45,14 @@ async def probe_modalities(
             data = await resp.json(content_type=None) if resp.status == 200 else {}
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return {}
-    modalities = data.get("modalities") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+async def probe_modalities(
+    session: aiohttp.ClientSession, base_url: str, api_key: str | None = None
+) -> dict[str, bool]:
+    """What llama-server says the loaded model takes (`/props` modalities); {} where not told."""
+    modalities = (await props(session, base_url, api_key)).get("modalities")
     return (
         {k: bool(v) for k, v in modalities.items() if k in ("vision", "audio")} if isinstance(modalities, dict) else {}
     )
