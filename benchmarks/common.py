@@ -3,10 +3,11 @@ the seed shapes, and a sampler of the workers' resident memory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 import contextlib
 from dataclasses import dataclass, field
+import json
 import os
 from pathlib import Path
 import platform
@@ -153,3 +154,11 @@ def drop_page_cache(*paths: Path) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def save(out: Path, name: str, result: dict[str, Any], plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """`<out>/<name>.json` ({"summary": result}) and `<out>/<name>.png`; the summary as the last line."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"summary": result}, indent=1) + "\n")
+    plot(result, out / f"{name}.png")
+    print(json.dumps(result))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
-import json
 from pathlib import Path
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import tempfile
 import time
 from typing import Any
 
+from benchmarks.common import save
 from custom_components.sarai_omni.engine.backends.base import ChatRequest, Generated
 from custom_components.sarai_omni.engine.backends.remote import RemoteBackend
 from custom_components.sarai_omni.engine.spec import RemoteModel
@@ -222,10 +222,7 @@ def main() -> None:
     result["import_openai"] = import_cost("openai")
     result["openai_mib"] = package_mib("openai")
     result |= replaced_lines()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "remote-client.json").write_text(json.dumps({"summary": result}, indent=1) + "\n")
-    plot(result, args.out / "remote-client.png")
-    print(json.dumps(result))
+    save(args.out, "remote-client", result, plot)
 
 
 if __name__ == "__main__":

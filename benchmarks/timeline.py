@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime, timedelta
 import io
-import json
 from pathlib import Path
 import random
 import statistics
@@ -26,6 +25,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from benchmarks.common import save
 from custom_components.sarai_omni.timeline import Event, Query, Retention, Timeline
 from custom_components.sarai_omni.vision import to_jpeg
 
@@ -143,10 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         result = measure(Path(folder), args.events)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "timeline.json").write_text(json.dumps({"summary": result}, indent=1) + "\n")
-    plot(result, args.out / "timeline.png")
-    print(json.dumps(result))
+    save(args.out, "timeline", result, plot)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from tests.tiny_models import (
     Shape,
     write_mmproj,
     write_omni_mmproj,
+    write_parrot_model,
     write_qwen3vl_mmproj,
     write_text_model,
 )
@@ -150,6 +151,26 @@ def llama_server(folder: Path, model: Path, alias: str, **options: Any) -> Llama
     if not LLAMA_SERVER.exists():
         pytest.fail(f"{LLAMA_SERVER} is missing: run scripts/setup (it builds llama-server)")
     return LlamaServer(folder, model, alias, **options).start()
+
+
+# What the parrot model writes, whatever it is asked: two HassTurnOn calls (as HA's Assist API names
+# the intent's tool) in Qwen's tags, for a server to parse into native `tool_calls`.
+PARROT_CALLS = [
+    "<tool_call>",
+    '\n{"name": "intent__HassTurnOn", "arguments": {"name": "Kitchen light"}}\n',
+    "</tool_call>",
+    '\n<tool_call>\n{"name": "intent__HassTurnOn", "arguments": {"name": "Hall light"}}\n</tool_call>',
+]
+
+
+@pytest.fixture(scope="session")
+def parrot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama-server on the parrot model (tests/tiny_models.write_parrot_model)."""
+    folder = tmp_path_factory.mktemp("parrot")
+    with sockets_open():
+        server = llama_server(folder, write_parrot_model(folder / "parrot.gguf", PARROT_CALLS), "parrot")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session", params=["llama-server", "llama_cpp.server"])

@@ -7,7 +7,6 @@ requests than slots, a 503 while it loads its model, and two servers for one rol
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 import time
 import urllib.error
@@ -22,25 +21,18 @@ from custom_components.sarai_omni.engine.errors import InvalidInput, RemoteUnrea
 from custom_components.sarai_omni.engine.spec import RemoteModel
 from custom_components.sarai_omni.engine.toolcalls import ToolCall, ToolCallParser
 from tests.conftest import GEMMA, Served, llama_server
-from tests.openai_server import LlamaServer, sockets_open
+from tests.openai_server import LlamaServer
 from tests.specs import remote_spec
-from tests.tiny_models import write_parrot_model
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 USER = [{"role": "user", "content": "turn on the kitchen and hall lights"}]
 HELLO = 'root ::= "Hello from the server."'
 LONG = "root ::= [a-z]{300}"  # no end-of-text before 300 letters
-CALLS = [
-    "<tool_call>",
-    '\n{"name": "HassTurnOn", "arguments": {"name": "Kitchen"}}\n',
-    "</tool_call>",
-    '\n<tool_call>\n{"name": "HassTurnOn", "arguments": {"name": "Hall"}}\n</tool_call>',
-]
 TOOLS = [
     {
         "type": "function",
         "function": {
-            "name": "HassTurnOn",
+            "name": "intent__HassTurnOn",
             "description": "Turns on a device",
             "parameters": {"type": "object", "properties": {"name": {"type": "string"}}},
         },
@@ -53,16 +45,6 @@ def engine_on(*models: tuple[str, RemoteModel]) -> Engine:
     return Engine(EngineConfig(models=specs, ram_budget_mb=64, request_timeout_s=120))
 
 
-@pytest.fixture(scope="module")
-def parrot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    """llama-server on a model that writes two tool calls in Qwen's tags, whatever it is asked."""
-    folder = tmp_path_factory.mktemp("parrot")
-    with sockets_open():
-        server = llama_server(folder, write_parrot_model(folder / "parrot.gguf", CALLS), "parrot")
-    yield server
-    server.stop()
-
-
 async def test_native_parallel_tool_calls(parrot: LlamaServer) -> None:
     """The server parses the calls itself (`--jinja`, the model's template) and streams `tool_calls`
     deltas; they reach the one tool-call parser as the calls they are, in order."""
@@ -73,7 +55,10 @@ async def test_native_parallel_tool_calls(parrot: LlamaServer) -> None:
         assert stream.result is not None
         assert stream.result.finish_reason == "tool_calls"  # native: the server said so
         events = [*ToolCallParser().feed(text), *ToolCallParser().flush()]
-        assert events == [ToolCall("HassTurnOn", {"name": "Kitchen"}), ToolCall("HassTurnOn", {"name": "Hall"})]
+        assert events == [
+            ToolCall("intent__HassTurnOn", {"name": "Kitchen light"}),
+            ToolCall("intent__HassTurnOn", {"name": "Hall light"}),
+        ]
         # Without tools the same model's words are plain text: the server parsed only where asked to.
         plain = await engine.complete(ChatRequest(USER, max_tokens=32))
         assert plain.finish_reason == "stop"

@@ -20,29 +20,12 @@ import pytest
 from custom_components.sarai_omni.const import DOMAIN, FAST, ISSUE_REMOTE_DOWN, QUALITY, REMOTE_DOWN_AFTER
 from tests.conftest import llama_server
 from tests.openai_server import LlamaServer, sockets_open
-from tests.tiny_models import write_parrot_model
 
 from .conftest import agent_id, role_data, wait_loaded
 from .test_assist import DONE, HELLO, answering, force, spy_requests, state_attrs
 from .test_remote import _to_remote_step, remote, setup
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
-CALLS = [
-    "<tool_call>",
-    '\n{"name": "intent__HassTurnOn", "arguments": {"name": "Kitchen light"}}\n',
-    "</tool_call>",
-    '\n<tool_call>\n{"name": "intent__HassTurnOn", "arguments": {"name": "Hall light"}}\n</tool_call>',
-]
-
-
-@pytest.fixture(scope="module")
-def parrot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    """llama-server on a model that always writes two HassTurnOn calls (kitchen, hall) in Qwen's tags."""
-    folder = tmp_path_factory.mktemp("parrot")
-    with sockets_open():
-        server = llama_server(folder, write_parrot_model(folder / "parrot.gguf", CALLS), "parrot")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
