@@ -218,7 +218,8 @@ class Engine:
         return self.status(role)
 
     async def cancel(self, role: str) -> None:
-        """Stop the generation `role` is running now (it ends as `cancelled`, its text kept)."""
+        """Stop what `role` is generating now (it ends as `cancelled`, its text kept; every answer of
+        a role on a server that takes several at once)."""
         await self.pool.slot(role).backend.cancel()
 
     def status(self, role: str) -> ModelStatus:
