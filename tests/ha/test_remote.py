@@ -38,7 +38,7 @@ from custom_components.sarai_omni.const import (
     REMOTE_DOWN_AFTER,
 )
 from tests.conftest import Served, server_models
-from tests.openai_server import OpenAIServer, free_port
+from tests.openai_server import LlamaServer, OpenAIServer, free_port
 
 from .conftest import agent_id, make_entry, role_data, shown_errors, turn, wait_loaded
 from .test_ai_task import STRUCTURE, task_entity
@@ -218,12 +218,16 @@ async def test_ai_task_structured_output_on_the_server(hass: HomeAssistant, remo
     assert STRUCTURE(result.data) == result.data
 
 
-async def test_server_killed_mid_answer(hass: HomeAssistant, tmp_path: Path, gemma: Path) -> None:
+@pytest.mark.parametrize("kind", ["llama-server", "llama_cpp.server"])
+async def test_server_killed_mid_answer(hass: HomeAssistant, tmp_path: Path, gemma: Path, kind: str) -> None:
     """The server is killed at the third streamed piece of a 256-token answer. It serves the real
     gemma 270M on one thread (tens of tokens a second): the answer cannot be complete by then, where
     a tiny fixture model could have written all of it into the socket before the kill."""
-    slow = {"model": str(gemma), "model_alias": "slow", "n_ctx": 2048, "n_threads": 1, "verbose": False}
-    server = OpenAIServer(tmp_path, [slow])
+    if kind == "llama-server":
+        server: OpenAIServer = LlamaServer(tmp_path, gemma, "slow", n_ctx=2048)
+    else:
+        slow = {"model": str(gemma), "model_alias": "slow", "n_ctx": 2048, "n_threads": 1, "verbose": False}
+        server = OpenAIServer(tmp_path, [slow])
     await asyncio.to_thread(server.start)
     try:
         entry = await setup(hass, servers={FAST: remote(server.url, model="slow")})
