@@ -237,22 +237,31 @@ async def seed_entry(
     return entry
 
 
+async def template_lights(hass: HomeAssistant, *keys: str) -> list[str]:
+    """Real template lights ("<Key> light"), each backed by an input_boolean `<key>`, exposed to Assist."""
+    booleans = {key: {"initial": False} for key in keys}
+    assert await async_setup_component(hass, "input_boolean", {"input_boolean": booleans})
+    lights = [
+        {
+            "name": f"{key.capitalize()} light",
+            "state": f"{{{{ is_state('input_boolean.{key}', 'on') }}}}",
+            "turn_on": [{"action": "input_boolean.turn_on", "target": {"entity_id": f"input_boolean.{key}"}}],
+            "turn_off": [{"action": "input_boolean.turn_off", "target": {"entity_id": f"input_boolean.{key}"}}],
+        }
+        for key in keys
+    ]
+    assert await async_setup_component(hass, "template", {"template": [{"light": lights}]})
+    await hass.async_block_till_done()
+    entities = [f"light.{key}_light" for key in keys]
+    for entity in entities:
+        async_expose_entity(hass, conversation.DOMAIN, entity, True)
+    return entities
+
+
 @pytest.fixture
 async def kitchen_light(hass: HomeAssistant) -> str:
     """A real template light backed by an input_boolean, exposed to Assist."""
-    assert await async_setup_component(hass, "input_boolean", {"input_boolean": {"kitchen": {"initial": False}}})
-    on = [{"action": "input_boolean.turn_on", "target": {"entity_id": "input_boolean.kitchen"}}]
-    off = [{"action": "input_boolean.turn_off", "target": {"entity_id": "input_boolean.kitchen"}}]
-    light = {
-        "name": "Kitchen light",
-        "state": "{{ is_state('input_boolean.kitchen', 'on') }}",
-        "turn_on": on,
-        "turn_off": off,
-    }
-    assert await async_setup_component(hass, "template", {"template": [{"light": [light]}]})
-    await hass.async_block_till_done()
-    async_expose_entity(hass, conversation.DOMAIN, "light.kitchen_light", True)
-    return "light.kitchen_light"
+    return (await template_lights(hass, "kitchen"))[0]
 
 
 def entity_of(hass: HomeAssistant, entry: MockConfigEntry, domain: str) -> str | None:

@@ -11,17 +11,15 @@ import json
 from pathlib import Path
 
 from homeassistant.components import conversation
-from homeassistant.components.homeassistant.exposed_entities import async_expose_entity
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import chat_session, issue_registry as ir, llm
-from homeassistant.setup import async_setup_component
 import pytest
 
 from custom_components.sarai_omni.const import DOMAIN, FAST, ISSUE_REMOTE_DOWN, QUALITY, REMOTE_DOWN_AFTER
 from tests.conftest import llama_server
 from tests.openai_server import LlamaServer, sockets_open
 
-from .conftest import agent_id, role_data, wait_loaded
+from .conftest import agent_id, role_data, template_lights, wait_loaded
 from .test_assist import DONE, HELLO, answering, force, spy_requests, state_attrs
 from .test_remote import _to_remote_step, remote, setup
 
@@ -40,22 +38,7 @@ def omni(tmp_path_factory: pytest.TempPathFactory, omni_thinker: Path, omni_mmpr
 async def test_native_parallel_tool_calls_turn_on_two_lights(hass: HomeAssistant, parrot: LlamaServer) -> None:
     """The server parses its model's two calls (`--jinja`) and streams them as `tool_calls`; HA runs
     both intents, both results go back in the chat log, and the answer follows."""
-    assert await async_setup_component(
-        hass, "input_boolean", {"input_boolean": {"kitchen": {"initial": False}, "hall": {"initial": False}}}
-    )
-    lights = [
-        {
-            "name": f"{key.title()} light",
-            "state": f"{{{{ is_state('input_boolean.{key}', 'on') }}}}",
-            "turn_on": [{"action": "input_boolean.turn_on", "target": {"entity_id": f"input_boolean.{key}"}}],
-            "turn_off": [{"action": "input_boolean.turn_off", "target": {"entity_id": f"input_boolean.{key}"}}],
-        }
-        for key in ("kitchen", "hall")
-    ]
-    assert await async_setup_component(hass, "template", {"template": [{"light": lights}]})
-    await hass.async_block_till_done()
-    for entity in ("light.kitchen_light", "light.hall_light"):
-        async_expose_entity(hass, conversation.DOMAIN, entity, True)
+    assert await template_lights(hass, "kitchen", "hall") == ["light.kitchen_light", "light.hall_light"]
     entry = await setup(hass, servers={FAST: remote(parrot.url, "parrot")}, llm_hass_api=[llm.LLM_API_ASSIST])
     seen, spy = spy_requests(entry)
     # Only the answer after the tool results is forced (a grammar); the calls are the server's own.
