@@ -40,7 +40,7 @@ REMOTE = ROOT / "custom_components" / "sarai_omni" / "engine" / "backends" / "re
 GRAMMAR = 'root ::= "Paris is the capital of France."'
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 TOKENS = 32
-REPLACED = ("_post_any", "_post", "_deltas", "_read_json")  # what an openai client does instead
+REPLACED = ("_post", "_deltas", "_read_json")  # what an openai client does instead
 
 
 def server_ms(timings: dict[str, Any]) -> float:

@@ -143,7 +143,7 @@ class RemoteBackend:
         """Find a server that answers and lists the model (nothing is loaded here)."""
         started = time.perf_counter()
         try:
-            await self._with_retries(self._find_model)
+            await self._with_retries(lambda: self._first_that_answers(self._lists_model))
         except RemoteError as err:
             raise self._failed(err) from err
         told = (await props(self._http(), self._servers.current, self.remote.api_key)).get("total_slots")
@@ -152,25 +152,30 @@ class RemoteBackend:
         self._connected = True
         return LoadResult(load_ms=(time.perf_counter() - started) * 1000, chat_template=True)
 
-    async def _find_model(self) -> None:
-        """The first server, in failover order, that answers and lists the model becomes the current one."""
+    async def _first_that_answers(self, attempt: Callable[[str], Awaitable[T]]) -> T:
+        """`attempt` on each server in failover order: the first that succeeds becomes the current one;
+        one that does not answer (or answers 503) or lacks the model is asked last for a while."""
         missing: RemoteModelMissing | None = None
         unreachable: RemoteUnreachable | None = None
         for url in self._servers.order():
             try:
-                models = await list_models(self._http(), url, self.remote.api_key)
+                result = await attempt(url)
+            except RemoteModelMissing as err:
+                missing = err
             except RemoteUnreachable as err:
-                self._servers.failed(url)
                 unreachable = _worth_waiting(unreachable, err)
-                continue
-            if self.remote.model in models:
+            else:
                 self._servers.answered(url)
-                return
+                return result
             self._servers.failed(url)
-            missing = RemoteModelMissing(
+        raise missing or unreachable or RemoteUnreachable("no server")
+
+    async def _lists_model(self, url: str) -> None:
+        models = await list_models(self._http(), url, self.remote.api_key)
+        if self.remote.model not in models:
+            raise RemoteModelMissing(
                 f"{server_label(url)} does not serve '{self.remote.model}' (it lists: {', '.join(models) or 'nothing'})"
             )
-        raise missing or unreachable or RemoteUnreachable("no server")
 
     async def _with_retries(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` (a coroutine factory), retrying connection failures with backoff; a server
@@ -252,7 +257,7 @@ class RemoteBackend:
     async def _open(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST the request (connection failures retried); a refused json_schema switches form once."""
         schema = body.pop("_schema", None)
-        resp: aiohttp.ClientResponse = await self._with_retries(lambda: self._post_any(body))
+        resp: aiohttp.ClientResponse = await self._with_retries(self._posting(body))
         if resp.status in (400, 422, 500) and schema is not None and self._schema_style == "json_schema":
             text = await resp.text()
             resp.release()
@@ -261,40 +266,29 @@ class RemoteBackend:
             _LOGGER.debug("%s refuses json_schema response formats: using json_object + schema", self.server)
             self._schema_style = "json_object"
             body["response_format"] = self._response_format(schema)
-            resp = await self._with_retries(lambda: self._post_any(body))
+            resp = await self._with_retries(self._posting(body))
         if resp.status >= 400:
             async with resp:
                 await raise_for_status(resp, self.server)
         return resp
 
-    async def _post_any(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """POST to the servers in failover order: the first that answers (not 503) is the current one."""
-        unreachable: RemoteUnreachable | None = None
-        for url in self._servers.order():
-            try:
-                resp = await self._post(url, body)
-            except RemoteUnreachable as err:
-                self._servers.failed(url)
-                unreachable = _worth_waiting(unreachable, err)
-                continue
-            if resp.status == 503:  # llama-server loading its model, or a server shedding load
-                async with resp:
-                    unreachable = _worth_waiting(unreachable, await not_ready(resp, server_label(url)))
-                self._servers.failed(url)
-                continue
-            self._servers.answered(url)
-            return resp
-        raise unreachable or RemoteUnreachable("no server")
+    def _posting(self, body: dict[str, Any]) -> Callable[[], Awaitable[aiohttp.ClientResponse]]:
+        """One attempt: POST `body` to the servers in failover order, the first that answers wins."""
+        return lambda: self._first_that_answers(lambda url: self._post(url, body))
 
     async def _post(self, base_url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{base_url.rstrip('/')}/chat/completions"
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=READ_TIMEOUT_S)
         try:
-            return await self._http().post(url, json=body, headers=headers(self.remote.api_key), timeout=timeout)
+            resp = await self._http().post(url, json=body, headers=headers(self.remote.api_key), timeout=timeout)
         except _CONNECT_ERRORS as err:
             raise RemoteUnreachable(f"{server_label(base_url)} did not answer: {reason(err)}") from err
         except aiohttp.ClientError as err:
             raise RemoteError(f"{server_label(base_url)}: {reason(err)}") from err
+        if resp.status == 503:  # llama-server loading its model, or a server shedding load: the next one
+            async with resp:
+                raise await not_ready(resp, server_label(base_url))
+        return resp
 
     async def _deltas(
         self, resp: aiohttp.ClientResponse, state: StreamState, deadline: float | None

@@ -86,9 +86,8 @@ def _error_of(body: str) -> dict[str, Any]:
 async def not_ready(resp: aiohttp.ClientResponse, server: str) -> RemoteUnreachable:
     """A 503: the server is up but cannot answer yet (llama-server says "Loading model")."""
     try:
-        data = await resp.json(content_type=None)
-        said = str(data["error"]["message"]) if isinstance(data, dict) else ""
-    except (aiohttp.ClientError, ValueError, KeyError, TypeError):
+        said = str(_error_of(await resp.text()).get("message", ""))
+    except aiohttp.ClientError:
         said = ""
     if "loading" in said.lower():
         return RemoteLoading(f"{server} is still loading its model (HTTP 503)")
