@@ -103,6 +103,27 @@ def write_wav(path: Path, seconds: float, rate: int = 16000, tone_hz: float = 44
     return path
 
 
+def write_speechlike(path: Path, seconds: float, seed: int = 0, rate: int = 16000) -> Path:
+    """A 16-bit mono WAV that changes like speech: a gliding pitch with harmonics, a syllable-rate
+    envelope and breath noise (a steady tone would hide a misplaced window)."""
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    pitch = 140 + 60 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 6))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
+    x = 0.25 * voice * envelope + 0.03 * np.random.default_rng(seed).standard_normal(t.size)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
 @pytest.fixture(scope="session")
 def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1.5 s 16 kHz mono WAV clip."""

@@ -1,7 +1,10 @@
 """Install llama-cpp-python into Home Assistant's Python with HA's own package installer.
 
 PyPI ships llama-cpp-python as source only, so installing it compiles llama.cpp: that needs a C++
-compiler, and takes minutes. Everything here blocks: run it in the executor.
+compiler, and takes minutes. What is compiled is the pinned sdist with this project's patches
+(engine/llama_sources.py: Qwen2.5-Omni hears as transformers does), fetched from PyPI and checked
+against its pinned hash, so a user's HA hears exactly as the tests do. Everything here blocks: run it
+in the executor.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+from pathlib import Path
 import platform
 import shutil
 from typing import Any
@@ -20,10 +24,11 @@ from homeassistant.requirements import pip_kwargs
 from homeassistant.util.package import install_package
 import probatio
 
-from .engine import LLAMA_CPP_VERSION
+from .engine import LLAMA_CPP_VERSION, llama_sources
 
 _LOGGER = logging.getLogger(__name__)
-REQUIREMENT = f"llama-cpp-python=={LLAMA_CPP_VERSION}"
+REQUIREMENT = f"llama-cpp-python=={LLAMA_CPP_VERSION} (patched: {llama_sources.patched_version()})"
+BUILD_FOLDER = "sarai_omni_build"  # under HA's config folder while the install runs
 INSTALL_TIMEOUT_S = 3600  # a source build on a small ARM box is slow
 _COMPILERS = ("c++", "g++", "clang++")
 
@@ -86,16 +91,30 @@ def install_blocker() -> dict[str, str] | None:
 INSTALLED, FAILED, RESTART = "installed", "failed", "restart"
 
 
+def patched_sources(config_dir: str) -> str:
+    """The patched llama-cpp-python source folder to install (downloaded and checked once)."""
+    folder = Path(config_dir) / BUILD_FOLDER
+    return str(llama_sources.prepare(folder, llama_sources.fetch_sdist(folder)))
+
+
 def install_backend(config_dir: str) -> str:
-    """pip-install llama-cpp-python the way HA installs integration requirements.
+    """pip-install the patched llama-cpp-python the way HA installs integration requirements.
 
     Returns INSTALLED, FAILED, or RESTART when it installed into a folder this process only reads
     at startup (HA's `deps` outside a virtualenv).
     """
     kwargs = pip_kwargs(config_dir) | {"timeout": INSTALL_TIMEOUT_S}
-    if not install_package(REQUIREMENT, upgrade=False, **kwargs):
-        _LOGGER.error("Installing %s failed; pip's output is in the log above", REQUIREMENT)
+    try:
+        source = patched_sources(config_dir)
+    except llama_sources.SourceError as err:
+        _LOGGER.error("Could not prepare the llama-cpp-python sources: %s", err)
         return FAILED
+    try:
+        if not install_package(source, upgrade=False, **kwargs):
+            _LOGGER.error("Installing %s failed; pip's output is in the log above", REQUIREMENT)
+            return FAILED
+    finally:
+        shutil.rmtree(Path(config_dir) / BUILD_FOLDER, ignore_errors=True)
     return INSTALLED if backend_available() else RESTART
 
 

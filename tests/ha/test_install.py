@@ -1,7 +1,9 @@
 """Installing llama-cpp-python from the config flow and from the repair issue.
 
 A real install through Home Assistant's package installer (uv), of a tiny local wheel standing in
-for the llama-cpp-python source build (which takes minutes and the network), into <config>/deps.
+for the patched llama-cpp-python source folder (whose build takes minutes), into <config>/deps.
+Preparing that folder (download, hash, patch) is tested on the real sdist in
+tests/engine/test_llama_sources.py.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def deps_install(hass: HomeAssistant, tmp_path: Path, monkeypatch: pytest.Monkey
     hass.config.config_dir = str(tmp_path)
     monkeypatch.setattr("homeassistant.util.package.is_virtual_env", lambda: False)
     monkeypatch.setattr("homeassistant.util.package.is_docker_env", lambda: False)
-    monkeypatch.setattr(installer, "REQUIREMENT", str(build_wheel(tmp_path)))
+    wheel = str(build_wheel(tmp_path))
+    monkeypatch.setattr(installer, "patched_sources", lambda config_dir: wheel)
     return tmp_path / "deps"
 
 
@@ -80,7 +83,7 @@ async def test_flow_installs_the_backend_then_shows_the_form(hass: HomeAssistant
     with patch("custom_components.sarai_omni.config_flow.backend_available", return_value=False):
         result = await _user_flow(hass)
     assert result["step_id"] == "install"
-    assert result["description_placeholders"]["requirement"].endswith(".whl")
+    assert result["description_placeholders"]["requirement"] == "llama-cpp-python==0.3.36 (patched: 0.3.36+sarai1)"
     with patch.object(installer, "backend_available", return_value=True):  # importable once installed
         result = await _through_progress(hass, await hass.config_entries.flow.async_configure(result["flow_id"], {}))
     assert result["type"] is FlowResultType.FORM
@@ -97,14 +100,16 @@ async def test_installed_but_not_importable_asks_for_a_restart(hass: HomeAssista
     assert shown_abort(result) == "restart_required"
 
 
-async def test_failed_install_says_so(hass: HomeAssistant, deps_install: Path, tmp_path: Path) -> None:
-    installer.REQUIREMENT = str(tmp_path / "missing-1.0-py3-none-any.whl")
+async def test_failed_install_says_so(
+    hass: HomeAssistant, deps_install: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(installer, "patched_sources", lambda config_dir: str(tmp_path / "missing-1.0-py3-none-any.whl"))
     with patch("custom_components.sarai_omni.config_flow.backend_available", return_value=False):
         result = await _user_flow(hass)
     result = await _through_progress(hass, await hass.config_entries.flow.async_configure(result["flow_id"], {}))
     assert result["type"] is FlowResultType.ABORT
     assert shown_abort(result) == "install_failed"
-    assert "missing-1.0" in result["description_placeholders"]["requirement"]
+    assert result["description_placeholders"]["requirement"] == installer.REQUIREMENT
 
 
 async def test_no_compiler_explains_instead_of_trying(

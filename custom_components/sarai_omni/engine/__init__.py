@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 _API = {
     "defaults": (".", "defaults"),
+    "llama_sources": (".", "llama_sources"),
     "Engine": (".core", None),
     "EngineConfig": (".core", None),
     "ChatResult": (".chat", None),
@@ -138,6 +139,7 @@ __all__ = [
     "audio_kind",
     "cpu_flags",
     "defaults",
+    "llama_sources",
     "estimate_bytes",
     "is_model_folder",
     "list_models",
@@ -165,7 +167,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from . import defaults
+    from . import defaults, llama_sources
     from .backends.base import ChatRequest, Speech
     from .backends.remote.server import list_models, probe_modalities
     from .backends.transformers.folder import HFInfo, is_model_folder, read_folder, read_voices

@@ -1,0 +1,82 @@
+"""Qwen2.5-Omni hears in llama.cpp as in transformers: the same audio tokens, the same embeddings.
+
+The oracle is transformers itself (tests/omni_audio_oracle.py, in the torch venv) on the tiny random
+Qwen2.5-Omni; llama.cpp encodes the same clips with the projector that the vendored converter
+(`convert_hf_to_gguf.py --mmproj`) makes from the same weights (tests/mtmd_audio_embed.py, in a
+process of its own). On llama.cpp without this project's patch every clip under 30 s is 750 tokens
+and this test fails (run it with MTMD_CPP_LIB and LLAMA_CPP_LIB_PATH set to an unpatched build's lib/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from custom_components.sarai_omni.engine import llama_sources
+from tests.conftest import write_speechlike
+from tests.tiny_models import VL_TEMPLATE, write_text_model
+from tests.torch_env import CACHE
+
+ROOT = Path(__file__).resolve().parents[2]
+LLAMA_CPP = CACHE / "sources" / f"llama_cpp_python-{llama_sources.patched_version()}" / "vendor" / "llama.cpp"
+# seconds -> audio tokens in transformers: 200-frame windows, conv (n + 1) // 2, pool // 2
+CLIPS = {1.3: 32, 2.0: 50, 5.0: 125, 31.0: 775}
+MIN_COSINE = 0.99
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_omni: Path, torch_venv_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Omni's projector, converted by llama.cpp's own converter (as the seed's is)."""
+    folder = tmp_path_factory.mktemp("converted")
+    hf = shutil.copytree(tiny_omni, folder / "hf")
+    config = json.loads((hf / "config.json").read_text())
+    config["architectures"] = ["Qwen2_5OmniModel"]  # what the seed's repository names (the converter's key)
+    (hf / "config.json").write_text(json.dumps(config))
+    out = folder / "mmproj-tiny-omni-f32.gguf"
+    subprocess.run(
+        [str(torch_venv_python), str(LLAMA_CPP / "convert_hf_to_gguf.py"), str(hf), "--mmproj",
+         "--outtype", "f32", "--outfile", str(out)],
+        check=True, capture_output=True, timeout=300, env=os.environ | {"PYTHONPATH": str(LLAMA_CPP / "gguf-py")},
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    return [write_speechlike(folder / f"clip-{s}s.wav", s, seed=i) for i, s in enumerate(CLIPS)]
+
+
+def _run(args: list[str], out: Path) -> dict[str, np.ndarray]:
+    subprocess.run(args, check=True, capture_output=True, timeout=600)
+    with np.load(out) as found:
+        return {name: found[name] for name in found.files}
+
+
+def test_llama_cpp_encodes_omni_audio_as_transformers_does(
+    converted: Path, clips: list[Path], tiny_omni: Path, torch_venv_python: Path, tmp_path: Path
+) -> None:
+    model = write_text_model(tmp_path / "thinker.gguf", "qwen2vl", chat_template=VL_TEMPLATE)  # its width: 64
+    oracle = _run(
+        [str(torch_venv_python), str(ROOT / "tests" / "omni_audio_oracle.py"), str(tiny_omni),
+         str(tmp_path / "oracle.npz"), *map(str, clips)], tmp_path / "oracle.npz",
+    )  # fmt: skip
+    ours = _run(
+        [sys.executable, str(ROOT / "tests" / "mtmd_audio_embed.py"), str(model), str(converted),
+         str(tmp_path / "ours.npz"), *map(str, clips)], tmp_path / "ours.npz",
+    )  # fmt: skip
+    for clip, tokens in zip(clips, CLIPS.values(), strict=True):
+        want, got = oracle[clip.name], ours[clip.name]
+        assert want.shape[0] == tokens, f"{clip.name}: the oracle itself gives {want.shape[0]} tokens"
+        assert got.shape == want.shape, (
+            f"{clip.name}: llama.cpp gives {got.shape[0]} audio tokens, transformers {tokens}"
+        )
+        cosine = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+        assert cosine.min() >= MIN_COSINE, f"{clip.name}: token {cosine.argmin()} has cosine {cosine.min():.4f}"
