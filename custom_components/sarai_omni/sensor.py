@@ -148,6 +148,8 @@ class ModelSensor(EngineSensor):
             "cached_tokens",
             "images",
             "audio_seconds",
+            "audio_tokens",
+            "hearing",
             "cameras",
             "ttft_ms",
             "tokens_per_second",

@@ -127,7 +127,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
         decision, result = await hear(
             hass, entry, paths, prompt=prompt, model=call.data["model"], max_tokens=call.data["max_tokens"]
         )
-        response = _response(decision, result) | {"audio_seconds": result.audio_seconds}
+        response = _response(decision, result) | _heard(result)
         if call.data["remember"]:
             seen = Seen(", ".join(p.name for p in paths), None, started, response["text"], decision.role, result.model)
             response["event_id"] = (await async_remember(hass, entry, seen)).id
@@ -298,7 +298,7 @@ async def _analyze(
     if video:
         response["frames"] = len(frames)
         response["frame_times"] = [f.at for f in frames]
-        response["audio_seconds"] = result.audio_seconds
+        response |= _heard(result)
     if call.data["remember"]:
         response["event_id"] = (await async_remember(hass, entry, _seen(call, frames, started, decision, result))).id
     _fire(hass, call, decision, response)
@@ -315,6 +315,11 @@ def _seen(
     source = camera or ", ".join(files) or "-"
     key_frame = frames[len(frames) // 2].jpeg
     return Seen(source, camera, started, result.text.strip(), decision.role, result.model, key_frame)
+
+
+def _heard(result: ChatResult) -> dict[str, Any]:
+    """What the clips took: their seconds, and their tokens of the prompt."""
+    return {"audio_seconds": result.audio_seconds, "audio_tokens": result.audio_tokens}
 
 
 def _response(decision: RouteDecision, result: ChatResult) -> dict[str, Any]:

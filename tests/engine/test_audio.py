@@ -1,22 +1,31 @@
 """Audio through llama.cpp's mtmd in the worker, on the tiny Qwen2.5-Omni (thinker `qwen2vl`,
-projector `qwen2.5o` whose audio tower hears; random weights); clips are encoded in 30 s windows
-of 750 tokens."""
+projector `qwen2.5o` whose audio tower hears; random weights). With the project's patch, clips are
+encoded as transformers encodes them: 2 s windows of the clip's own frames, 25 tokens per second
+(tests/engine/test_audio_fidelity.py compares the embeddings). Speech is also taken while it is
+spoken: each 2 s window prefilled at once (`listen`), the transcript after the tail."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+import wave
 
 import pytest
 
 from custom_components.sarai_omni.engine import ChatRequest, InvalidInput, read_gguf
 from custom_components.sarai_omni.engine.worker.llamacpp.media import audio_kind
 
-from ..conftest import write_wav
+from ..conftest import write_speechlike, write_wav
 from .conftest import HELLO
 from .test_vision import SYSTEM, vision_engine
 
-WINDOW_TOKENS = 750  # one 30 s window after the encoder's stride-2 convolution and pooling
+TOKENS = {1.5: 37, 2.0: 50, 5.0: 125}  # seconds -> audio tokens: 200-frame windows, conv (n+1)//2, pool //2
+
+
+def wav_samples(clip: Path) -> bytes:
+    """A WAV's 16 kHz 16-bit mono samples (what an Assist pipeline streams)."""
+    with wave.open(str(clip)) as wav:
+        return bytes(wav.readframes(wav.getnframes()))
 
 
 def audio_turn(*clips: Path) -> list[dict[str, Any]]:
@@ -33,7 +42,7 @@ def test_omni_projector_header(omni_mmproj: Path) -> None:
 
 
 async def test_audio_tokens_and_seconds(omni_thinker: Path, omni_mmproj: Path, wav: Path, tmp_path: Path) -> None:
-    long_clip = write_wav(tmp_path / "long.wav", 5.0)
+    long_clip, command = write_wav(tmp_path / "long.wav", 5.0), write_wav(tmp_path / "command.wav", 2.0)
     engine = vision_engine(omni_thinker, omni_mmproj)
     try:
         text_only = await engine.complete(
@@ -43,16 +52,64 @@ async def test_audio_tokens_and_seconds(omni_thinker: Path, omni_mmproj: Path, w
         status = engine.status("fast")
         both = await engine.complete(ChatRequest(messages=audio_turn(wav, long_clip), grammar=HELLO))
         status_both = engine.status("fast")
+        two_seconds = await engine.complete(ChatRequest(messages=audio_turn(command), grammar=HELLO))
     finally:
         await engine.close()
     assert short.text == "Hello there, friend."
-    audio_tokens = short.prompt_tokens - text_only.prompt_tokens
-    # The window, and <|audio_bos|>/<|audio_eos|> (spelled out byte by byte by the tiny tokenizer)
-    assert WINDOW_TOKENS <= audio_tokens <= WINDOW_TOKENS + 2 * len("<|audio_bos|>")
-    assert both.prompt_tokens - short.prompt_tokens == pytest.approx(audio_tokens, abs=2)  # 5 s: one window too
+    assert status.hearing == "faithful"  # this llama.cpp carries the patch (an unpatched one: padded_30s)
+    assert short.audio_tokens == status.last.audio_tokens == TOKENS[1.5]
+    # The clip's tokens, and <|audio_bos|>/<|audio_eos|> (spelled out byte by byte by the tiny tokenizer)
+    assert TOKENS[1.5] <= short.prompt_tokens - text_only.prompt_tokens <= TOKENS[1.5] + 2 * len("<|audio_bos|>")
+    assert both.audio_tokens == TOKENS[1.5] + TOKENS[5.0]  # proportional to length: no 30 s windows
+    assert two_seconds.audio_tokens == TOKENS[2.0]
     assert status.last.audio_seconds == pytest.approx(1.5, abs=0.01)
     assert status.last.images == 0
     assert status_both.last.audio_seconds == pytest.approx(6.5, abs=0.01)
+
+
+async def test_speech_is_prefilled_while_it_is_spoken(omni_thinker: Path, omni_mmproj: Path, tmp_path: Path) -> None:
+    """Two 2 s windows go in while the person speaks; at the end only the 1 s tail is encoded. The
+    prompt is the one a whole clip makes: the same tokens, the same audio tokens."""
+    clip = write_speechlike(tmp_path / "command.wav", 5.0)
+    pcm = wav_samples(clip)
+    window = 2 * 16000 * 2
+    engine = vision_engine(omni_thinker, omni_mmproj)
+    turn = audio_turn(clip)
+    try:
+        whole = await engine.complete(ChatRequest(messages=turn, grammar=HELLO))
+        held = [await engine.listen("fast", "s1", turn, b"")]  # the first audio: prompt up to the clip
+        held += [await engine.listen("fast", "s1", turn, pcm[i : i + window]) for i in (0, window)]
+        streamed = await engine.complete(
+            ChatRequest(messages=turn, grammar=HELLO, listening="s1", pcm=pcm[2 * window :])
+        )
+    finally:
+        await engine.close()
+    assert [h.audio_tokens for h in held] == [0, 50, 100]
+    assert streamed.audio_tokens == whole.audio_tokens == TOKENS[5.0]
+    assert streamed.prompt_tokens == whole.prompt_tokens
+    assert streamed.audio_seconds == pytest.approx(5.0, abs=0.01)
+    assert streamed.text == whole.text == "Hello there, friend."
+
+
+async def test_a_listening_session_ends_when_the_model_is_used_or_forgotten(
+    omni_thinker: Path, omni_mmproj: Path, wav: Path
+) -> None:
+    pcm = wav_samples(wav)
+    engine = vision_engine(omni_thinker, omni_mmproj)
+    turn = audio_turn(wav)
+    try:
+        await engine.listen("fast", "s1", turn, pcm)
+        between = await engine.complete(ChatRequest(messages=[SYSTEM], grammar=HELLO))  # another request
+        with pytest.raises(InvalidInput, match="listening session is gone"):
+            await engine.complete(ChatRequest(messages=turn, grammar=HELLO, listening="s1"))
+        await engine.listen("fast", "s2", turn, pcm)
+        await engine.forget("fast", "s2")
+        with pytest.raises(InvalidInput, match="listening session is gone"):
+            await engine.complete(ChatRequest(messages=turn, grammar=HELLO, listening="s2"))
+        after = await engine.complete(ChatRequest(messages=[SYSTEM], grammar=HELLO))
+    finally:
+        await engine.close()
+    assert between.text == after.text == "Hello there, friend."  # text turns are not disturbed
 
 
 async def test_a_projector_that_does_not_hear_says_so(tiny_qwen2: Path, tiny_mmproj: Path, wav: Path) -> None:

@@ -108,4 +108,5 @@ async def test_llama_cpp_sees_and_hears_with_omni(
     assert both.text == "Hello there, friend."
     assert status.last.images == 1
     assert status.last.audio_seconds == pytest.approx(2.0, abs=0.01)
-    assert both.prompt_tokens > 750  # one audio window, and the image
+    assert both.audio_tokens == 50  # 2 s of audio: 25 tokens per second
+    assert both.prompt_tokens > 50  # and the image

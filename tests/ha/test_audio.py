@@ -26,6 +26,7 @@ from custom_components.sarai_omni.audio import transcription_prompt
 from custom_components.sarai_omni.engine import ChatRequest
 from custom_components.sarai_omni.services import EVENT_ANALYSIS
 
+from ..conftest import write_speechlike
 from .conftest import agent_id, entity_of
 from .test_assist import spy_requests, state_attrs
 
@@ -110,6 +111,14 @@ def metadata(language: str) -> stt.SpeechMetadata:
     )
 
 
+def omni_audio_tokens(samples: int) -> int:
+    """Qwen2.5-Omni's audio tokens for a clip (transformers' rule): its frames (one per 160 samples,
+    rounded up) in 200-frame windows of 50 tokens, the last (n + 1) // 2 // 2."""
+    frames = -(-samples // 160)
+    tail = frames % 200
+    return frames // 200 * 50 + ((tail + 1) // 2 // 2 if tail >= 3 else 0)
+
+
 def _audio_parts(request: ChatRequest) -> list[dict[str, Any]]:
     content = request.messages[-1]["content"]
     return [p for p in content if p.get("type") == "audio"] if isinstance(content, list) else []
@@ -129,14 +138,17 @@ async def test_stt_entity_transcribes_with_the_model_that_hears(
     with spy:
         result = await entity.internal_async_process_audio_stream(metadata(language), chunks(pcm))
     assert result.result is stt.SpeechResultState.SUCCESS
-    (request,) = seen
+    (request,) = seen  # the transcript: the windows were prefilled while the clip streamed in
     assert request.role == "quality"
+    assert request.listening
+    assert len(request.pcm) < 2 * 16000 * 2  # only the tail is left at the end of speech
     assert request.messages[-1]["content"][0]["text"] == transcription_prompt(language)
     assert len(_audio_parts(request)) == 1
     assert request.tools is None  # the transcript only: no chat, no tool calls
     attrs = state_attrs(hass, seed_entry, "quality")
     assert attrs["audio_seconds"] == pytest.approx(seconds, abs=0.01)
-    assert attrs["prompt_tokens"] >= 750  # one 30 s window of audio tokens
+    assert attrs["audio_tokens"] == omni_audio_tokens(len(pcm) // 2)  # 25 per second, not 750 per clip
+    assert attrs["hearing"] == "faithful"
     assert result.text is not None
     assert result.text == result.text.strip()
 
@@ -149,8 +161,12 @@ async def test_assist_pipeline_from_audio_runs_stt_and_the_agent(
     with spy:
         events = await run_voice_pipeline(hass, seed_entry, pcm, end_stage=PipelineStage.INTENT)
     kinds = [e.type for e in events]
-    assert PipelineEventType.STT_END in kinds
+    assert kinds.index(PipelineEventType.STT_END) < kinds.index(PipelineEventType.INTENT_START)
     assert PipelineEventType.INTENT_END in kinds
+    # the pipeline hands STT whole 10 ms frames: a clip's last partial frame may go
+    assert state_attrs(hass, seed_entry, "quality")["audio_tokens"] == pytest.approx(
+        omni_audio_tokens(len(pcm) // 2), abs=1
+    )
     stt_end = next(e.data for e in events if e.type == PipelineEventType.STT_END)
     assert stt_end is not None
     transcript = stt_end["stt_output"]["text"]
@@ -175,12 +191,21 @@ async def test_analyze_audio_answers_from_the_quality_model(
     )
     assert by_media is not None
     assert by_media["audio_seconds"] == response["audio_seconds"]  # media-source audio: the same clip
-    assert set(response) == {"text", "model", "route_reason", "timings", "prompt_tokens", "audio_seconds"}
+    assert set(response) == {
+        "text",
+        "model",
+        "route_reason",
+        "timings",
+        "prompt_tokens",
+        "audio_seconds",
+        "audio_tokens",
+    }
     assert response["model"] == "quality"
     assert "audio attached" in str(response["route_reason"])
     assert response["audio_seconds"] == pytest.approx(1.5, abs=0.01)
+    assert response["audio_tokens"] == omni_audio_tokens(24000) == 37
     assert isinstance(response["prompt_tokens"], int)
-    assert response["prompt_tokens"] >= 750
+    assert response["prompt_tokens"] > response["audio_tokens"]
     await hass.async_block_till_done()
     assert fired[0]["service"] == "analyze_audio"
 
@@ -281,3 +306,22 @@ async def test_analyze_video_on_a_model_that_only_sees_sends_frames_only(
     response, seen = await _analyze_video(hass, vision_entry, video)
     assert response["audio_seconds"] == 0.0
     assert not _audio_parts(seen[0])
+
+
+async def test_a_two_second_command_takes_50_audio_tokens(
+    hass: HomeAssistant, seed_entry: MockConfigEntry, tmp_path: Path
+) -> None:
+    """Through the STT entity (heard while streamed) and analyze_audio (a file): 2 s, 50 tokens."""
+    clip = await hass.async_add_executor_job(write_speechlike, tmp_path / "command.wav", 2.0)
+    hass.config.allowlist_external_dirs |= {str(tmp_path)}
+    pcm, _ = pcm_and_seconds(clip)
+    entity = stt.async_get_speech_to_text_entity(hass, stt_entity(hass, seed_entry) or "")
+    assert entity is not None
+    result = await entity.internal_async_process_audio_stream(metadata("en"), chunks(pcm))
+    assert result.result is stt.SpeechResultState.SUCCESS
+    heard_by_stt = state_attrs(hass, seed_entry, "quality")["audio_tokens"]
+    response = await hass.services.async_call(
+        "sarai_omni", "analyze_audio", {"audio_path": [str(clip)]}, blocking=True, return_response=True
+    )
+    assert response is not None
+    assert heard_by_stt == response["audio_tokens"] == omni_audio_tokens(32000) == 50

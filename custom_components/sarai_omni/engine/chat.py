@@ -34,6 +34,7 @@ class ChatResult:
     finish_reason: str
     dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
     audio_seconds: float = 0.0  # of the clips the prompt carried
+    audio_tokens: int = 0  # what those clips took of the prompt
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +79,7 @@ class ChatStream:
                 route_reason=req.route_reason,
                 images=count_parts(req.messages, "image"),
                 audio_seconds=self.result.audio_seconds,
+                audio_tokens=done.audio_tokens,
                 cameras=tuple(req.cameras),
             )
 
@@ -108,4 +110,5 @@ def _result(req: ChatRequest, model: str, load_ms: float, text: str, done: Gener
         finish_reason=done.finish_reason,
         dropped_messages=done.dropped_messages,
         audio_seconds=round(done.audio_seconds, 2),
+        audio_tokens=done.audio_tokens,
     )

@@ -15,8 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from . import defaults
 from .backends import default_factory
-from .backends.base import BackendFactory, ChatRequest, ConstrainsOutput, Inspects, Speaks, Speech, Warmed, Warms
-from .capabilities import CHAT, SPEAK
+from .backends.base import (
+    BackendFactory,
+    ChatRequest,
+    ConstrainsOutput,
+    Heard,
+    Inspects,
+    Listens,
+    Speaks,
+    Speech,
+    Warmed,
+    Warms,
+)
+from .capabilities import CHAT, HEAR, SPEAK
 from .chat import ChatResult, ChatStream
 from .errors import CapabilityMissing, InvalidInput
 from .files import ModelFiles
@@ -118,6 +129,34 @@ class Engine:
             return None
         ready = [s for s in able if s.loaded] or [s for s in able if self.pool.fits(s.role)] or able
         return max(ready, key=lambda s: _view(self.pool, s).depth).role
+
+    def quickest_for(self, capability: str) -> str | None:
+        """The role that answers `capability` soonest: a loaded one (no load to wait for), else the
+        smallest that fits (the quickest to load and to run), else any."""
+        able = [s for s in self.pool.slots.values() if self.has(s.role, capability)]
+        ready = [s for s in able if s.loaded] or [s for s in able if self.pool.fits(s.role)] or able
+        return min(ready, key=lambda s: s.estimate).role if ready else None
+
+    def listens(self, role: str) -> bool:
+        """Whether `role` hears and takes speech while it is spoken (backends.base.Listens)."""
+        slot = self.pool.slots.get(role)
+        return bool(slot and HEAR in slot.capabilities and isinstance(slot.backend, Listens))
+
+    async def listen(self, role: str, session: str, messages: list[Message], pcm: bytes) -> Heard:
+        """Encode and prefill a piece of speech into `role`'s listening `session`, loading the model
+        first if it must; a ChatRequest with `listening=session` then writes the transcript."""
+        async with self.pool.use(role) as (slot, _):
+            if not isinstance(slot.backend, Listens):
+                raise CapabilityMissing(f"the {role} model does not take speech while it is spoken")
+            return await slot.backend.listen(session, clean(messages), pcm)
+
+    async def forget(self, role: str, session: str) -> None:
+        """End a listening session that will not be finished (the speaker's stream was cancelled)."""
+        slot = self.pool.slot(role)
+        if slot.loaded and isinstance(slot.backend, Listens):
+            async with self.pool.use(role) as (used, _):
+                assert isinstance(used.backend, Listens)
+                await used.backend.forget(session)
 
     def voices(self, role: str) -> tuple[str, ...]:
         return self.pool.slot(role).voices

@@ -3,7 +3,8 @@
 Client -> worker: {"id": int, "op": str, ...payload}. Ops: load, generate, warm (standing prompt into
 the KV cache, restored from disk when saved before), logits (next-token logits, for tests and
 benchmarks), bench (prefill/decode speed, for load-parameter calibration), cancel (target: id),
-stats, unload, shutdown, speak (text to a WAV's PCM, base64).
+stats, unload, shutdown, speak (text to a WAV's PCM, base64), listen (speech prefilled while it is
+spoken; a `generate` naming the session writes its transcript).
 Worker -> client: {"id": int, "event": str, ...}. Events: ready (id 0, at start), token (text),
 result (data), error (kind, message). Every request ends with exactly one result or
 error event. The worker writes protocol lines on a private copy of stdout and points fd 1 at
@@ -23,6 +24,8 @@ OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats
 OP_UNLOAD, OP_SHUTDOWN, OP_WARM, OP_LOGITS = "unload", "shutdown", "warm", "logits"
 OP_BENCH, OP_MEDIA_READY = "bench", "media_ready"  # media_ready: answered when the projector is loaded
 OP_SPEAK = "speak"  # text to speech (a model with a talker: the transformers worker)
+# listen: speech while it is spoken (pcm base64, session); `generate` with `listening` ends it
+OP_LISTEN = "listen"
 EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
 EV_CRASHED = "crashed"  # made by the client itself when the worker process dies: never sent by a worker
 # Tests only: `variant=SIGNAL[,variant=SIGNAL]` makes a load of that variant (`plain` or `repack`) die

@@ -36,6 +36,7 @@ class LastRequest:
     route_reason: str | None = None
     images: int | None = None
     audio_seconds: float | None = None
+    audio_tokens: int | None = None
     cameras: tuple[str, ...] | None = None
     speech_seconds: float | None = None
     speech_ms: float | None = None
@@ -66,6 +67,7 @@ class ModelStatus:
     error: str | None = None
     error_key: str | None = None  # the EngineError key of the last failed load
     vision_error: str | None = None
+    hearing: str | None = None  # how the role's library encodes audio (backends.base.Hears)
     repack: bool = False
     flash_attn: bool = False
     unusable_variants: dict[str, str] = field(default_factory=dict)

@@ -12,6 +12,7 @@ with a clear error (errors.CapabilityMissing), never silently degraded.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, fields
 import io
@@ -43,6 +44,8 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None  # constrain the output to JSON of this schema
     schema_as_tool_call: bool = False  # ... inside <tool_call> tags (tool-call repair)
     cameras: tuple[str, ...] = ()  # where the request's images came from (shown, never interpreted)
+    listening: str = ""  # a listening session (Listens): its transcript, after `pcm`, its last piece
+    pcm: bytes = field(default=b"", repr=False)
 
     @property
     def constraints(self) -> frozenset[str]:
@@ -61,7 +64,7 @@ class ChatRequest:
             "ignore_eos": self.ignore_eos,
             "json_schema": self.json_schema,
             "schema_as_tool_call": self.schema_as_tool_call,
-        }
+        } | ({"listening": self.listening, "pcm": base64.b64encode(self.pcm).decode()} if self.listening else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +120,22 @@ class Generated:
     evaluated_prompt_tokens: int = 0
     dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
     audio_seconds: float = 0.0  # of the clips the prompt carried
+    audio_tokens: int = 0  # what those clips took of the prompt
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Generated:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What a listening session holds so far."""
+
+    audio_tokens: int = 0
+    audio_seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Heard:
         return cls(**_known(cls, data))
 
 
@@ -244,6 +260,28 @@ class Parallel(Protocol):
     @property
     def slots(self) -> int:
         """How many requests it takes at once (1 until it knows)."""
+
+
+@runtime_checkable
+class Listens(Protocol):
+    """A runner that takes speech while it is spoken: each piece (16 kHz 16-bit mono PCM, whole 2 s
+    windows) is encoded and prefilled at once; a ChatRequest naming the session (`listening`, with
+    the last piece as `pcm`) writes the answer. Another request on the runner ends the session."""
+
+    async def listen(self, session: str, messages: list[Message], pcm: bytes) -> Heard:
+        """Take `pcm` into `session` (started by its first piece; `messages` carry one audio part)."""
+
+    async def forget(self, session: str) -> None:
+        """End `session` and free what it holds (a cancelled or abandoned stream)."""
+
+
+@runtime_checkable
+class Hears(Protocol):
+    """A runner that knows how its library encodes audio (llama.cpp: patched or not)."""
+
+    @property
+    def hearing(self) -> str | None:
+        """ "faithful" (as transformers: 25 tokens/s), "padded_30s" (750 tokens a clip), None: unknown."""
 
 
 @runtime_checkable

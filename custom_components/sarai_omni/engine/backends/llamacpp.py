@@ -2,11 +2,13 @@
 
 Beyond the core protocol it warms standing prompts (KV snapshots on disk), constrains output
 (GBNF grammars, JSON schemas), is calibrated (repacking and flash attention measured per machine) and
-reads a projector in the background while text is already answered.
+reads a projector in the background while text is already answered, and takes speech while it is
+spoken (listen: each 2 s window prefilled at once).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +16,7 @@ from .. import protocol
 from ..capabilities import GRAMMAR, JSON_SCHEMA
 from ..prompts import Message
 from ..spec import ModelSpec
-from .base import BenchResult, Warmed
+from .base import BenchResult, Heard, Warmed
 from .process import WorkerBackend
 
 
@@ -22,6 +24,7 @@ class LlamaCppBackend(WorkerBackend):
     """A llama.cpp worker process under HA's Python."""
 
     constraints = frozenset({GRAMMAR, JSON_SCHEMA})
+    hearing: str | None = None  # measured by the worker once its projector is in (Hears)
 
     async def warm(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Warmed:
         return Warmed.from_dict(await self.client.call(protocol.OP_WARM, {"messages": messages, "tools": tools}))
@@ -30,8 +33,16 @@ class LlamaCppBackend(WorkerBackend):
         data = await self.client.call(protocol.OP_BENCH, {})
         return BenchResult(float(data["prefill_tps"]), float(data["decode_tps"]))
 
+    async def listen(self, session: str, messages: list[Message], pcm: bytes) -> Heard:
+        payload = {"session": session, "messages": messages, "pcm": base64.b64encode(pcm).decode()}
+        return Heard.from_dict(await self.client.call(protocol.OP_LISTEN, payload))
+
+    async def forget(self, session: str) -> None:
+        await self.client.call(protocol.OP_LISTEN, {"session": session, "end": True})
+
     async def media_ready(self) -> str | None:
         data = await self.client.call(protocol.OP_MEDIA_READY)
+        self.hearing = data.get("hearing")
         error = data.get("vision_error")
         return str(error) if error else None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ..backends.base import Backend, Prespawns, Serves
+from ..backends.base import Backend, Hears, Prespawns, Serves
 from ..capabilities import HEAR, SEE, SPEAK
 from ..files import ModelFiles
 from ..spec import LoadVariant, ModelSpec, RemoteModel, server_label
@@ -134,6 +134,7 @@ class ModelSlot:
             error=load.error,
             error_key=load.error_key,
             vision_error=load.vision_error,
+            hearing=self.backend.hearing if isinstance(self.backend, Hears) else None,
             repack=variant.repack,
             flash_attn=variant.flash_attn,
             unusable_variants=dict(self.unusable),

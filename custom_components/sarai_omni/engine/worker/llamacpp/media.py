@@ -1,7 +1,10 @@
 """Images and audio in the worker: llama.cpp's mtmd with the model's projector (mmproj). Worker-only.
 
 mtmd decodes both from the file's bytes (JPEG/PNG/...; WAV/MP3/FLAC, resampled to the projector's
-rate); a projector with an audio encoder (Qwen2.5-Omni's) hears, encoding audio in 30 s windows.
+rate); a projector with an audio encoder (Qwen2.5-Omni's) hears. With this project's llama.cpp patch
+(engine/patches/) Omni's audio is encoded as transformers encodes it, in 2 s windows of the clip's own
+frames (25 tokens per second); an unpatched llama.cpp pads every clip to 30 s windows (750 tokens).
+Which one this library does is measured once per projector (`hearing`).
 
 A multimodal prompt is evaluated from position 0 (images are not prefix-cached). The text path's
 KV cache is parked in a file around it and restored after, so a camera request does not cost the
@@ -24,6 +27,8 @@ from ...procmem import alive
 from . import adapter
 
 NO_HEARING = "this model's projector has no audio encoder: it cannot hear"
+FAITHFUL, PADDED = "faithful", "padded_30s"  # how this llama.cpp encodes Omni's audio (`hearing`)
+WINDOW_TOKENS_PER_S = 25  # Qwen2.5-Omni in transformers: 2 s windows of 50 tokens
 
 
 class Vision:
@@ -32,43 +37,71 @@ class Vision:
     def __init__(self, llm: Any, mmproj_path: str, n_threads: int, use_gpu: bool = False) -> None:
         import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415  (worker-only)
 
-        self._mtmd = mtmd
+        self.mtmd = mtmd
         params = mtmd.mtmd_context_params_default()
         params.use_gpu = use_gpu  # the projector follows the model's layers onto a GPU
         params.n_threads = n_threads
         params.print_timings = False
-        self._ctx = mtmd.mtmd_init_from_file(mmproj_path.encode(), llm.model, params)
-        if not self._ctx:
+        self.ctx = mtmd.mtmd_init_from_file(mmproj_path.encode(), llm.model, params)
+        if not self.ctx:
             raise LoadFailed(f"llama.cpp could not load the projector {mmproj_path} for this model")
         self.marker = mtmd.mtmd_default_marker().decode()
-        self.has_vision = bool(mtmd.mtmd_support_vision(self._ctx))
-        self.has_audio = bool(mtmd.mtmd_support_audio(self._ctx))
+        self.has_vision = bool(mtmd.mtmd_support_vision(self.ctx))
+        self.has_audio = bool(mtmd.mtmd_support_audio(self.ctx))
         self.audio_seconds = 0.0  # of the last evaluate's clips
+        self.audio_tokens = 0  # of the last evaluate's clips
+        self.hearing = self._probe_hearing() if self.has_audio else None
+
+    def _probe_hearing(self) -> str:
+        """FAITHFUL when one second of audio takes about 25 tokens (no encoder runs: tokenizing
+        only cuts the mel into windows), PADDED when it takes a 30 s window's worth."""
+        rate = self.mtmd.mtmd_get_audio_sample_rate(self.ctx) or 16000
+        bitmap = self.mtmd.mtmd_bitmap_init_from_audio(rate, (ctypes.c_float * rate)())
+        try:
+            with self.chunks() as chunks:
+                self.tokenize(chunks, self.marker, [bitmap], add_special=False)
+                tokens = self.count_audio_tokens(chunks)
+        finally:
+            self.mtmd.mtmd_bitmap_free(bitmap)
+        return FAITHFUL if tokens <= WINDOW_TOKENS_PER_S + 1 else PADDED
+
+    def count_audio_tokens(self, chunks: Any) -> int:
+        mtmd = self.mtmd
+        return sum(
+            int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
+            for chunk in (mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks)))
+            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO
+        )
+
+    def tokenize(self, chunks: Any, text: str, bitmaps: list[Any], add_special: bool = True) -> None:
+        mtmd = self.mtmd
+        prompt = mtmd.mtmd_input_text()
+        data = text.encode()
+        prompt.text, prompt.text_len, prompt.add_special, prompt.parse_special = data, len(data), add_special, True
+        array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+        if mtmd.mtmd_tokenize(self.ctx, chunks, ctypes.byref(prompt), array, len(bitmaps)) != 0:
+            raise InvalidInput("the prompt and images could not be tokenized together")
 
     def close(self) -> None:
-        if self._ctx:
-            self._mtmd.mtmd_free(self._ctx)
-            self._ctx = None
+        if self.ctx:
+            self.mtmd.mtmd_free(self.ctx)
+            self.ctx = None
 
     def evaluate(self, llm: Any, text: str, images: list[bytes], n_batch: int) -> int:
         """Evaluate `text` (one marker per image or clip) with the media into a cleared context.
 
         Returns the number of prompt tokens; logits of the last one are ready for sampling.
         """
-        mtmd = self._mtmd
-        with self._bitmaps(images) as bitmaps, self._chunks() as chunks:
-            prompt = mtmd.mtmd_input_text()
-            data = text.encode()
-            prompt.text, prompt.text_len, prompt.add_special, prompt.parse_special = data, len(data), True, True
-            array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
-            if mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(prompt), array, len(bitmaps)) != 0:
-                raise InvalidInput("the prompt and images could not be tokenized together")
+        mtmd = self.mtmd
+        with self._bitmaps(images) as bitmaps, self.chunks() as chunks:
+            self.tokenize(chunks, text, bitmaps)
+            self.audio_tokens = self.count_audio_tokens(chunks)
             if (needed := mtmd.mtmd_helper_get_n_tokens(chunks)) > llm.n_ctx():
                 raise InvalidInput(_too_long(llm, text, len(images), needed))
             llm.reset()
             adapter.clear_kv(llm)
             n_past = ctypes.c_int32(0)
-            if mtmd.mtmd_helper_eval_chunks(self._ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
+            if mtmd.mtmd_helper_eval_chunks(self.ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
                 raise InvalidInput("llama.cpp failed to evaluate the images")
             llm.n_tokens = n_past.value
             return int(needed)  # tokens; with M-RoPE an image takes fewer positions (n_past) than tokens
@@ -83,7 +116,7 @@ class Vision:
                 if audio and not self.has_audio:  # mtmd would not even decode it
                     raise InvalidInput(NO_HEARING)
                 buf = (ctypes.c_uint8 * len(raw)).from_buffer(bytearray(raw))
-                bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(raw), False)
+                bitmap = self.mtmd.mtmd_helper_bitmap_init_from_buf(self.ctx, buf, len(raw), False)
                 if not bitmap:
                     what = "an audio clip" if audio else "an image"
                     raise InvalidInput(f"{what} could not be decoded")
@@ -92,24 +125,24 @@ class Vision:
             yield made
         finally:
             for bitmap in made:
-                self._mtmd.mtmd_bitmap_free(bitmap)
+                self.mtmd.mtmd_bitmap_free(bitmap)
 
     def _check_modality(self, bitmap: Any) -> None:
         """An image needs a projector that sees (a clip's was checked before decoding: mtmd decodes
         audio only for a projector that hears); clips add to audio_seconds."""
-        if self._mtmd.mtmd_bitmap_is_audio(bitmap):
-            rate = self._mtmd.mtmd_get_audio_sample_rate(self._ctx) or 16000
-            self.audio_seconds += self._mtmd.mtmd_bitmap_get_nx(bitmap) / rate
+        if self.mtmd.mtmd_bitmap_is_audio(bitmap):
+            rate = self.mtmd.mtmd_get_audio_sample_rate(self.ctx) or 16000
+            self.audio_seconds += self.mtmd.mtmd_bitmap_get_nx(bitmap) / rate
         elif not self.has_vision:
             raise InvalidInput("this model's projector has no vision encoder")
 
     @contextlib.contextmanager
-    def _chunks(self) -> Iterator[Any]:
-        chunks = self._mtmd.mtmd_input_chunks_init()
+    def chunks(self) -> Iterator[Any]:
+        chunks = self.mtmd.mtmd_input_chunks_init()
         try:
             yield chunks
         finally:
-            self._mtmd.mtmd_input_chunks_free(chunks)
+            self.mtmd.mtmd_input_chunks_free(chunks)
 
 
 def audio_kind(head: bytes) -> str | None:

@@ -10,6 +10,7 @@ drafter) on the one request thread; what stands alone is in kvfiles, grammar, me
 
 from __future__ import annotations
 
+import base64
 import codecs
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -32,6 +33,7 @@ from . import adapter
 from .decoding import Drafter, decode
 from .grammar import request_grammar
 from .kvfiles import KVStateFiles
+from .listening import Listening
 from .media import Vision, parked_text_cache, remove_stale_parked
 
 Send = serve.Send
@@ -56,9 +58,14 @@ class Runner:
         self._vision_ready.set()
         self._load_msg: dict[str, Any] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=8)  # how recent generations ended
+        self._listening = Listening()
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
+        if op not in (protocol.OP_LISTEN, protocol.OP_STATS) and not msg.get("listening"):
+            self._listening.end(self._llm)  # another request uses the model: the session's context goes
+        if op == protocol.OP_LISTEN:
+            return self.listen(msg)
         if op == protocol.OP_LOAD:
             return self.load(msg)
         if op == protocol.OP_GENERATE:
@@ -121,7 +128,14 @@ class Runner:
 
         def wait() -> None:
             self._vision_ready.wait()
-            self._send({"id": rid, "event": protocol.EV_RESULT, "data": {"vision_error": self._vision_error}})
+            hearing = self._vision.hearing if self._vision is not None else None
+            self._send(
+                {
+                    "id": rid,
+                    "event": protocol.EV_RESULT,
+                    "data": {"vision_error": self._vision_error, "hearing": hearing},
+                }
+            )
 
         threading.Thread(target=wait, name="media-ready", daemon=True).start()
 
@@ -151,6 +165,8 @@ class Runner:
         """Stream a reply. Text prompts reuse the cached prefix; prompts with images go through mtmd."""
         self._require_model()
         started = time.perf_counter()
+        if msg.get("listening"):
+            return self._generate_listened(msg, started)
         if has_media(msg["messages"]):
             return self._generate_media(msg, started)
         messages, tokens, stops, fmt = self._prompt(msg, int(msg.get("max_tokens", defaults.MAX_TOKENS)))
@@ -165,26 +181,66 @@ class Runner:
         return self._stream(msg, tokens[cached:], stops, started) | stats
 
     def _generate_media(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
-        llm = self._llm
-        self._vision_ready.wait()
-        if self._vision is None:
-            raise InvalidInput(self._vision_error or "this model has no vision projector (mmproj) configured")
-        messages, paths = media_parts(msg["messages"], self._vision.marker)
+        llm, vision = self._llm, self._media_projector()
+        messages, paths = media_parts(msg["messages"], vision.marker)
         rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
         images = [_read_media(p) for p in paths]
         with parked_text_cache(llm, self._kv.dir if self._kv else None):
-            n_prompt = self._vision.evaluate(
-                llm, rendered.text, images, int(self._load_msg.get("n_batch", defaults.N_BATCH))
-            )
+            n_prompt = vision.evaluate(llm, rendered.text, images, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
             result = self._stream(msg, [], rendered.stops, started)
         return result | {
             "prompt_tokens": n_prompt,
             "cached_tokens": 0,
             "evaluated_prompt_tokens": n_prompt,
-            "audio_seconds": self._vision.audio_seconds,
+            "audio_seconds": vision.audio_seconds,
+            "audio_tokens": vision.audio_tokens,
             "dropped_messages": 0,
             "prompt_format": rendered.format,
         }
+
+    def listen(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Take the next piece of a spoken clip (its session starts with the first one)."""
+        llm = self._require_model()
+        if msg.get("end"):
+            self._listening.end(llm)
+            return {}
+        vision = self._media_projector()
+        name = str(msg["session"])
+        if self._listening.session is None or self._listening.session.name != name:
+            self._listening.end(llm)
+            messages, _ = media_parts(msg["messages"], vision.marker)
+            rendered = render_prompt(messages, self._template, eos_token=self._eos_text())
+            self._listening.start(llm, vision, name, rendered)
+        pcm = base64.b64decode(msg.get("pcm", ""))
+        session = self._listening.feed(llm, vision, pcm, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
+        return {"audio_tokens": session.audio_tokens, "audio_seconds": session.audio_seconds}
+
+    def _generate_listened(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
+        """The transcript of a listening session: its tail, the prompt's end, then the answer."""
+        llm, vision = self._llm, self._media_projector()
+        try:
+            session = self._listening.current(str(msg["listening"]))
+            pcm = base64.b64decode(msg.get("pcm", ""))
+            self._listening.feed(llm, vision, pcm, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
+            result = self._stream(msg, session.suffix, session.stops, started)
+        finally:
+            self._listening.end(llm)
+        n_prompt = session.prompt_tokens + session.audio_tokens
+        return result | {
+            "prompt_tokens": n_prompt,
+            "cached_tokens": 0,
+            "evaluated_prompt_tokens": n_prompt,
+            "audio_seconds": session.audio_seconds,
+            "audio_tokens": session.audio_tokens,
+            "dropped_messages": 0,
+            "prompt_format": session.prompt_format,
+        }
+
+    def _media_projector(self) -> Vision:
+        self._vision_ready.wait()
+        if self._vision is None:
+            raise InvalidInput(self._vision_error or "this model has no vision projector (mmproj) configured")
+        return self._vision
 
     def _stream(
         self, msg: dict[str, Any], new_tokens: list[int], stops: tuple[str, ...], started: float

@@ -176,6 +176,7 @@ class HFRunner:
             "cached_tokens": 0,
             "evaluated_prompt_tokens": n_prompt,
             "audio_seconds": audio_seconds,
+            "audio_tokens": int((inputs["input_ids"] == self._tok.convert_tokens_to_ids("<|AUDIO|>")).sum()),
             "dropped_messages": 0,
             "prompt_format": "template",
         }
