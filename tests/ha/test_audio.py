@@ -5,11 +5,14 @@ transcript is noise, its path is real)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+import contextlib
 from pathlib import Path
 import shutil
 import subprocess
 from typing import Any
+from unittest.mock import patch
 import wave
 
 from homeassistant.components import ai_task, assist_pipeline, stt
@@ -23,7 +26,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.audio import transcription_prompt
-from custom_components.sarai_omni.engine import ChatRequest
+from custom_components.sarai_omni.engine import ChatRequest, InvalidInput
 from custom_components.sarai_omni.services import EVENT_ANALYSIS
 
 from ..conftest import write_speechlike
@@ -325,3 +328,39 @@ async def test_a_two_second_command_takes_50_audio_tokens(
     )
     assert response is not None
     assert heard_by_stt == response["audio_tokens"] == omni_audio_tokens(32000) == 50
+
+
+async def test_a_cancelled_stream_leaves_no_listening_session(
+    hass: HomeAssistant, seed_entry: MockConfigEntry, speech: dict[str, Path]
+) -> None:
+    """The speaker's stream stops midway (the pipeline was cancelled): the session that took its
+    first windows is ended in the worker, and the next utterance is transcribed."""
+    engine = seed_entry.runtime_data.engine
+    pcm, _ = pcm_and_seconds(speech["en"])
+    sessions: list[str] = []
+    listened = asyncio.Event()
+
+    async def listen(role: str, session: str, messages: list[Any], piece: bytes) -> Any:
+        sessions.append(session)
+        heard = await type(engine).listen(engine, role, session, messages, piece)
+        if piece:
+            listened.set()
+        return heard
+
+    async def never_ends() -> AsyncIterator[bytes]:
+        async for chunk in chunks(pcm * 3):  # more than 2 s: a window is prefilled while it streams
+            yield chunk
+        await asyncio.Event().wait()  # the speaker never stops: the pipeline cancels
+
+    entity = stt.async_get_speech_to_text_entity(hass, stt_entity(hass, seed_entry) or "")
+    assert entity is not None
+    with patch.object(engine, "listen", listen):
+        task = asyncio.create_task(entity.internal_async_process_audio_stream(metadata("en"), never_ends()))
+        await asyncio.wait_for(listened.wait(), 120)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    with pytest.raises(InvalidInput, match="listening session is gone"):
+        await engine.complete(ChatRequest(messages=[], role="quality", listening=sessions[0]))
+    result = await entity.internal_async_process_audio_stream(metadata("en"), chunks(pcm))
+    assert result.result is stt.SpeechResultState.SUCCESS

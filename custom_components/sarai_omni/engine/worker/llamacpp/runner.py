@@ -220,16 +220,18 @@ class Runner:
         llm, vision = self._llm, self._media_projector()
         try:
             session = self._listening.current(str(msg["listening"]))
+            heard = session.audio_tokens
             pcm = base64.b64decode(msg.get("pcm", ""))
             self._listening.feed(llm, vision, pcm, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
+            evaluated = session.audio_tokens - heard + len(session.suffix)  # the rest went in while spoken
             result = self._stream(msg, session.suffix, session.stops, started)
         finally:
             self._listening.end(llm)
         n_prompt = session.prompt_tokens + session.audio_tokens
         return result | {
             "prompt_tokens": n_prompt,
-            "cached_tokens": 0,
-            "evaluated_prompt_tokens": n_prompt,
+            "cached_tokens": n_prompt - evaluated,
+            "evaluated_prompt_tokens": evaluated,
             "audio_seconds": session.audio_seconds,
             "audio_tokens": session.audio_tokens,
             "dropped_messages": 0,
