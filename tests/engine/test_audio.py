@@ -12,10 +12,11 @@ import wave
 
 import pytest
 
-from custom_components.sarai_omni.engine import ChatRequest, InvalidInput, read_gguf
+from custom_components.sarai_omni.engine import HEAR, ChatRequest, Engine, EngineConfig, InvalidInput, read_gguf
 from custom_components.sarai_omni.engine.worker.llamacpp.media import audio_kind
 
 from ..conftest import write_speechlike, write_wav
+from ..specs import gguf_spec
 from .conftest import HELLO
 from .test_vision import SYSTEM, vision_engine
 
@@ -142,3 +143,18 @@ def test_audio_is_told_from_images_by_mtmds_rule(wav: Path, jpeg: Path) -> None:
     assert audio_kind(b"ID3\x04" + bytes(12)) == "mp3"
     assert audio_kind(b"RIFF\x00\x00\x00\x00WEBPVP8 ") is None
     assert audio_kind(jpeg.read_bytes()[:16]) is None
+
+
+async def test_speech_goes_to_the_role_that_hears_soonest(omni_thinker: Path, omni_mmproj: Path) -> None:
+    """Neither loaded: the smaller one (the quicker to load and run); then a loaded one (no load)."""
+    big = gguf_spec("quality", str(omni_thinker), str(omni_mmproj), n_ctx=8192, n_threads=2, repack=False)
+    small = gguf_spec("ears", str(omni_thinker), str(omni_mmproj), n_ctx=1024, n_threads=2, repack=False)
+    engine = Engine(EngineConfig(models=(big, small), ram_budget_mb=4096))
+    try:
+        await engine.prepare()  # the files' headers: what each role can do, and its estimate
+        assert engine.status("ears").estimate_mb < engine.status("quality").estimate_mb
+        assert engine.quickest_for(HEAR) == "ears"
+        await engine.load("quality")
+        assert engine.quickest_for(HEAR) == "quality"
+    finally:
+        await engine.close()

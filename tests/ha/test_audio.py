@@ -364,3 +364,31 @@ async def test_a_cancelled_stream_leaves_no_listening_session(
         await engine.complete(ChatRequest(messages=[], role="quality", listening=sessions[0]))
     result = await entity.internal_async_process_audio_stream(metadata("en"), chunks(pcm))
     assert result.result is stt.SpeechResultState.SUCCESS
+
+
+async def test_the_model_that_hears_loads_while_the_person_speaks(
+    hass: HomeAssistant, seed_entry: MockConfigEntry, speech: dict[str, Path]
+) -> None:
+    """The first audio starts the quality model's load: the speaker goes on only once it has begun
+    (were the load left for the end of speech, this stream would never end)."""
+    engine = seed_entry.runtime_data.engine
+    await engine.unload("quality")
+    pcm, _ = pcm_and_seconds(speech["en"])
+
+    began = asyncio.Event()
+    remove = engine.add_listener(
+        lambda: began.set() if engine.status("quality").state in ("loading", "loaded") else None
+    )
+
+    async def speaking() -> AsyncIterator[bytes]:
+        async for chunk in chunks(pcm):
+            yield chunk
+            await asyncio.wait_for(began.wait(), 120)
+
+    entity = stt.async_get_speech_to_text_entity(hass, stt_entity(hass, seed_entry) or "")
+    assert entity is not None
+    assert engine.status("quality").state == "unloaded"
+    result = await entity.internal_async_process_audio_stream(metadata("en"), speaking())
+    remove()
+    assert result.result is stt.SpeechResultState.SUCCESS
+    assert state_attrs(hass, seed_entry, "quality")["route_reason"] == "speech-to-text: heard while spoken"
