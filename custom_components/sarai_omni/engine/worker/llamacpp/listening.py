@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import InvalidInput
 from . import adapter
-from .media import NO_HEARING, Vision
+from .media import NO_HEARING, NOT_A_TOKEN, Vision
 
 RATE = 16000  # the pipeline's PCM: 16 kHz, 16-bit, mono (what Omni's encoder takes)
 MIN_SAMPLES = 3 * 160  # a window under 3 mel frames pools to no token: left out, as transformers does
@@ -78,6 +78,7 @@ class Listening:
                 ):
                     raise InvalidInput("llama.cpp failed to evaluate the audio")
                 session.audio_tokens += int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
+            llm.input_ids[int(llm.n_tokens) : n_past.value] = NOT_A_TOKEN
             llm.n_tokens = n_past.value
         session.audio_seconds += len(pcm) / 2 / RATE
         return session

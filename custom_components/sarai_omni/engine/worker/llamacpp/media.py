@@ -29,6 +29,9 @@ from . import adapter
 NO_HEARING = "this model's projector has no audio encoder: it cannot hear"
 FAITHFUL, PADDED = "faithful", "padded_30s"  # how this llama.cpp encodes Omni's audio (`hearing`)
 WINDOW_TOKENS_PER_S = 25  # Qwen2.5-Omni in transformers: 2 s windows of 50 tokens
+# What the context's token record holds where mtmd evaluated (media embeddings, its own text): no
+# token, so neither a cached-prefix match nor a prompt-lookup draft is ever read from stale ids.
+NOT_A_TOKEN = -1
 
 
 class Vision:
@@ -104,6 +107,7 @@ class Vision:
             if mtmd.mtmd_helper_eval_chunks(self.ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
                 raise InvalidInput("llama.cpp failed to evaluate the images")
             llm.n_tokens = n_past.value
+            llm.input_ids[: n_past.value] = NOT_A_TOKEN
             return int(needed)  # tokens; with M-RoPE an image takes fewer positions (n_past) than tokens
 
     @contextlib.contextmanager
