@@ -29,7 +29,8 @@ from .backends.base import (
 )
 from .capabilities import CHAT, HEAR, SPEAK
 from .chat import ChatResult, ChatStream
-from .errors import CapabilityMissing, InvalidInput
+from .deadlines import within
+from .errors import CapabilityMissing, InvalidInput, RequestTimeout
 from .files import ModelFiles
 from .pool import ModelPool
 from .pool.budget import MB
@@ -145,10 +146,12 @@ class Engine:
     async def listen(self, role: str, session: str, messages: list[Message], pcm: bytes) -> Heard:
         """Encode and prefill a piece of speech into `role`'s listening `session`, loading the model
         first if it must; a ChatRequest with `listening=session` then writes the transcript."""
-        async with self.pool.use(role) as (slot, _):
+        deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
+        async with self.pool.use(role, deadline) as (slot, _):
             if not isinstance(slot.backend, Listens):
                 raise CapabilityMissing(f"the {role} model does not take speech while it is spoken")
-            return await slot.backend.listen(session, clean(messages), pcm)
+            heard = slot.backend.listen(session, clean(messages), pcm)
+            return await within(heard, deadline, lambda: RequestTimeout(f"timed out listening with the {role} model"))
 
     async def forget(self, role: str, session: str) -> None:
         """End a listening session that will not be finished (the speaker's stream was cancelled)."""
