@@ -106,14 +106,13 @@ def install_backend(config_dir: str) -> str:
     kwargs = pip_kwargs(config_dir) | {"timeout": INSTALL_TIMEOUT_S}
     try:
         source = patched_sources(config_dir)
-    except llama_sources.SourceError as err:
-        _LOGGER.error("Could not prepare the llama-cpp-python sources: %s", err)
-        return FAILED
-    try:
         if not install_package(source, upgrade=False, **kwargs):
             _LOGGER.error("Installing %s failed; pip's output is in the log above", REQUIREMENT)
             return FAILED
-    finally:
+    except llama_sources.SourceError as err:
+        _LOGGER.error("Could not prepare the llama-cpp-python sources: %s", err)
+        return FAILED
+    finally:  # the sources (~75 MB packed) are not kept once built
         shutil.rmtree(Path(config_dir) / BUILD_FOLDER, ignore_errors=True)
     return INSTALLED if backend_available() else RESTART
 

@@ -26,6 +26,8 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.sarai_omni import installer
 from custom_components.sarai_omni.const import DOMAIN
+from custom_components.sarai_omni.engine import llama_sources
+from tests.engine.test_llama_sources import serving
 
 from .conftest import make_entry, shown_abort
 
@@ -110,6 +112,22 @@ async def test_failed_install_says_so(
     assert result["type"] is FlowResultType.ABORT
     assert shown_abort(result) == "install_failed"
     assert result["description_placeholders"]["requirement"] == installer.REQUIREMENT
+
+
+@pytest.mark.usefixtures("socket_enabled")  # to 127.0.0.1 only
+async def test_sources_that_fail_their_check_are_a_failed_install(
+    hass: HomeAssistant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real preparation (download, SHA-256, patch) against a "PyPI" on 127.0.0.1 that serves
+    something else: nothing is installed, the flow says the install failed, nothing is left behind."""
+    hass.config.config_dir = str(tmp_path)
+    with serving(b"not the llama-cpp-python sdist") as url:
+        monkeypatch.setattr(llama_sources, "SDIST_URL", url)
+        with patch("custom_components.sarai_omni.config_flow.backend_available", return_value=False):
+            result = await _user_flow(hass)
+        result = await _through_progress(hass, await hass.config_entries.flow.async_configure(result["flow_id"], {}))
+    assert shown_abort(result) == "install_failed"
+    assert not (tmp_path / installer.BUILD_FOLDER).exists()
 
 
 async def test_no_compiler_explains_instead_of_trying(
