@@ -11,13 +11,11 @@ model, or the engine ends it; then the context is cleared (the text cache is war
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-import contextlib
+import base64
+from collections.abc import Callable
 import ctypes
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from ...errors import InvalidInput
 from . import adapter
@@ -55,7 +53,7 @@ class Listening:
         prefix, marker, suffix = rendered.text.partition(vision.marker)
         if not marker:
             raise InvalidInput("a listening prompt needs one audio part")
-        begin, end = _markers(vision)
+        begin, end = vision.audio_markers
         llm.reset()
         adapter.clear_kv(llm)
         head = llm.tokenize(prefix.encode(), add_bos=True, special=True) + begin
@@ -70,9 +68,9 @@ class Listening:
         if len(pcm) // 2 < MIN_SAMPLES:
             return session
         mtmd = vision.mtmd
-        with _audio_chunks(vision, pcm) as chunks:
+        with vision.audio_chunks(pcm) as chunks:
             n_past = ctypes.c_int32(int(llm.n_tokens))
-            for chunk in chunks:
+            for chunk in filter(vision.is_audio, chunks):
                 if mtmd.mtmd_helper_eval_chunk_single(
                     vision.ctx, llm.ctx, chunk, n_past.value, 0, n_batch, False, ctypes.byref(n_past)
                 ):
@@ -82,6 +80,31 @@ class Listening:
             llm.n_tokens = n_past.value
         session.audio_seconds += len(pcm) / 2 / RATE
         return session
+
+    def take(
+        self,
+        llm: Any,
+        vision: Vision,
+        msg: dict[str, Any],
+        render: Callable[[list[Any]], tuple[Any, Any]],
+        n_batch: int,
+    ) -> dict[str, Any]:
+        """A `listen` request: its session started with its first piece (`render` makes the prompt
+        with one marker from the request's messages, and the media paths), then the piece heard."""
+        name = str(msg["session"])
+        if self.session is None or self.session.name != name:
+            self.end(llm)
+            self.start(llm, vision, name, render(msg["messages"])[0])
+        session = self.feed(llm, vision, base64.b64decode(msg.get("pcm", "")), n_batch)
+        return {"audio_tokens": session.audio_tokens, "audio_seconds": session.audio_seconds}
+
+    def last_piece(self, llm: Any, vision: Vision, msg: dict[str, Any], n_batch: int) -> tuple[Session, int]:
+        """The transcript request's tail heard: its session, and the tokens evaluated after the end of
+        speech (the tail's audio and the prompt's end; the rest went in while spoken)."""
+        session = self.current(str(msg["listening"]))
+        heard = session.audio_tokens
+        self.feed(llm, vision, base64.b64decode(msg.get("pcm", "")), n_batch)
+        return session, session.audio_tokens - heard + len(session.suffix)
 
     def current(self, name: str | None = None) -> Session:
         if self.session is None or (name is not None and self.session.name != name):
@@ -94,37 +117,3 @@ class Listening:
             llm.reset()
             adapter.clear_kv(llm)
         self.session = None
-
-
-def _markers(vision: Vision) -> tuple[list[int], list[int]]:
-    """The tokens mtmd puts before and after a clip (<|audio_bos|>, <|audio_eos|> for Omni), read
-    from tokenizing one marker with a second of silence (no encoder runs)."""
-    mtmd, seen = vision.mtmd, False
-    before: list[int] = []
-    after: list[int] = []
-    with _audio_chunks(vision, bytes(2 * RATE), all_chunks=True) as chunks:
-        for chunk in chunks:
-            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO:
-                seen = True
-                continue
-            n = ctypes.c_size_t(0)
-            ids = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
-            (after if seen else before).extend(ids[i] for i in range(n.value))
-    return before, after
-
-
-@contextlib.contextmanager
-def _audio_chunks(vision: Vision, pcm: bytes, all_chunks: bool = False) -> Iterator[list[Any]]:
-    """The mtmd chunks of one marker with `pcm` as its clip: the audio ones (or all, in order)."""
-    mtmd = vision.mtmd
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-    data = samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-    bitmap = mtmd.mtmd_bitmap_init_from_audio(samples.size, data)
-    try:
-        with vision.chunks() as chunks:
-            vision.tokenize(chunks, vision.marker, [bitmap], add_special=False)
-            found = [mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks))]
-            audio = mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO
-            yield found if all_chunks else [c for c in found if mtmd.mtmd_input_chunk_get_type(c) == audio]
-    finally:
-        mtmd.mtmd_bitmap_free(bitmap)

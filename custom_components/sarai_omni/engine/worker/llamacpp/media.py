@@ -22,6 +22,8 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
+
 from ...errors import InvalidInput, LoadFailed
 from ...procmem import alive
 from . import adapter
@@ -53,28 +55,50 @@ class Vision:
         self.has_audio = bool(mtmd.mtmd_support_audio(self.ctx))
         self.audio_seconds = 0.0  # of the last evaluate's clips
         self.audio_tokens = 0  # of the last evaluate's clips
-        self.hearing = self._probe_hearing() if self.has_audio else None
+        self.hearing: str | None = None  # FAITHFUL or PADDED, for a projector that hears
+        self.audio_markers: tuple[list[int], list[int]] = ([], [])  # the text mtmd puts around a clip
+        if self.has_audio:
+            self._probe_audio()
 
-    def _probe_hearing(self) -> str:
-        """FAITHFUL when one second of audio takes about 25 tokens (no encoder runs: tokenizing
-        only cuts the mel into windows), PADDED when it takes a 30 s window's worth."""
+    def _probe_audio(self) -> None:
+        """One marker with a second of silence, tokenized (no encoder runs: tokenizing only cuts the
+        mel into windows): FAITHFUL when it takes about 25 tokens, PADDED when a 30 s window's worth;
+        and the tokens before and after the clip (<|audio_bos|>, <|audio_eos|> for Omni)."""
         rate = self.mtmd.mtmd_get_audio_sample_rate(self.ctx) or 16000
-        bitmap = self.mtmd.mtmd_bitmap_init_from_audio(rate, (ctypes.c_float * rate)())
+        with self.audio_chunks(bytes(2 * rate)) as chunks:
+            audio = [i for i, chunk in enumerate(chunks) if self.is_audio(chunk)]
+            tokens = self.count_audio_tokens(chunks)
+            before = [t for chunk in chunks[: audio[0]] for t in self._text_tokens(chunk)]
+            after = [t for chunk in chunks[audio[-1] + 1 :] for t in self._text_tokens(chunk)]
+        self.audio_markers = (before, after)
+        self.hearing = FAITHFUL if tokens <= WINDOW_TOKENS_PER_S + 1 else PADDED
+
+    @contextlib.contextmanager
+    def audio_chunks(self, pcm: bytes) -> Iterator[list[Any]]:
+        """The mtmd chunks, in order, of one marker with `pcm` (16-bit mono at the projector's rate)."""
+        mtmd = self.mtmd
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+        bitmap = mtmd.mtmd_bitmap_init_from_audio(samples.size, samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
         try:
             with self.chunks() as chunks:
                 self.tokenize(chunks, self.marker, [bitmap], add_special=False)
-                tokens = self.count_audio_tokens(chunks)
+                yield self.chunk_list(chunks)
         finally:
-            self.mtmd.mtmd_bitmap_free(bitmap)
-        return FAITHFUL if tokens <= WINDOW_TOKENS_PER_S + 1 else PADDED
+            mtmd.mtmd_bitmap_free(bitmap)
 
-    def count_audio_tokens(self, chunks: Any) -> int:
-        mtmd = self.mtmd
-        return sum(
-            int(mtmd.mtmd_input_chunk_get_n_tokens(chunk))
-            for chunk in (mtmd.mtmd_input_chunks_get(chunks, i) for i in range(mtmd.mtmd_input_chunks_size(chunks)))
-            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO
-        )
+    def chunk_list(self, chunks: Any) -> list[Any]:
+        return [self.mtmd.mtmd_input_chunks_get(chunks, i) for i in range(self.mtmd.mtmd_input_chunks_size(chunks))]
+
+    def is_audio(self, chunk: Any) -> bool:
+        return bool(self.mtmd.mtmd_input_chunk_get_type(chunk) == self.mtmd.MTMD_INPUT_CHUNK_TYPE_AUDIO)
+
+    def count_audio_tokens(self, chunks: list[Any]) -> int:
+        return sum(int(self.mtmd.mtmd_input_chunk_get_n_tokens(chunk)) for chunk in chunks if self.is_audio(chunk))
+
+    def _text_tokens(self, chunk: Any) -> list[int]:
+        n = ctypes.c_size_t(0)
+        ids = self.mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+        return [int(ids[i]) for i in range(n.value)]
 
     def tokenize(self, chunks: Any, text: str, bitmaps: list[Any], add_special: bool = True) -> None:
         mtmd = self.mtmd
@@ -98,7 +122,7 @@ class Vision:
         mtmd = self.mtmd
         with self._bitmaps(images) as bitmaps, self.chunks() as chunks:
             self.tokenize(chunks, text, bitmaps)
-            self.audio_tokens = self.count_audio_tokens(chunks)
+            self.audio_tokens = self.count_audio_tokens(self.chunk_list(chunks))
             if (needed := mtmd.mtmd_helper_get_n_tokens(chunks)) > llm.n_ctx():
                 raise InvalidInput(_too_long(llm, text, len(images), needed))
             llm.reset()

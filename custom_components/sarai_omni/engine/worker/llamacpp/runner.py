@@ -5,12 +5,12 @@ illegal instruction, OOM kill) takes down this process alone. Requests are serve
 arrival order; a reader thread handles `cancel` at once so a running generation stops at its next
 token.
 Over 400 lines because every handler works on the one loaded model's state (its cache, projector,
-drafter) on the one request thread; what stands alone is in kvfiles, grammar, media and decoding.
+drafter, listening session) on the one request thread; what stands alone is in kvfiles, grammar,
+media, listening and decoding.
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -182,21 +182,12 @@ class Runner:
 
     def _generate_media(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
         llm, vision = self._llm, self._media_projector()
-        messages, paths = media_parts(msg["messages"], vision.marker)
-        rendered = render_prompt(messages, self._template, eos_token=self._eos_text(), tools=msg.get("tools"))
+        rendered, paths = self._render_media(msg["messages"], msg.get("tools"))
         images = [_read_media(p) for p in paths]
         with parked_text_cache(llm, self._kv.dir if self._kv else None):
-            n_prompt = vision.evaluate(llm, rendered.text, images, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
+            n_prompt = vision.evaluate(llm, rendered.text, images, self._n_batch)
             result = self._stream(msg, [], rendered.stops, started)
-        return result | {
-            "prompt_tokens": n_prompt,
-            "cached_tokens": 0,
-            "evaluated_prompt_tokens": n_prompt,
-            "audio_seconds": vision.audio_seconds,
-            "audio_tokens": vision.audio_tokens,
-            "dropped_messages": 0,
-            "prompt_format": rendered.format,
-        }
+        return result | _media_stats(n_prompt, n_prompt, vision.audio_seconds, vision.audio_tokens, rendered.format)
 
     def listen(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Take the next piece of a spoken clip (its session starts with the first one)."""
@@ -204,39 +195,29 @@ class Runner:
         if msg.get("end"):
             self._listening.end(llm)
             return {}
-        vision = self._media_projector()
-        name = str(msg["session"])
-        if self._listening.session is None or self._listening.session.name != name:
-            self._listening.end(llm)
-            messages, _ = media_parts(msg["messages"], vision.marker)
-            rendered = render_prompt(messages, self._template, eos_token=self._eos_text())
-            self._listening.start(llm, vision, name, rendered)
-        pcm = base64.b64decode(msg.get("pcm", ""))
-        session = self._listening.feed(llm, vision, pcm, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
-        return {"audio_tokens": session.audio_tokens, "audio_seconds": session.audio_seconds}
+        return self._listening.take(llm, self._media_projector(), msg, self._render_media, self._n_batch)
 
     def _generate_listened(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
         """The transcript of a listening session: its tail, the prompt's end, then the answer."""
         llm, vision = self._llm, self._media_projector()
         try:
-            session = self._listening.current(str(msg["listening"]))
-            heard = session.audio_tokens
-            pcm = base64.b64decode(msg.get("pcm", ""))
-            self._listening.feed(llm, vision, pcm, int(self._load_msg.get("n_batch", defaults.N_BATCH)))
-            evaluated = session.audio_tokens - heard + len(session.suffix)  # the rest went in while spoken
+            session, evaluated = self._listening.last_piece(llm, vision, msg, self._n_batch)
             result = self._stream(msg, session.suffix, session.stops, started)
         finally:
             self._listening.end(llm)
         n_prompt = session.prompt_tokens + session.audio_tokens
-        return result | {
-            "prompt_tokens": n_prompt,
-            "cached_tokens": n_prompt - evaluated,
-            "evaluated_prompt_tokens": evaluated,
-            "audio_seconds": session.audio_seconds,
-            "audio_tokens": session.audio_tokens,
-            "dropped_messages": 0,
-            "prompt_format": session.prompt_format,
-        }
+        return result | _media_stats(
+            n_prompt, evaluated, session.audio_seconds, session.audio_tokens, session.prompt_format
+        )
+
+    def _render_media(self, messages: list[Message], tools: Any = None) -> tuple[Any, list[str]]:
+        """The prompt with mtmd's marker where each image or clip goes, and their paths."""
+        text_messages, paths = media_parts(messages, self._media_projector().marker)
+        return render_prompt(text_messages, self._template, eos_token=self._eos_text(), tools=tools), paths
+
+    @property
+    def _n_batch(self) -> int:
+        return int(self._load_msg.get("n_batch", defaults.N_BATCH))
 
     def _media_projector(self) -> Vision:
         self._vision_ready.wait()
@@ -431,6 +412,20 @@ def _drop(messages: list[Message], count: int) -> list[Message]:
         except InvalidInput:
             break
     return messages
+
+
+def _media_stats(n_prompt: int, evaluated: int, seconds: float, tokens: int, prompt_format: str) -> dict[str, Any]:
+    """What a prompt through mtmd cost (no cached prefix of the text path: the rest was evaluated
+    while the speech was spoken, by `listen`)."""
+    return {
+        "prompt_tokens": n_prompt,
+        "cached_tokens": n_prompt - evaluated,
+        "evaluated_prompt_tokens": evaluated,
+        "audio_seconds": seconds,
+        "audio_tokens": tokens,
+        "dropped_messages": 0,
+        "prompt_format": prompt_format,
+    }
 
 
 def _read_media(path: str) -> bytes:
