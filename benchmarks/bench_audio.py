@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from typing import Any
-import wave
 import zipfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +43,7 @@ from benchmarks import seed_models  # noqa: E402
 from benchmarks.common import engine, machine, save, spec  # noqa: E402
 from custom_components.sarai_omni.audio import transcription_prompt  # noqa: E402
 from custom_components.sarai_omni.engine import ChatRequest, ChatResult, Engine  # noqa: E402
-from tests.conftest import write_speechlike  # noqa: E402
+from tests.conftest import read_pcm, write_speechlike  # noqa: E402
 from tests.tiny_models import VL_TEMPLATE, write_omni_mmproj, write_text_model  # noqa: E402
 from tests.torch_env import CACHE  # noqa: E402
 
@@ -108,8 +107,7 @@ async def whole(eng: Engine, clip: Path) -> dict[str, float]:
 
 async def streamed(eng: Engine, clip: Path, session: str) -> dict[str, float]:
     """The clip arriving in real time; the clock starts when it ends."""
-    with wave.open(str(clip)) as wav:
-        pcm = wav.readframes(wav.getnframes())
+    pcm = read_pcm(clip)
     seconds, messages = len(pcm) / 32000, turn("stream")
     spoken_from, at_the_end = time.perf_counter(), [0]  # audio tokens of a window completed by the end itself
 

@@ -86,28 +86,38 @@ def qwen3vl_mmproj(model_dir: Path) -> Path:
     return write_qwen3vl_mmproj(model_dir / "tiny-qwen3vl-mmproj.gguf")
 
 
-def write_wav(path: Path, seconds: float, rate: int = 16000, tone_hz: float = 440.0) -> Path:
-    """A 16-bit mono WAV: a tone with a little noise (what the pipeline's STT stage delivers)."""
+def save_wav(path: Path, pcm: bytes, rate: int = 16000) -> Path:
+    """16-bit mono PCM (what an Assist pipeline streams) as a WAV file."""
     import wave
 
-    import numpy as np
-
-    t = np.arange(int(rate * seconds)) / rate
-    noise = np.random.default_rng(0).standard_normal(t.size) * 0.02
-    samples = ((0.3 * np.sin(2 * np.pi * tone_hz * t) + noise) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes(samples.tobytes())
+        out.writeframes(pcm)
     return path
+
+
+def read_pcm(path: Path) -> bytes:
+    """A WAV file's samples (16-bit mono here), as the pipeline would stream them."""
+    import wave
+
+    with wave.open(str(path)) as wav:
+        return bytes(wav.readframes(wav.getnframes()))
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000, tone_hz: float = 440.0) -> Path:
+    """A 16-bit mono WAV: a tone with a little noise (what the pipeline's STT stage delivers)."""
+    import numpy as np
+
+    t = np.arange(int(rate * seconds)) / rate
+    noise = np.random.default_rng(0).standard_normal(t.size) * 0.02
+    return save_wav(path, ((0.3 * np.sin(2 * np.pi * tone_hz * t) + noise) * 32767).astype("<i2").tobytes(), rate)
 
 
 def write_speechlike(path: Path, seconds: float, seed: int = 0, rate: int = 16000) -> Path:
     """A 16-bit mono WAV that changes like speech: a gliding pitch with harmonics, a syllable-rate
     envelope and breath noise (a steady tone would hide a misplaced window)."""
-    import wave
-
     import numpy as np
 
     t = np.arange(int(rate * seconds)) / rate
@@ -116,12 +126,7 @@ def write_speechlike(path: Path, seconds: float, seed: int = 0, rate: int = 1600
     voice = sum(np.sin(k * phase) / k for k in range(1, 6))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t) ** 2
     x = 0.25 * voice * envelope + 0.03 * np.random.default_rng(seed).standard_normal(t.size)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return save_wav(path, (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes(), rate)
 
 
 @pytest.fixture(scope="session")

@@ -8,25 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-import wave
 
 import pytest
 
 from custom_components.sarai_omni.engine import HEAR, ChatRequest, Engine, EngineConfig, InvalidInput, read_gguf
 from custom_components.sarai_omni.engine.worker.llamacpp.media import audio_kind
 
-from ..conftest import write_speechlike, write_wav
+from ..conftest import read_pcm, write_speechlike, write_wav
 from ..specs import gguf_spec
 from .conftest import HELLO
 from .test_vision import SYSTEM, vision_engine
 
 TOKENS = {1.5: 37, 2.0: 50, 5.0: 125}  # seconds -> audio tokens: 200-frame windows, conv (n+1)//2, pool //2
-
-
-def wav_samples(clip: Path) -> bytes:
-    """A WAV's 16 kHz 16-bit mono samples (what an Assist pipeline streams)."""
-    with wave.open(str(clip)) as wav:
-        return bytes(wav.readframes(wav.getnframes()))
 
 
 def audio_turn(*clips: Path) -> list[dict[str, Any]]:
@@ -72,7 +65,7 @@ async def test_speech_is_prefilled_while_it_is_spoken(omni_thinker: Path, omni_m
     """Two 2 s windows go in while the person speaks; at the end only the 1 s tail is encoded. The
     prompt is the one a whole clip makes: the same tokens, the same audio tokens."""
     clip = write_speechlike(tmp_path / "command.wav", 5.0)
-    pcm = wav_samples(clip)
+    pcm = read_pcm(clip)
     window = 2 * 16000 * 2
     engine = vision_engine(omni_thinker, omni_mmproj)
     turn = audio_turn(clip)
@@ -95,7 +88,7 @@ async def test_speech_is_prefilled_while_it_is_spoken(omni_thinker: Path, omni_m
 async def test_a_listening_session_ends_when_the_model_is_used_or_forgotten(
     omni_thinker: Path, omni_mmproj: Path, wav: Path
 ) -> None:
-    pcm = wav_samples(wav)
+    pcm = read_pcm(wav)
     engine = vision_engine(omni_thinker, omni_mmproj)
     turn = audio_turn(wav)
     try:

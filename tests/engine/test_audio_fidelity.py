@@ -17,13 +17,12 @@ from pathlib import Path
 import shutil
 import subprocess
 import sys
-import wave
 
 import numpy as np
 import pytest
 
 from custom_components.sarai_omni.engine import llama_sources
-from tests.conftest import write_speechlike
+from tests.conftest import read_pcm, save_wav, write_speechlike
 from tests.tiny_models import VL_TEMPLATE, write_text_model
 from tests.torch_env import CACHE
 
@@ -59,18 +58,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def pieces(clip: Path, seconds: float = 2.0) -> list[Path]:
     """The clip cut where the STT entity cuts a stream: each 2 s window its own WAV, the tail last."""
-    with wave.open(str(clip)) as wav:
-        pcm, size = wav.readframes(wav.getnframes()), int(seconds * wav.getframerate()) * 2
-    out = []
-    for i, start in enumerate(range(0, len(pcm), size)):
-        path = clip.with_name(f"{clip.stem}-piece{i}.wav")
-        with wave.open(str(path), "wb") as piece:
-            piece.setnchannels(1)
-            piece.setsampwidth(2)
-            piece.setframerate(16000)
-            piece.writeframes(pcm[start : start + size])
-        out.append(path)
-    return out
+    pcm, size = read_pcm(clip), int(seconds * 16000) * 2
+    return [
+        save_wav(clip.with_name(f"{clip.stem}-piece{i}.wav"), pcm[start : start + size])
+        for i, start in enumerate(range(0, len(pcm), size))
+    ]
 
 
 def _run(args: list[str], out: Path) -> dict[str, np.ndarray]:

@@ -59,16 +59,17 @@ def fetch_sdist(folder: Path) -> Path:
     """The sdist in `folder` (downloaded once), checked against its pinned hash."""
     url, sha256 = SDIST_URL, SDIST_SHA256
     path = folder / f"llama_cpp_python-{VERSION}.tar.gz"
-    if not path.is_file() or _sha256(path) != sha256:
-        folder.mkdir(parents=True, exist_ok=True)
-        part = path.with_suffix(".part")
-        try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as answer, part.open("wb") as out:
-                shutil.copyfileobj(answer, out)
-        except OSError as err:
-            part.unlink(missing_ok=True)
-            raise SourceError(f"could not download {url}: {err}") from err
-        part.replace(path)
+    if path.is_file() and _sha256(path) == sha256:  # downloaded before
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as answer, part.open("wb") as out:
+            shutil.copyfileobj(answer, out)
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise SourceError(f"could not download {url}: {err}") from err
+    part.replace(path)
     if (got := _sha256(path)) != sha256:
         path.unlink(missing_ok=True)
         raise SourceError(f"{url} has SHA-256 {got}, expected {sha256}")
