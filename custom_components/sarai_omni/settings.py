@@ -170,6 +170,7 @@ def role_spec(
         n_gpu_layers=int(tunable(options, CONF_N_GPU_LAYERS)),
         prompt_lookup=bool(tunable(options, CONF_PROMPT_LOOKUP)),
         kv_cache_dir=kv_dir if backend == BACKEND_LLAMA_CPP else None,
+        voices_dir=hass.config.path(defaults.VOICES_FOLDER) if backend == BACKEND_LLAMA_CPP else None,
     )
     source: GGUFModel | FolderModel | RemoteModel
     if backend == BACKEND_REMOTE:

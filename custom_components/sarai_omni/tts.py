@@ -1,10 +1,11 @@
-"""Text-to-speech with Qwen2.5-Omni's talker (a transformers role): an Assist pipeline's TTS stage.
+"""Text-to-speech: an Assist pipeline's TTS stage, with whichever role speaks (a Qwen3-TTS voice on
+llama.cpp, Qwen2.5-Omni's talker on transformers).
 
 The entity exists only when a configured model speaks. Input may stream (`async_stream_tts_audio`):
-each sentence is spoken as soon as it is complete, so a pipeline starts talking while the agent is
-still writing. A message that arrives whole is one WAV whose header says its true length; a
-streamed one is a WAV header with zero frames followed by each sentence's PCM (as HA's Wyoming
-integration streams WAV).
+each sentence is spoken as soon as it is complete, and its audio goes out piece by piece as the
+voice makes it, so a pipeline starts talking while the agent is still writing. A message that
+arrives whole is one WAV whose header says its true length; a streamed one is a WAV header with zero
+frames followed by the PCM (as HA's Wyoming integration streams WAV).
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .audio import wav_bytes
 from .const import DOMAIN, TITLE
-from .engine import SENTENCE_END, SPEAK, Speech, defaults, sentences
-from .errors import engine_call
+from .engine import SENTENCE_END, SPEAK, EngineError, Speech, defaults, sentences, speech_languages
+from .errors import engine_call, ha_error
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 PARALLEL_UPDATES = 0
-# Qwen2.5-Omni's talker speaks English and Chinese (its model card) and Spanish; the pipeline asks by these.
-LANGUAGES = ["en", "es", "zh"]
 
 
 async def async_setup_entry(
@@ -53,12 +52,12 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
         self.entry, self.role = entry, role
         self._attr_unique_id = f"{entry.entry_id}_tts"
         self._attr_device_info = dr.DeviceInfo(identifiers={(DOMAIN, entry.entry_id)}, manufacturer=TITLE)
-        self._attr_supported_languages = LANGUAGES
+        self._attr_supported_languages = list(speech_languages(entry.runtime_data.engine.model_files(role)))
 
     @property
     def default_language(self) -> str:
         language = self.hass.config.language.split("-", maxsplit=1)[0]
-        return language if language in LANGUAGES else "en"
+        return language if language in self.supported_languages else "en"
 
     @property
     def default_options(self) -> dict[str, Any]:
@@ -68,17 +67,19 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
         return [tts.Voice(voice, voice) for voice in self._voices()]
 
     def _voices(self) -> list[str]:
-        """The model's voices, the seed's default speaker first."""
+        """The model's voices, the default one first."""
         voices = list(self.entry.runtime_data.engine.voices(self.role))
-        return sorted(voices, key=lambda v: v != defaults.VOICE)
+        return sorted(voices, key=lambda v: v not in defaults.VOICES)
 
     async def async_get_tts_audio(self, message: str, language: str, options: dict[str, Any]) -> tts.TtsAudioType:
-        return "wav", (await self._speak(message, options)).wav()
+        return "wav", (await self._speak(message, language, options)).wav()
 
     async def async_stream_tts_audio(self, request: TTSAudioRequest) -> tts.TTSAudioResponse:
-        return tts.TTSAudioResponse("wav", self._stream(request.message_gen, request.options))
+        return tts.TTSAudioResponse("wav", self._stream(request.message_gen, request.language, request.options))
 
-    async def _stream(self, message: AsyncIterator[str], options: dict[str, Any]) -> AsyncGenerator[bytes]:
+    async def _stream(
+        self, message: AsyncIterator[str], language: str, options: dict[str, Any]
+    ) -> AsyncGenerator[bytes]:
         chunks, said, text = _Lookahead(message), False, ""
         while (chunk := await chunks.next()) is not None:
             text += chunk
@@ -88,20 +89,38 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
             if not said and await chunks.at_end():  # the message came whole: one WAV of its true length
                 text = " ".join([*done, text])
                 break
-            speech = await self._speak(" ".join(done), options)
-            if not said:
-                yield wav_bytes(b"", speech.sample_rate)  # zero frames: the length is not known yet
+            async for piece in self._pieces(" ".join(done), language, options, said):
                 said = True
-            yield speech.pcm
+                yield piece
         if not sentences(text):
             if not said:
                 raise HomeAssistantError(translation_domain=DOMAIN, translation_key="nothing_to_say")
             return
-        speech = await self._speak(text, options)
-        yield speech.pcm if said else speech.wav()
+        if not said:
+            yield (await self._speak(text, language, options)).wav()
+            return
+        async for piece in self._pieces(text, language, options, said):
+            yield piece
 
-    async def _speak(self, text: str, options: dict[str, Any]) -> Speech:
+    async def _pieces(self, text: str, language: str, options: dict[str, Any], said: bool) -> AsyncGenerator[bytes]:
+        """`text`'s PCM as the voice makes it, after a zero-length WAV header if nothing was said yet."""
         engine = self.entry.runtime_data.engine
+        try:
+            async for piece in engine.speak_stream(self.role, text, self._voice(options), language=language):
+                if not piece.pcm:
+                    continue
+                if not said:
+                    yield wav_bytes(b"", piece.sample_rate)  # zero frames: the length is not known yet
+                    said = True
+                yield piece.pcm
+        except EngineError as err:
+            raise ha_error(err) from err
+
+    async def _speak(self, text: str, language: str, options: dict[str, Any]) -> Speech:
+        engine = self.entry.runtime_data.engine
+        return await engine_call(engine.speak(self.role, text, self._voice(options), language=language))
+
+    def _voice(self, options: dict[str, Any]) -> str:
         voice = str(options.get(tts.ATTR_VOICE) or self._voices()[0])
         if voice not in self._voices():
             raise HomeAssistantError(
@@ -109,7 +128,7 @@ class SaraiTextToSpeech(tts.TextToSpeechEntity):
                 translation_key="unknown_voice",
                 translation_placeholders={"voice": voice, "voices": ", ".join(self._voices())},
             )
-        return await engine_call(engine.speak(self.role, text, voice))
+        return voice
 
 
 class _Lookahead:

@@ -28,7 +28,7 @@ from custom_components.sarai_omni.engine import (
     CapabilityMissing,
     EngineConfig,
 )
-from custom_components.sarai_omni.engine.backends.base import Generated, Speaks, Warms
+from custom_components.sarai_omni.engine.backends.base import Generated, Warms
 from tests.echo_backend import echo_factory
 
 from .conftest import GardenCamera, agent_id, engine_reaches
@@ -149,10 +149,11 @@ async def test_a_json_schema_is_honoured_or_refused_never_dropped(
 
 
 async def test_speech_is_refused_where_no_backend_speaks(hass: HomeAssistant, entry: MockConfigEntry) -> None:
-    """`Speaks` (neither backend here): no TTS entity, and the engine refuses speech with the
-    capability error instead of trying."""
+    """A text model does not speak, whichever backend runs it (llama.cpp's is `Speaks` for a Qwen3-TTS
+    voice, echo never): no TTS entity, and the engine refuses speech with the capability error
+    instead of trying."""
     engine = entry.runtime_data.engine
-    assert not isinstance(engine.pool.slot("fast").backend, Speaks)
+    assert not engine.has("fast", SPEAK)
     assert engine.best_for(SPEAK) is None
     assert not [e for e in _entities(hass, entry) if e.domain == "tts"]
     with pytest.raises(CapabilityMissing):

@@ -64,6 +64,7 @@ _API = {
     "Message": (".prompts", None),
     "SENTENCE_END": (".prompts", None),
     "sentences": (".prompts", None),
+    "speech_languages": (".voices", None),
     "BadToolCall": (".toolcalls", None),
     "TextPart": (".toolcalls", None),
     "ToolCall": (".toolcalls", None),
@@ -152,6 +153,7 @@ __all__ = [
     "read_voices",
     "sentences",
     "server_label",
+    "speech_languages",
     "tool_call_schema",
     "total_ram_bytes",
 ]
@@ -209,5 +211,6 @@ if TYPE_CHECKING:
     )
     from .status import MODEL_STATES, STATE_ERROR, STATE_LOADED, STATE_REMOTE, EngineStatus, ModelStatus, StandingPrompt
     from .toolcalls import BadToolCall, TextPart, ToolCall, ToolCallParser, tool_call_schema
+    from .voices import speech_languages
     from .worker.llamacpp.adapter import LLAMA_CPP_VERSION
     from .worker.llamacpp.media import audio_kind

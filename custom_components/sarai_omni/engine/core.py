@@ -8,7 +8,7 @@ ModelPool (what is loaded, budget, queue) -> Backend (backends/: llama.cpp worke
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 import logging
 from typing import TYPE_CHECKING, Any
@@ -228,27 +228,46 @@ class Engine:
                 raise CapabilityMissing(f"the {role} model's backend shows no logits")
             return await slot.backend.logits(messages, top)
 
-    async def speak(self, role: str, text: str, voice: str | None = None, timeout_s: float | None = None) -> Speech:
-        """Say `text` with `role`'s talker, sentence by sentence (each within the talker's limit)."""
+    async def speak(
+        self,
+        role: str,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        language: str | None = None,
+    ) -> Speech:
+        """Say `text` with `role`'s talker: all of it, as one piece of PCM."""
+        parts = [p async for p in self.speak_stream(role, text, voice, timeout_s=timeout_s, language=language)]
+        return Speech(b"".join(p.pcm for p in parts), parts[0].sample_rate, parts[0].voice, sum(p.ms for p in parts))
+
+    async def speak_stream(
+        self,
+        role: str,
+        text: str,
+        voice: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        language: str | None = None,
+    ) -> AsyncIterator[Speech]:
+        """Say `text` with `role`'s talker sentence by sentence, each piece of PCM as soon as it is made."""
         await self.prepare()
         if not self.has(role, SPEAK) or not isinstance(self.pool.slot(role).backend, Speaks):
             raise CapabilityMissing(f"the {role} model does not speak")
+        if not (said := sentences(text)):
+            raise InvalidInput("nothing to say")
         voices = self.voices(role)
-        voice = voice or (defaults.VOICE if defaults.VOICE in voices else voices[0])
-        parts: list[Speech] = []
+        voice = voice or next((v for v in defaults.VOICES if v in voices), voices[0])
         deadline = asyncio.get_running_loop().time() + (timeout_s or self.config.request_timeout_s)
+        seconds = ms = 0.0
         async with self.pool.use(role, deadline) as (slot, _):
             assert isinstance(slot.backend, Speaks)
-            for sentence in sentences(text):
-                parts.append(await slot.backend.speak(sentence, voice))
-            if not parts:
-                raise InvalidInput("nothing to say")
-            speech = Speech(b"".join(p.pcm for p in parts), parts[0].sample_rate, voice, sum(p.ms for p in parts))
-            slot.last = replace(
-                slot.last, speech_seconds=round(speech.seconds, 2), speech_ms=round(speech.ms, 1), voice=voice
-            )
+            for sentence in said:
+                async for piece in slot.backend.speak(sentence, voice, language, deadline):
+                    seconds, ms = seconds + piece.seconds, ms + piece.ms
+                    yield piece
+            slot.last = replace(slot.last, speech_seconds=round(seconds, 2), speech_ms=round(ms, 1), voice=voice)
             self.pool.observe(slot)  # speaking is the heaviest thing a talker does: learn what it took
-        return speech
 
     # -- loading and state ----------------------------------------------------------------------
     async def load(self, role: str) -> ModelStatus:

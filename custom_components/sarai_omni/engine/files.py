@@ -13,6 +13,7 @@ from .capabilities import CHAT, HEAR, SEE, SPEAK, TOOLS
 from .errors import ModelNotFound
 from .gguf import GGUFInfo, read_gguf
 from .spec import FolderModel, GGUFModel, ModelSpec, RemoteModel
+from .voices import voice_clips
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,7 @@ class ModelFiles:
     gguf: GGUFInfo | None = None
     mmproj: GGUFInfo | None = None
     folder: HFInfo | None = None
-    voices: tuple[str, ...] = ()  # the speakers a folder's talker has (spk_dict.pt)
+    voices: tuple[str, ...] = ()  # a folder's talker's speakers (spk_dict.pt), a voice GGUF's clips
 
     @property
     def parameters(self) -> int:
@@ -38,7 +39,10 @@ def read_files(spec: ModelSpec) -> ModelFiles:
     if isinstance(source, FolderModel):
         folder = read_folder(source.path)
         return ModelFiles(folder=folder, voices=read_voices(source.path) if folder.speaks else ())
-    return ModelFiles(gguf=read_gguf_file(source.path), mmproj=read_gguf_file(source.mmproj) if source.mmproj else None)
+    info = read_gguf_file(source.path)
+    mmproj = read_gguf_file(source.mmproj) if source.mmproj else None
+    voices = tuple(voice_clips(spec.runtime.voices_dir)) if info.speaks else ()
+    return ModelFiles(gguf=info, mmproj=mmproj, voices=voices)
 
 
 def read_gguf_file(path: str) -> GGUFInfo:
@@ -61,7 +65,10 @@ def capabilities_of(spec: ModelSpec, files: ModelFiles) -> frozenset[str]:
 
 
 def _of_gguf(info: GGUFInfo, mmproj: GGUFInfo | None = None) -> frozenset[str]:
-    """A GGUF text model: chat; tools when its template lists them; what its projector's encoders take."""
+    """A GGUF text model: chat; tools when its template lists them; what its projector's encoders take.
+    A Qwen3-TTS talker only speaks, and only with its projector (the code predictor and code2wav)."""
+    if info.speaks:
+        return frozenset({SPEAK}) if mmproj is not None and mmproj.generates_audio else frozenset()
     found = {CHAT}
     if info.chat_template and "tools" in info.chat_template:
         found.add(TOOLS)

@@ -71,6 +71,10 @@ FILE_TYPES: dict[int, str] = {
     38: "MXFP4",
 }
 
+# Talkers this integration runs as voices (llama.cpp's audio generation, with their projector).
+SPEECH_ARCHITECTURES = frozenset({"qwen3tts"})
+SPEAKER_ENCODER = "qwen3tts_spkenc"  # a voice projector's audio encoder: it reads a reference clip
+_AUDIO_TYPE = "clip.audio.projector_type"
 # Text architectures this integration runs as chat models (llama.cpp supports them all).
 TEXT_ARCHITECTURES = frozenset(
     {
@@ -147,6 +151,16 @@ class GGUFInfo:
             if isinstance(value := self.metadata.get(key), int) and not isinstance(value, bool):
                 return value
         return None
+
+    @property
+    def speaks(self) -> bool:
+        """A talker that llama.cpp's audio generation drives (with a projector that generates audio)."""
+        return self.architecture in SPEECH_ARCHITECTURES
+
+    @property
+    def generates_audio(self) -> bool:
+        """A projector that turns a talker's codes into audio (Qwen3-TTS's code predictor and code2wav)."""
+        return self.is_projector and bool(self.metadata.get("clip.has_gen_audio_encoder"))
 
     @property
     def is_projector(self) -> bool:
@@ -287,6 +301,7 @@ def _info(path: Path, meta: dict[str, Any], *, version: int, size: int, tbytes: 
         sliding_window=num("attention.sliding_window"),
         chat_template=template if isinstance(template, str) and template.strip() else None,
         has_vision=projector and bool(meta.get("clip.has_vision_encoder")),
-        has_audio=projector and bool(meta.get("clip.has_audio_encoder")),
+        # a Qwen3-TTS projector's audio encoder hears who speaks (a voice's reference clip), not speech
+        has_audio=projector and bool(meta.get("clip.has_audio_encoder")) and meta.get(_AUDIO_TYPE) != SPEAKER_ENCODER,
         metadata=meta,
     )

@@ -23,10 +23,13 @@ MAX_LINE_BYTES = 64 * 2**20
 OP_LOAD, OP_GENERATE, OP_CANCEL, OP_STATS = "load", "generate", "cancel", "stats"
 OP_UNLOAD, OP_SHUTDOWN, OP_WARM, OP_LOGITS = "unload", "shutdown", "warm", "logits"
 OP_BENCH, OP_MEDIA_READY = "bench", "media_ready"  # media_ready: answered when the projector is loaded
-OP_SPEAK = "speak"  # text to speech (a model with a talker: the transformers worker)
+# speak: text to speech (a talker: Omni's in the transformers worker, a Qwen3-TTS voice in llama.cpp's,
+# whose `audio` events carry the PCM (base64) as it is made)
+OP_SPEAK = "speak"
 # listen: speech while it is spoken (pcm base64, session); `generate` with `listening` ends it
 OP_LISTEN = "listen"
 EV_READY, EV_TOKEN, EV_RESULT, EV_ERROR = "ready", "token", "result", "error"
+EV_AUDIO = "audio"  # a piece of speech (16-bit mono PCM, base64 `pcm`) before the result
 EV_CRASHED = "crashed"  # made by the client itself when the worker process dies: never sent by a worker
 # Tests only: `variant=SIGNAL[,variant=SIGNAL]` makes a load of that variant (`plain` or `repack`) die
 # by that signal in the worker, as llama.cpp's AMX kernels do on CPUs whose AMX traps.

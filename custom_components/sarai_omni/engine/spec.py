@@ -66,6 +66,7 @@ class Runtime:
     n_gpu_layers: int = 0
     prompt_lookup: bool = True  # speculative decoding by prompt lookup, where it measurably pays
     kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
+    voices_dir: str | None = None  # reference clips a Qwen3-TTS voice speaks in (beside the shipped one)
 
 
 @dataclass(frozen=True, slots=True)

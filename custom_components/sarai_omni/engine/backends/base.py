@@ -216,8 +216,10 @@ class Backend(Protocol):
 
 @runtime_checkable
 class Speaks(Protocol):
-    async def speak(self, text: str, voice: str) -> Speech:
-        """Say `text` in `voice` (a model with a talker)."""
+    def speak(
+        self, text: str, voice: str, language: str | None = None, deadline: float | None = None
+    ) -> AsyncIterator[Speech]:
+        """Say `text` in `voice` (a model with a talker): its PCM in pieces, in order, as it is made."""
 
 
 @runtime_checkable

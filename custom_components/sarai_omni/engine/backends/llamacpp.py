@@ -2,22 +2,25 @@
 
 Beyond the core protocol it warms standing prompts (KV snapshots on disk), constrains output
 (GBNF grammars, JSON schemas), is calibrated (repacking and flash attention measured per machine) and
-reads a projector in the background while text is already answered, and takes speech while it is
-spoken (listen: each 2 s window prefilled at once).
+reads a projector in the background while text is already answered, takes speech while it is
+spoken (listen: each 2 s window prefilled at once) and, when its model is a Qwen3-TTS voice, speaks
+(`Speaks`: PCM pieces as code2wav makes them).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .. import protocol
 from ..capabilities import GRAMMAR, JSON_SCHEMA
 from ..prompts import Message
 from ..spec import ModelSpec
-from .base import BenchResult, Heard, Warmed
+from .base import BenchResult, Heard, Speech, Warmed
 from .process import WorkerBackend
+
+VOICE_RATE = 24000  # Qwen3-TTS's code2wav
 
 
 class LlamaCppBackend(WorkerBackend):
@@ -39,6 +42,18 @@ class LlamaCppBackend(WorkerBackend):
 
     async def forget(self, session: str) -> None:
         await self.client.call(protocol.OP_LISTEN, {"session": session, "end": True})
+
+    async def speak(
+        self, text: str, voice: str, language: str | None = None, deadline: float | None = None
+    ) -> AsyncIterator[Speech]:
+        """The voice's PCM as it is made; the last piece (possibly empty) carries the time it all took."""
+        payload = {"text": text, "voice": voice, "language": language or "en"}
+        async for event in self.client.stream(protocol.OP_SPEAK, payload, deadline):
+            if event.get("event") == protocol.EV_AUDIO:
+                yield Speech(base64.b64decode(event["pcm"]), VOICE_RATE, voice)
+            else:
+                data = event.get("data", {})
+                yield Speech(b"", int(data.get("sample_rate", VOICE_RATE)), voice, float(data.get("ms", 0.0)))
 
     async def media_ready(self) -> str | None:
         data = await self.client.call(protocol.OP_MEDIA_READY)

@@ -116,6 +116,7 @@ def load_params(spec: ModelSpec) -> dict[str, Any]:
         "flash_attn": way.flash_attn,
         "kv_cache_dir": runtime.kv_cache_dir,
         "prompt_lookup": runtime.prompt_lookup,
+        "voices_dir": runtime.voices_dir,
     }
     if isinstance(source, FolderModel):
         params |= {"dtype": source.dtype, "device": source.device, "quantization": source.quantization}

@@ -217,7 +217,7 @@ class LoadVariants:
     ) -> LoadVariant:
         """The way to load `slot`: the spec's own, else this machine's measurement (measured now if
         it never was, each way that fits beside `fixed_bytes` of other roles)."""
-        if slot.spec.variant is not None or not isinstance(slot.backend, Calibrates):
+        if slot.spec.variant is not None or not isinstance(slot.backend, Calibrates) or _voice(slot):
             return slot.spec.variant or LoadVariant()
         try:
             key = await asyncio.to_thread(calibration_key, slot.spec.path, slot.spec.runtime.n_threads)
@@ -264,3 +264,8 @@ class LoadVariants:
             # In the store's memory now: a load that starts before the file is written reads it there.
             self.store.rule_out(slot.calibration_key, slot.name, REPACK, reason)
             self._spawn(asyncio.to_thread(self.store.save), "sarai_omni calibration")
+
+
+def _voice(slot: ModelSlot) -> bool:
+    """A Qwen3-TTS voice: no prefill/decode bench to measure it by; it loads the safe (plain) way."""
+    return slot.files.gguf is not None and slot.files.gguf.speaks

@@ -10,7 +10,8 @@ or cannot import torch is a TorchMissing that says which interpreter and what it
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from ... import protocol
 from ...errors import TorchMissing
@@ -48,9 +49,14 @@ class TransformersBackend(WorkerBackend):
         except OSError as err:  # the interpreter is not there (or cannot be run)
             raise self._missing(err) from err
 
-    async def speak(self, text: str, voice: str) -> Speech:
-        data = await self.client.call(protocol.OP_SPEAK, {"text": text, "voice": voice})
-        return Speech(
+    async def speak(
+        self, text: str, voice: str, language: str | None = None, deadline: float | None = None
+    ) -> AsyncIterator[Speech]:
+        """One piece: Omni's talker says the whole sentence (in the language of its text)."""
+        data: dict[str, Any] = {}
+        async for event in self.client.stream(protocol.OP_SPEAK, {"text": text, "voice": voice}, deadline):
+            data = event.get("data", {})
+        yield Speech(
             pcm=base64.b64decode(data["audio"]),
             sample_rate=int(data["sample_rate"]),
             voice=str(data["voice"]),

@@ -37,6 +37,14 @@ def check_version(version: str) -> None:
         )
 
 
+def model_params(llama_cpp: Any, *, repack: bool, n_gpu_layers: int) -> Any:
+    """The low-level model parameters of a load (a voice's, which has no Llama object)."""
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = repack
+    params.n_gpu_layers = n_gpu_layers
+    return params
+
+
 def new_llama(llama_cpp: Any, *, repack: bool, **kwargs: Any) -> Any:
     """`Llama(**kwargs)`; `repack: False` keeps the weights only in the mmap'd file (no second copy).
 

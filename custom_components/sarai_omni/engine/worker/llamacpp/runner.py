@@ -6,11 +6,12 @@ arrival order; a reader thread handles `cancel` at once so a running generation 
 token.
 Over 400 lines because every handler works on the one loaded model's state (its cache, projector,
 drafter, listening session) on the one request thread; what stands alone is in kvfiles, grammar,
-media, listening and decoding.
+media, listening, decoding and speech (a Qwen3-TTS voice, loaded instead of a text model).
 """
 
 from __future__ import annotations
 
+import base64
 import codecs
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 
 from ... import defaults, protocol
 from ...errors import InvalidInput, LoadFailed
+from ...gguf import read_gguf
 from ...prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
 from ...protocol import variant
 from .. import serve
@@ -35,6 +37,7 @@ from .grammar import request_grammar
 from .kvfiles import KVStateFiles
 from .listening import Listening
 from .media import Vision, parked_text_cache, remove_stale_parked
+from .speech import Voice, is_voice
 
 Send = serve.Send
 
@@ -59,6 +62,7 @@ class Runner:
         self._load_msg: dict[str, Any] = {}
         self._finished: deque[dict[str, Any]] = deque(maxlen=8)  # how recent generations ended
         self._listening = Listening()
+        self._voice: Voice | None = None
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
@@ -68,6 +72,8 @@ class Runner:
             return self.listen(msg)
         if op == protocol.OP_LOAD:
             return self.load(msg)
+        if op == protocol.OP_SPEAK:
+            return self.speak(msg)
         if op == protocol.OP_GENERATE:
             return self.generate(msg)
         if op == protocol.OP_WARM:
@@ -88,6 +94,8 @@ class Runner:
         llama_cpp = adapter.import_llama_cpp()
         self.unload()
         started = time.perf_counter()
+        if is_voice(read_gguf(msg["model_path"]).architecture):
+            return self._load_voice(llama_cpp, msg, started)
         try:
             self._llm = _new_llama(llama_cpp, msg)
         except (ValueError, RuntimeError) as err:
@@ -113,6 +121,31 @@ class Runner:
             "chat_template": bool(self._template),
             "vision_pending": not self._vision_ready.is_set(),
         }
+
+    def _load_voice(self, llama_cpp: Any, msg: dict[str, Any], started: float) -> dict[str, Any]:
+        self._voice = Voice(llama_cpp, msg)
+        _injected_fault(msg)
+        self.load_ms, self.model_path = (time.perf_counter() - started) * 1000, msg["model_path"]
+        return {"load_ms": self.load_ms, "n_ctx": self._voice.n_ctx, "voices": list(self._voice.voices)}
+
+    def speak(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Say `text`: `audio` events (16-bit PCM, base64) as code2wav makes it, then the figures."""
+        if self._voice is None:
+            raise InvalidInput("the loaded model does not speak (it is not a Qwen3-TTS voice)")
+        rid = int(msg.get("id", 0))
+
+        def send(pcm: Any) -> None:
+            data = (pcm.clip(-1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+            self._send({"id": rid, "event": protocol.EV_AUDIO, "pcm": base64.b64encode(data).decode()})
+
+        return self._voice.speak(
+            str(msg.get("text", "")),
+            str(msg.get("language") or "en"),
+            str(msg["voice"]),
+            seed=int(msg.get("seed", 0xC0FFEE)),
+            on_audio=send,
+            cancelled=lambda: self.requests.is_cancelled(rid),
+        )
 
     def _load_vision(self, msg: dict[str, Any]) -> None:
         try:
@@ -140,6 +173,9 @@ class Runner:
         threading.Thread(target=wait, name="media-ready", daemon=True).start()
 
     def unload(self) -> None:
+        if self._voice is not None:
+            self._voice.close()
+            self._voice = None
         self._vision_ready.wait()  # the projector holds the model while it loads
         if self._vision is not None:
             self._vision.close()
@@ -150,7 +186,7 @@ class Runner:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "loaded": self._llm is not None,
+            "loaded": self._llm is not None or self._voice is not None,
             "model_path": self.model_path,
             "load_ms": self.load_ms,
             "n_tokens": self._llm.n_tokens if self._llm is not None else 0,
