@@ -106,11 +106,17 @@ async def test_a_voice_loads_in_llama_cpp_and_speaks_in_pieces(voice: tuple[Path
     assert pieces[-1].ms > 0  # the last piece says what it all took
 
 
-async def test_a_users_clip_is_a_voice(voice: tuple[Path, Path], tmp_path: Path) -> None:
-    clips = tmp_path / "voices"
-    clips.mkdir()
-    subprocess.run(["espeak-ng", "-w", str(clips / "Ana.wav"), "Hola, soy Ana."], check=True)
-    (clips / "notes.txt").write_text("not a voice")
+@pytest.fixture
+def clips(tmp_path: Path) -> Path:
+    """A folder of voices: a user's clip (espeak-ng) beside a file that is none."""
+    folder = tmp_path / "voices"
+    folder.mkdir()
+    subprocess.run(["espeak-ng", "-w", str(folder / "Ana.wav"), "Hola, soy Ana."], check=True)
+    (folder / "notes.txt").write_text("not a voice")
+    return folder
+
+
+async def test_a_users_clip_is_a_voice(voice: tuple[Path, Path], clips: Path) -> None:
     engine = voice_engine(voice, clips)
     try:
         await engine.prepare()
@@ -135,11 +141,14 @@ async def test_a_worker_killed_mid_sentence_is_a_clear_error_and_the_next_senten
         await engine.load("voice")
         backend = engine.pool.slot("voice").backend
         pid = backend.pid  # type: ignore[attr-defined]
-        stream = engine.speak_stream("voice", LONG, language="es")
-        with pytest.raises(WorkerCrashed, match="SIGKILL"):
-            async for piece in stream:
+
+        async def speak_and_kill() -> None:
+            async for piece in engine.speak_stream("voice", LONG, language="es"):
                 if piece.pcm:  # mid-sentence: the first window is out, the rest is being written
                     os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(WorkerCrashed, match="SIGKILL"):
+            await speak_and_kill()
         after = await engine.speak("voice", "La siguiente frase.", language="es")
         assert backend.pid != pid  # type: ignore[attr-defined]
     finally:
