@@ -21,6 +21,7 @@ from tests.tiny_models import (
     write_qwen3vl_mmproj,
     write_text_model,
 )
+from tests.tiny_tts import write_voice
 from tests.torch_env import MISSING, torch_python, write_tiny_omni
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +72,13 @@ def omni_thinker(model_dir: Path) -> Path:
 def omni_mmproj(model_dir: Path) -> Path:
     """Its projector (`qwen2.5o`): Qwen2.5-VL vision and a Whisper-style audio encoder: sees and hears."""
     return write_omni_mmproj(model_dir / "tiny-omni-mmproj.gguf")
+
+
+@pytest.fixture(scope="session")
+def voice(model_dir: Path) -> tuple[Path, Path]:
+    """A Qwen3-TTS voice, tiny: its talker (`qwen3tts`) and projector (speaker encoder, code predictor,
+    code2wav), named as llama.cpp's converter names them."""
+    return write_voice(model_dir / "voice")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,6 @@ from custom_components.sarai_omni.engine import (
 from custom_components.sarai_omni.engine.voices import QWEN3TTS_LANGUAGES
 from tests.engine.test_audio_fidelity import LLAMA_CPP
 from tests.specs import gguf_spec
-from tests.tiny_tts import write_voice
 
 LONG = "Esta frase es bastante larga para que el audio salga en trozos, antes de que la voz termine de hablar."
 # The converter's names (gguf-py's TENSOR_NAMES) as patterns, and which of them the talker's
@@ -41,11 +40,6 @@ names = {t: n for t, n in gguf.TENSOR_NAMES.items()}
 talker = [names[t] for t in gguf.MODEL_TENSORS[gguf.MODEL_ARCH.QWEN3TTS]]
 print(json.dumps({"all": sorted(set(names.values())), "talker": talker}))
 """
-
-
-@pytest.fixture(scope="session")
-def voice(model_dir: Path) -> tuple[Path, Path]:
-    return write_voice(model_dir / "voice")
 
 
 def voice_engine(voice: tuple[Path, Path], voices_dir: Path | None = None, **config: Any) -> Engine:

@@ -41,9 +41,15 @@ def stt_entity(hass: HomeAssistant, entry: MockConfigEntry) -> str | None:
 
 
 async def run_voice_pipeline(
-    hass: HomeAssistant, entry: MockConfigEntry, pcm: bytes, tts_id: str | None = None, **run: Any
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    pcm: bytes,
+    tts_id: str | None = None,
+    tts_voice: str = "Chelsie",
+    **run: Any,
 ) -> list[PipelineEvent]:
-    """An Assist pipeline with Sarai Omni STT and agent (and `tts_id`, if any) run on `pcm` (English)."""
+    """An Assist pipeline with Sarai Omni STT and agent (and `tts_id` speaking in `tts_voice`, if any)
+    run on `pcm` (English)."""
     assert await async_setup_component(hass, "assist_pipeline", {})
     stt_id = stt_entity(hass, entry)
     assert stt_id is not None
@@ -56,7 +62,7 @@ async def run_voice_pipeline(
     assert pipeline is not None
     await assist_pipeline.async_update_pipeline(
         hass, pipeline, conversation_engine=agent_id(hass, entry), language="en", stt_language="en",
-        tts_language="en", tts_voice="Chelsie",  # used only where there is a TTS stage
+        tts_language="en", tts_voice=tts_voice,  # used only where there is a TTS stage
     )  # fmt: skip
     events: list[PipelineEvent] = []
     await assist_pipeline.async_pipeline_from_audio_stream(

@@ -6,7 +6,7 @@ and an integration that loads without the torch venv and says what is missing.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from functools import partial
 import io
 import os
@@ -123,12 +123,11 @@ async def test_tts_speaks_streamed_text_sentence_by_sentence(hass: HomeAssistant
     first_audio = asyncio.Event()
     said: list[str] = []
     engine = omni_entry.runtime_data.engine
-    real = engine.speak
+    real = engine.speak_stream
 
-    async def speak(role: str, text: str, voice: str | None = None, timeout_s: float | None = None) -> Speech:
+    def speak_stream(role: str, text: str, voice: str | None = None, **how: Any) -> AsyncIterator[Speech]:
         said.append(text)
-        spoken: Speech = await real(role, text, voice, timeout_s)
-        return spoken
+        return real(role, text, voice, **how)
 
     async def reply() -> AsyncGenerator[str]:
         yield "Hola, ¿qué tal? "
@@ -136,7 +135,7 @@ async def test_tts_speaks_streamed_text_sentence_by_sentence(hass: HomeAssistant
         await first_audio.wait()  # the agent is still writing when the first sentence is heard
         yield "bien."
 
-    with patch.object(engine, "speak", speak):
+    with patch.object(engine, "speak_stream", speak_stream):
         response = await entity.internal_async_stream_tts_audio(TTSAudioRequest("es", {}, reply()))
         assert response.extension == "wav"
         parts = []
