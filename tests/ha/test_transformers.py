@@ -127,7 +127,8 @@ async def test_tts_speaks_streamed_text_sentence_by_sentence(hass: HomeAssistant
 
     def speak_stream(role: str, text: str, voice: str | None = None, **how: Any) -> AsyncIterator[Speech]:
         said.append(text)
-        return real(role, text, voice, **how)
+        pieces: AsyncIterator[Speech] = real(role, text, voice, **how)
+        return pieces
 
     async def reply() -> AsyncGenerator[str]:
         yield "Hola, ¿qué tal? "
