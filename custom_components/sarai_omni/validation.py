@@ -103,7 +103,7 @@ def check_model_file(hass: HomeAssistant, path: str, *, projector: bool = False)
         info = read_gguf(full)
     except (InvalidModelFile, OSError) as err:
         raise ModelFileError("not_gguf", path) from err
-    if info.is_projector != projector or not (projector or info.is_supported_text_model):
+    if info.is_projector != projector or not (projector or info.is_supported_text_model or info.speaks):
         raise ModelFileError("unsupported_arch", path, info.architecture)
     return info
 

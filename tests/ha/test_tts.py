@@ -17,15 +17,21 @@ from homeassistant.components.assist_pipeline import PipelineEventType
 from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.const import (
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
+    CONF_MMPROJ_PATH,
+    CONF_MODEL_PATH,
+    CONF_N_CTX,
     CONF_QUALITY_MMPROJ,
     CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
+    CONF_ROLE,
+    SUBENTRY_MODEL,
 )
 from custom_components.sarai_omni.engine.voices import QWEN3TTS_LANGUAGES
 from custom_components.sarai_omni.settings import role_data
@@ -132,3 +138,32 @@ async def test_an_assist_voice_pipeline_runs_stt_agent_and_tts_all_local(
     assert engine.status("fast").last.ttft_ms is not None  # the agent answered
     assert (engine.status("voice").last.speech_seconds or 0) > 0  # and the voice said it
     assert len(data) > 44
+
+
+async def test_the_model_flow_adds_a_voice_and_counts_its_ram(
+    hass: HomeAssistant, entry_data: dict[str, Any], voice: tuple[Path, Path]
+) -> None:
+    """A Qwen3-TTS pair is a role like any other: the form takes its files, refuses a budget that
+    cannot hold it beside the others (saying what they need), and with room the entity speaks."""
+    entry = make_entry(hass, {**entry_data, CONF_RAM_BUDGET_MB: 200})
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_loaded(entry)
+    talker, projector = voice
+    form = {CONF_ROLE: "voice", CONF_MODEL_PATH: str(talker), CONF_MMPROJ_PATH: str(projector), CONF_N_CTX: 1024}
+    flows = hass.config_entries.subentries
+    result = await flows.async_init((entry.entry_id, SUBENTRY_MODEL), context={"source": "user"})
+    result = await flows.async_configure(result["flow_id"], form)
+    assert result.get("errors") == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}, result
+    placeholders = result["description_placeholders"]
+    assert "qwen3tts" in placeholders["models"]  # the talker and its projector, each on its line
+    assert int(placeholders["needed_mb"]) > 200
+    hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_RAM_BUDGET_MB: 4096})
+    await hass.async_block_till_done()  # a new budget reloads the entry
+    await wait_loaded(entry)
+    result = await flows.async_init((entry.entry_id, SUBENTRY_MODEL), context={"source": "user"})
+    result = await flows.async_configure(result["flow_id"], form)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()  # the entry reloads with the new role
+    await wait_loaded(entry)
+    assert entity_of(hass, entry, "tts") is not None
+    assert await hass.config_entries.async_unload(entry.entry_id)
