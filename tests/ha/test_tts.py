@@ -155,6 +155,7 @@ async def test_the_model_flow_adds_a_voice_and_counts_its_ram(
     result = await flows.async_configure(result["flow_id"], form)
     assert result.get("errors") == {CONF_RAM_BUDGET_MB: "does_not_fit_budget"}, result
     placeholders = result["description_placeholders"]
+    assert placeholders is not None
     assert "qwen3tts" in placeholders["models"]  # the talker and its projector, each on its line
     assert int(placeholders["needed_mb"]) > 200
     hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_RAM_BUDGET_MB: 4096})
