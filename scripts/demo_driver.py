@@ -2,7 +2,9 @@
 
 Progress goes to stdout as `[demo] ...` lines; the last line is the JSON result of
 shared/notes/interface.md: {"reply", "model", "load_ms", "ttft_ms", "tokens_per_second"}; with
-`--say TEXT`, {"audio_path", "seconds", "sample_rate"} of the WAV HA's TTS wrote.
+`--say TEXT`, {"audio_path", "seconds", "sample_rate", "role", "voice"} of the WAV HA's TTS wrote and
+the role that spoke: a Qwen3-TTS voice on llama.cpp (the tiny fixture unless --voice-model is given; no
+torch), or with --omni, Qwen2.5-Omni's talker on transformers.
 """
 
 from __future__ import annotations
@@ -122,6 +124,16 @@ class HA:
     async def states(self) -> dict[str, dict[str, Any]]:
         return {s["entity_id"]: s for s in await self.request("GET", "/api/states")}
 
+    async def wait_for(self, prefix: str, suffix: str) -> dict[str, Any]:
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while True:
+            try:
+                return await self.find(prefix, suffix)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
     async def find(self, prefix: str, suffix: str) -> dict[str, Any]:
         for entity_id, state in (await self.states()).items():
             if entity_id.startswith(prefix) and entity_id.endswith(suffix) and "sarai" in entity_id:
@@ -180,24 +192,52 @@ async def wait_loaded(ha: HA) -> dict[str, Any]:
 
 
 def speaking_model(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(the Qwen2.5-Omni folder, the torch venv's Python): given, or the tiny fixture (said so)."""
+    """(the Qwen2.5-Omni folder, the torch venv's Python) for --omni."""
     sys.path.insert(0, str(ROOT))
-    from tests.torch_env import MISSING, torch_python, write_tiny_omni
+    from tests.torch_env import MISSING, torch_python
 
     python = args.torch_python or torch_python()
     if python is None or not Path(python).is_file():
         raise RuntimeError(MISSING)
-    if args.omni:
-        return args.omni, Path(python)
-    folder = ROOT / "models" / "tiny-omni-fixture"
-    if not (folder / "spk_dict.pt").is_file():
-        say("writing the tiny random-weight Qwen2.5-Omni fixture (thinker + talker + token2wav) with the torch venv")
-        write_tiny_omni(folder, Path(python))
+    return args.omni, Path(python)
+
+
+def voice_model(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(talker, projector) of the Qwen3-TTS voice: given, or the tiny fixture (said so)."""
+    if args.voice_model:
+        if not args.voice_mmproj:
+            raise RuntimeError("--voice-model needs its projector (--voice-mmproj)")
+        return args.voice_model, args.voice_mmproj
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny_tts import write_voice
+
     say(
-        "no Qwen2.5-Omni folder given (--omni): using the tiny random-weight fixture; its voice is noise,"
-        " while the talker, token2wav, HA's TTS path and timings are real"
+        "no Qwen3-TTS voice given (--voice-model): using the tiny random-weight fixture (written with gguf-py,"
+        " no torch); its sound is noise, while llama.cpp's audio generation, HA's TTS path and timings are real"
     )
-    return folder, Path(python)
+    return write_voice(ROOT / "models" / "tiny-voice-fixture")
+
+
+async def add_voice_role(ha: HA, talker: Path, projector: Path) -> str:
+    """The model subentry flow over REST: a role named `voice` on the Qwen3-TTS pair."""
+    entries = await ha.request("GET", "/api/config/config_entries/entry?domain=sarai_omni")
+    flows = "/api/config/config_entries/subentries/flow"
+    flow = await ha.request("POST", flows, json={"handler": [entries[0]["entry_id"], "model"]})
+    form = {"role": "voice", "model_path": str(talker), "mmproj_path": str(projector), "n_ctx": 2048}
+    result = await ha.request("POST", f"{flows}/{flow['flow_id']}", json=form)
+    if result.get("type") != "create_entry":
+        raise RuntimeError(f"the model flow refused the voice: {result.get('errors') or result}")
+    return "voice"
+
+
+async def prepare_speaker(ha: HA, args: argparse.Namespace) -> None:
+    """The role that will speak: Omni's folder (the torch venv set in the options), else a voice role."""
+    if args.omni:
+        await set_torch_python(ha, args.torch_python)
+        args.speaker = "quality"
+    else:
+        say(f"adding a voice role on {args.voice_model.name} through the model flow")
+        args.speaker = await add_voice_role(ha, args.voice_model, args.voice_mmproj)
 
 
 async def set_torch_python(ha: HA, python: Path) -> None:
@@ -212,7 +252,7 @@ async def set_torch_python(ha: HA, python: Path) -> None:
 
 async def speak(ha: HA, args: argparse.Namespace) -> dict[str, Any]:
     """Speech through HA's TTS (REST: tts_get_url, then the audio), written to a WAV file."""
-    engine = (await ha.find("tts.", ""))["entity_id"]
+    engine = (await ha.wait_for("tts.", ""))["entity_id"]  # a new role reloads the entry: its entity comes back
     say(f"asking {engine} to say ({args.language}): {args.say}")
     t0 = time.monotonic()
     options = {"preferred_format": "wav", **({"voice": args.voice} if args.voice else {})}
@@ -229,7 +269,19 @@ async def speak(ha: HA, args: argparse.Namespace) -> dict[str, Any]:
     with wave.open(str(args.out)) as clip:
         rate, seconds = clip.getframerate(), clip.getnframes() / clip.getframerate()
     say(f"spoken in {time.monotonic() - t0:.2f} s: {seconds:.2f} s of audio at {rate} Hz")
-    return {"audio_path": str(args.out), "seconds": round(seconds, 3), "sample_rate": rate}
+    state: dict[str, Any] = {}
+    for _ in range(40):  # the role's state sensor follows the engine's status within a moment
+        state = (await ha.find("sensor.", f"_{args.speaker}_state"))["attributes"]
+        if state.get("voice"):
+            break
+        await asyncio.sleep(0.25)
+    return {
+        "audio_path": str(args.out),
+        "seconds": round(seconds, 3),
+        "sample_rate": rate,
+        "voice": state.get("voice"),
+        "role": args.speaker,
+    }
 
 
 def vision_models(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -269,8 +321,10 @@ def check_inputs(args: argparse.Namespace) -> None:
         raise RuntimeError(f"file not found: {media}")
     if media is not None:
         args.model, args.mmproj = vision_models(args)
-    if args.say is not None:
+    if args.say is not None and args.omni:
         args.omni, args.torch_python = speaking_model(args)
+    elif args.say is not None:
+        args.voice_model, args.voice_mmproj = voice_model(args)
     if not args.remote and not args.model.is_file():
         raise RuntimeError(f"model not found: {args.model} (run scripts/setup)")
 
@@ -312,7 +366,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     ha, model, mmproj, remote=args.remote, remote_model=args.remote_model, quality=args.omni
                 )
                 if args.say is not None:
-                    await set_torch_python(ha, args.torch_python)
+                    await prepare_speaker(ha, args)
                 state = await wait_loaded(ha)
                 say(f"fast model {'reached' if args.remote else 'loaded'} in {state['attributes']['load_ms']:.0f} ms")
                 if media:
@@ -368,9 +422,11 @@ def main() -> int:
     parser.add_argument("--max-frames", type=int, default=4, help="frames sent for --video")
     parser.add_argument("--remote", metavar="URL", help="the fast role on this OpenAI-compatible server (.../v1)")
     parser.add_argument("--remote-model", metavar="ID", help="the server's model for it (default: the first listed)")
-    parser.add_argument("--say", metavar="TEXT", help="speak TEXT through HA's TTS with Qwen2.5-Omni's talker")
-    parser.add_argument("--omni", type=Path, help="Qwen2.5-Omni folder (HF layout) for --say (default: tiny fixture)")
-    parser.add_argument("--voice", help="the voice for --say (default: the model's first, Chelsie)")
+    parser.add_argument("--say", metavar="TEXT", help="speak TEXT through HA's TTS (a Qwen3-TTS voice by default)")
+    parser.add_argument("--voice-model", type=Path, help="Qwen3-TTS talker GGUF for --say (default: tiny fixture)")
+    parser.add_argument("--voice-mmproj", type=Path, help="its projector (speaker encoder, code predictor, code2wav)")
+    parser.add_argument("--omni", type=Path, help="speak with this Qwen2.5-Omni folder's talker on transformers")
+    parser.add_argument("--voice", help="the voice for --say (default: the role's default, Sarai or Chelsie)")
     parser.add_argument("--torch-python", type=Path, help="the torch venv's Python (default: scripts/setup's)")
     parser.add_argument(
         "--out", type=Path, default=Path(tempfile.gettempdir()) / "sarai-omni-say.wav", help="the WAV --say writes"
@@ -379,8 +435,9 @@ def main() -> int:
     if args.remote and (args.image or args.video):
         parser.error("--remote runs the Assist turn on the server; --image/--video run on local models")
     if args.say is not None and (args.image or args.video or args.remote):
-        parser.error("--say speaks through the local transformers role: no --image/--video/--remote with it")
-    for name in ("image", "video", "model", "mmproj", "omni", "out"):  # HA needs absolute, allow-listed paths
+        parser.error("--say speaks through a local role: no --image/--video/--remote with it")
+    paths = ("image", "video", "model", "mmproj", "omni", "voice_model", "voice_mmproj", "out")
+    for name in paths:  # HA needs absolute, allow-listed paths
         if getattr(args, name) is not None:
             setattr(args, name, getattr(args, name).resolve())
     try:

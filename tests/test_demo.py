@@ -1,5 +1,6 @@
-"""scripts/demo's main-job contracts in a real `hass` process: `--say` (the config and options flows
-over REST, speech through HA's TTS; the last line is {audio_path, seconds, sample_rate}) and `--remote`
+"""scripts/demo's main-job contracts in a real `hass` process: `--say` (the config and model flows over
+REST, a Qwen3-TTS voice through HA's TTS; the last line is {audio_path, seconds, sample_rate, voice,
+role}) and `--remote`
 against the project-built llama-server (the flow's server steps over REST, the turn answered there)."""
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ from tests.torch_env import ROOT
 from tests.upgrade import NEWEST_HA
 
 
-def test_demo_say_prints_the_wav_it_wrote_through_ha(torch_venv_python: Path, tmp_path: Path) -> None:
+def test_demo_say_prints_the_wav_a_qwen3_tts_voice_wrote_through_ha(tmp_path: Path) -> None:
+    """The voice fixture on llama.cpp (gguf-py wrote it; no torch anywhere): a 24 kHz WAV through HA's
+    TTS API, and the last line names the role that spoke."""
     out = tmp_path / "hola.wav"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo_driver.py"), "--say", "Hola, ¿qué tal?", "--out", str(out),
-         "--torch-python", str(torch_venv_python)],
+        [sys.executable, str(ROOT / "scripts" / "demo_driver.py"), "--say", "Hola, ¿qué tal?", "--language", "es",
+         "--out", str(out)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:]
+    assert "torch" not in done.stdout.replace("no torch", "")
     last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(last) == {"audio_path", "seconds", "sample_rate", "home_assistant"}
+    assert set(last) == {"audio_path", "seconds", "sample_rate", "voice", "role", "home_assistant"}
+    assert (last["role"], last["voice"]) == ("voice", "Sarai")
     assert last["home_assistant"] == NEWEST_HA  # the newest release runs the demo
     assert Path(last["audio_path"]) == out
     with wave.open(str(out)) as clip:

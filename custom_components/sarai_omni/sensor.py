@@ -163,6 +163,10 @@ class ModelSensor(EngineSensor):
             "standing_prompt",
             "backend",
             "capabilities",
+            "voices",
+            "speech_seconds",
+            "speech_ms",
+            "voice",
         )
         return {k: status[k] for k in keys if k in status}
 
