@@ -105,7 +105,9 @@ def write_voice(folder: Path, shape: VoiceShape = TINY, *, seed: int = 3) -> tup
     return talker, projector
 
 
-# A tensor to write: (name, numpy shape, dtype, how its values are made: "rand" | "ones" | "small").
+# A tensor to write: (name, numpy shape, dtype, how its values are made: "rand" (N(0, 0.02)), "unit"
+# (variance 1 / fan-in: code2wav's deep convolutions keep a signal instead of fading to their bias),
+# "small" or "ones").
 Tensor = tuple[str, tuple[int, ...], type, str]
 
 
@@ -127,8 +129,8 @@ def _write(path: Path, arch: str, shape: VoiceShape, *, keys: Keys, tensors: lis
         if kind == "ones":
             w.write_tensor_data(np.ones(dims, dtype=dtype))
         else:
-            data = pool(dims) * np.float32(0.5 if kind == "small" else 1.0)
-            w.write_tensor_data(data.astype(dtype))
+            scale = {"small": 0.5, "rand": 1.0, "unit": 25.0 / float(np.sqrt(np.prod(dims[1:])))}[kind]
+            w.write_tensor_data((pool(dims) * np.float32(scale)).astype(dtype))
     w.close()
     tmp.replace(path)
 
@@ -243,12 +245,12 @@ def _projector_keys(w: gguf.GGUFWriter, s: VoiceShape) -> None:
 
 def _conv(name: str, out: int, inp: int, k: int, dtype: type = np.float16) -> Iterator[Tensor]:
     """A Conv1d as torch holds it ([out, in, k]) and its bias."""
-    yield (f"{name}.weight", (out, inp, k), dtype, "rand")
+    yield (f"{name}.weight", (out, inp, k), dtype, "unit" if name.startswith("a.gen.wav.") else "rand")
     yield (f"{name}.bias", (out,), np.float32, "rand")
 
 
 def _linear(name: str, out: int, inp: int, bias: bool = True, dtype: type = np.float16) -> Iterator[Tensor]:
-    yield (f"{name}.weight", (out, inp), dtype, "rand")
+    yield (f"{name}.weight", (out, inp), dtype, "unit" if name.startswith("a.gen.wav.") else "rand")
     if bias:
         yield (f"{name}.bias", (out,), np.float32, "rand")
 
@@ -332,7 +334,7 @@ def _code2wav(s: VoiceShape) -> Iterator[Tensor]:
         b, out = f"{w}.dac.blk.{i}", width // 2
         yield (f"{b}.snake.alpha", (width,), np.float32, "ones")
         yield (f"{b}.snake.beta", (width,), np.float32, "ones")
-        yield (f"{b}.conv.weight", (width, out, 2 * stride), np.float32, "rand")  # transposed: [in, out, k]
+        yield (f"{b}.conv.weight", (width, out, 2 * stride), np.float32, "unit")  # transposed: [in, out, k]
         yield (f"{b}.conv.bias", (out,), np.float32, "rand")
         for r in range(3):
             yield (f"{b}.res.{r}.act1.alpha", (out,), np.float32, "ones")

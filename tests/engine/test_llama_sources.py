@@ -65,8 +65,8 @@ def test_a_tampered_sdist_is_refused_and_removed(tmp_path: Path, monkeypatch: py
 
 
 def test_the_patched_sources_carry_the_omni_audio_fix(patched: Path) -> None:
-    assert patched.name == "llama_cpp_python-0.3.36+sarai1"
-    assert '__version__ = "0.3.36+sarai1"' in (patched / "llama_cpp" / "__init__.py").read_text()
+    assert patched.name == "llama_cpp_python-0.3.36+sarai2"
+    assert '__version__ = "0.3.36+sarai2"' in (patched / "llama_cpp" / "__init__.py").read_text()
     assert "hparams.audio_window_frames = 200;" in (patched / MTMD / "clip.cpp").read_text()
     assert "split_valid_frames(out_full, n_samples, output)" in (patched / MTMD / "mtmd-audio.cpp").read_text()
     assert "(n_frames + 1) / 2" in (patched / MTMD / "models" / "whisper-enc.cpp").read_text()
@@ -80,5 +80,5 @@ def test_a_patch_that_does_not_match_fails_loudly(patched: Path) -> None:
 
 def test_the_digest_follows_the_patch_set(monkeypatch: pytest.MonkeyPatch) -> None:
     before = llama_sources.patch_digest()
-    monkeypatch.setattr(llama_sources, "LOCAL_LABEL", "sarai2")
+    monkeypatch.setattr(llama_sources, "LOCAL_LABEL", "sarai99")
     assert llama_sources.patch_digest() != before

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+import numpy as np
 import pytest
 
 from custom_components.sarai_omni.engine import (
@@ -24,10 +25,13 @@ from custom_components.sarai_omni.engine import (
     EngineConfig,
     InvalidInput,
     WorkerCrashed,
+    estimate_bytes,
+    read_files,
     read_gguf,
     speech_languages,
 )
 from custom_components.sarai_omni.engine.voices import QWEN3TTS_LANGUAGES
+from custom_components.sarai_omni.engine.worker.llamacpp.speech import FIRST_PIECE, PIECE, Voice, exact_pieces
 from tests.engine.test_audio_fidelity import LLAMA_CPP
 from tests.specs import gguf_spec
 
@@ -159,3 +163,63 @@ async def test_a_model_that_does_not_speak_is_refused(voice: tuple[Path, Path], 
             await engine.speak("fast", "Hi.")
     finally:
         await engine.close()
+
+
+def test_speech_in_pieces_is_the_speech_decoded_whole(voice: tuple[Path, Path]) -> None:
+    """code2wav carries its state from piece to piece exactly (this project's patch; another build pads
+    each piece to a 72-frame window and carries the padded window's state): the same codes streamed in
+    pieces or decoded at the end give the same PCM."""
+    import llama_cpp
+
+    talker, projector = voice
+    assert exact_pieces(llama_cpp.__version__)
+    spoken = Voice(llama_cpp, {"model_path": str(talker), "mmproj_path": str(projector), "n_ctx": 1024})
+    runs: list[list[np.ndarray]] = []
+    try:
+        # mtmd reseeds the code predictor's sampler only when the seed changes: 5, 6, 5 gives the
+        # first and last runs the same codes
+        for seed, first, every in ((5, FIRST_PIECE, PIECE), (6, FIRST_PIECE, PIECE), (5, 10**6, 10**6)):
+            spoken.first_piece, spoken.piece = first, every
+            pieces: list[np.ndarray] = []
+            spoken.speak(LONG, "es", "Sarai", seed=seed, on_audio=pieces.append, cancelled=lambda: False)
+            runs.append(pieces)
+    finally:
+        spoken.close()
+    streamed, _, whole = runs
+    assert len(whole) == 1
+    assert len(streamed) >= 4
+    assert len(streamed[0]) == FIRST_PIECE * 1920  # the first piece: 0.8 s, out before the rest was written
+    joined = np.concatenate(streamed)
+    assert joined.shape == whole[0].shape
+    sound = float(np.std(whole[0]))
+    assert sound > 0.003  # a waveform, not a constant: the comparison can fail
+    # Only rounding differs (kernels for 10 frames and for 72 accumulate in another order): a piece
+    # decoded with the wrong carried state (a padded window's) would differ by about the sound itself.
+    assert float(np.abs(joined - whole[0]).max()) < 0.05 * sound
+
+
+async def test_a_voice_that_takes_another_roles_room_says_so(voice: tuple[Path, Path], tiny_qwen2: Path) -> None:
+    """The fast role is pinned; the voice fits beside it only in place of the quality role, and the
+    speech's reason says whose room it took."""
+    talker, projector = voice
+    specs = (
+        gguf_spec("fast", str(tiny_qwen2), pinned=True, n_ctx=512),
+        gguf_spec("quality", str(tiny_qwen2), n_ctx=512),
+        gguf_spec("voice", str(talker), str(projector), n_ctx=1024),
+    )
+    sizes = {s.role: estimate_bytes(s, read_files(s)) // 2**20 for s in specs}
+    budget = sizes["fast"] + max(sizes["quality"], sizes["voice"]) + 8  # two fit, never all three
+    engine = Engine(EngineConfig(models=specs, ram_budget_mb=budget))
+    try:
+        await engine.load("fast")
+        await engine.load("quality")
+        await engine.speak("voice", "Hola.", language="es")
+        took = engine.status("voice").last.route_reason
+        await engine.speak("voice", "Otra vez.", language="es")
+        again = engine.status("voice").last.route_reason
+        quality = engine.status("quality").state
+    finally:
+        await engine.close()
+    assert took == "voice speaks (text to speech); loaded in place of quality (least recently used) within the budget"
+    assert again == "voice speaks (text to speech)"  # already loaded: it took nobody's room this time
+    assert quality == "unloaded"

@@ -32,7 +32,7 @@ async def test_diagnostics_redact_paths_and_prompts(
     assert diag["engine"]["models"]["fast"]["state"] == "loaded"
     assert diag["models"]["fast"]["architecture"] == "qwen2"
     assert diag["system"]["physical_cores"] >= 1
-    assert diag["system"]["llama_cpp_python"] == "0.3.36+sarai1"  # the patched build (engine/patches)
+    assert diag["system"]["llama_cpp_python"] == "0.3.36+sarai2"  # the patched build (engine/patches)
 
 
 async def test_registered_services_match_services_yaml(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:

@@ -85,7 +85,7 @@ async def test_flow_installs_the_backend_then_shows_the_form(hass: HomeAssistant
     with patch("custom_components.sarai_omni.config_flow.backend_available", return_value=False):
         result = await _user_flow(hass)
     assert result["step_id"] == "install"
-    assert result["description_placeholders"]["requirement"] == "llama-cpp-python==0.3.36 (patched: 0.3.36+sarai1)"
+    assert result["description_placeholders"]["requirement"] == "llama-cpp-python==0.3.36 (patched: 0.3.36+sarai2)"
     with patch.object(installer, "backend_available", return_value=True):  # importable once installed
         result = await _through_progress(hass, await hass.config_entries.flow.async_configure(result["flow_id"], {}))
     assert result["type"] is FlowResultType.FORM

@@ -266,7 +266,13 @@ class Engine:
                 async for piece in slot.backend.speak(sentence, voice, language, deadline):
                     seconds, ms = seconds + piece.seconds, ms + piece.ms
                     yield piece
-            slot.last = replace(slot.last, speech_seconds=round(seconds, 2), speech_ms=round(ms, 1), voice=voice)
+            reason = f"{role} speaks (text to speech)"
+            if slot.made_room:  # the voice took another role's share of the budget: say whose
+                reason += f"; loaded in place of {', '.join(slot.made_room)} (least recently used) within the budget"
+                slot.made_room = ()  # said once, with the speech that needed the room
+            slot.last = replace(
+                slot.last, speech_seconds=round(seconds, 2), speech_ms=round(ms, 1), voice=voice, route_reason=reason
+            )
             self.pool.observe(slot)  # speaking is the heaviest thing a talker does: learn what it took
 
     # -- loading and state ----------------------------------------------------------------------

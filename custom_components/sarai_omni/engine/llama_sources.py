@@ -2,7 +2,7 @@
 
 Standard library only (scripts/setup runs it as a script; the config flow's installer imports it):
 the sdist is fetched from PyPI (or taken from a file), checked against its pinned SHA-256, unpacked,
-and the patches under patches/ applied; the version gets the local label `+sarai1`, so a build of
+and the patches under patches/ applied; the version gets the local label `+sarai2`, so a build of
 these sources is told apart from PyPI's (`llama_cpp.__version__`), and `==0.3.36` still matches it.
 
     python llama_sources.py DEST [--sdist-cache DIR]   # prints the patched source folder
@@ -24,7 +24,7 @@ import tempfile
 import urllib.request
 
 VERSION = "0.3.36"
-LOCAL_LABEL = "sarai1"  # bump with the patch set
+LOCAL_LABEL = "sarai2"  # bump with the patch set
 SDIST_URL = (
     "https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/"
     f"llama_cpp_python-{VERSION}.tar.gz"
@@ -163,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dest", type=Path, help="folder to unpack the patched sources into")
     parser.add_argument("--sdist-cache", type=Path, help="folder the sdist is downloaded into once (default: DEST)")
     parser.add_argument("--digest", action="store_true", help="print the patch set's digest and exit")
+    parser.add_argument("--version", action="store_true", help="print the patched version's name and exit")
     args = parser.parse_args(argv)
-    if args.digest:
-        print(patch_digest())
+    if args.digest or args.version:
+        print(patch_digest() if args.digest else patched_version())
         return 0
     try:
         print(prepare(args.dest, fetch_sdist(args.sdist_cache or args.dest)))

@@ -262,6 +262,7 @@ class ModelPool:
             return await self._load(slot)
 
     async def _make_room(self, slot: ModelSlot) -> None:
+        slot.made_room = ()
         if self.used_bytes(exclude=slot) + slot.estimate > self.budget:  # spares go first: they hold no model
             for other in self.slots.values():
                 if other is not slot and other.load.state == STATE_UNLOADED and other.spare:
@@ -278,6 +279,7 @@ class ModelPool:
                 )
             victim = min(victims, key=lambda s: s.last_used)
             _LOGGER.info("evicting %s model (least recently used) to load %s", victim.role, slot.role)
+            slot.made_room = (*slot.made_room, victim.role)
             await self._unload(victim)
 
     async def _load(self, slot: ModelSlot) -> float:

@@ -72,6 +72,7 @@ class ModelSlot:
     last: LastRequest = field(default_factory=LastRequest)
     standing: StandingPrompt | None = None  # the standing prompt last put in the cache, and how
     spare: bool = False  # a spare process is (being) started for this unloaded role: its bytes reserved
+    made_room: tuple[str, ...] = ()  # the roles its last load unloaded to fit the budget (least recently used first)
 
     @property
     def name(self) -> str:

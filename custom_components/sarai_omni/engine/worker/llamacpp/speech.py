@@ -3,10 +3,13 @@
 A voice is two GGUFs: the talker (libllama arch `qwen3tts`) and a projector with the speaker encoder,
 the code predictor and code2wav. The talker writes one codebook-0 code per 80 ms frame; this module
 samples it (as upstream's tools/tts: temperature 0.9, top-k 50, repetition penalty 1.05, only codes
-and the end-of-speech token), the projector adds the other 15 codebooks and, every 72 frames (5.76 s)
-and at the end, turns the codes into 24 kHz PCM, which goes out at once (`on_audio`): a long sentence
-is heard while the rest is still being written. A reference clip (a voice) is what the speaker
-encoder hears; its PCM is decoded once per voice and kept.
+and the end-of-speech token), the projector adds the other 15 codebooks, and code2wav turns the codes
+into 24 kHz PCM piece by piece, each piece going out at once (`on_audio`): the first after
+FIRST_PIECE frames (0.8 s of speech), then every PIECE frames, so a sentence is heard while the rest is
+still being written. That needs this project's llama.cpp (engine/patches/: code2wav decodes exactly
+the frames it is given); another build pads every piece to a 72-frame window, so there pieces are
+whole windows (5.76 s). A reference clip (a voice) is what the speaker encoder hears; its PCM is
+decoded once per voice and kept.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ CODEC_VOCAB = 3072  # the talker's codec head (the last rows of its vocabulary)
 CODES = 2048  # codebook-0 entries; the codec rows above them are specials
 EOS = "<|codec_eos_token|>"
 TEMPERATURE, TOP_K, REPEAT_PENALTY = 0.9, 50, 1.05  # upstream's sampling (tools/tts)
+WINDOW, FIRST_PIECE, PIECE = 72, 10, 25  # frames: code2wav's window; the streamed pieces (exact builds)
 # The longest speech one sentence may take: a runaway talker (random weights, a bad voice) stops here.
 SECONDS_PER_CHAR, SECONDS_MIN = 0.12, 2.0
 
@@ -37,6 +41,12 @@ OnAudio = Callable[[np.ndarray], None]
 def is_voice(architecture: str) -> bool:
     """A talker llama.cpp's audio generation drives (rather than a text model)."""
     return architecture == "qwen3tts"
+
+
+def exact_pieces(version: str) -> bool:
+    """This project's build from 0.3.36+sarai2 on decodes pieces of any length exactly (engine/patches/)."""
+    label = version.partition("+sarai")[2]
+    return label.isdigit() and int(label) >= 2
 
 
 class Voice:
@@ -75,6 +85,8 @@ class Voice:
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(vocab))
         self.eos = self._token(vocab, EOS)
         self.voices = voice_clips(msg.get("voices_dir"))
+        exact = exact_pieces(str(getattr(llama_cpp, "__version__", "")))
+        self.first_piece, self.piece = (FIRST_PIECE, PIECE) if exact else (WINDOW, WINDOW)
 
     def _projector(self, msg: dict[str, Any], threads: int) -> None:
         mtmd, path = self.mtmd, msg.get("mmproj_path")
@@ -139,15 +151,16 @@ class Voice:
         history: list[int] = []
         token = self._sample(rng, history)
         state = self.lib.llama_get_embeddings_ith(self.ctx, -1)
-        out, stop, frames = ctypes.POINTER(ctypes.c_float)(), ctypes.c_bool(False), 0
+        out, stop, frames, due = ctypes.POINTER(ctypes.c_float)(), ctypes.c_bool(False), 0, self.first_piece
         while frames < limit and not cancelled():
             if self.mtmd.mtmd_helper_gen_audio_step_gen(self.gen, token, state, ctypes.byref(out), ctypes.byref(stop)):
                 raise InvalidInput(f"llama.cpp could not generate frame {frames} of the speech")
             if stop.value or not out:
                 break
             frames += 1
-            if frames % 72 == 0:  # code2wav just ran on this window: its audio can go out now
+            if frames == due:  # code2wav decodes what is new (another build did it at the window's end)
                 flush()
+                due += self.piece
             history.append(token)
             state, token = out, self._sample(rng, history)
         return frames
