@@ -365,7 +365,7 @@ def write_qwen3vl_mmproj(
     clip.tensor("v.patch_embd.weight", embd, 3, p, p)
     clip.tensor("v.patch_embd.weight.1", embd, 3, p, p)
     clip.tensor("v.patch_embd.bias", embd)
-    clip.tensor("v.position_embd.weight", shape.n_positions, embd)
+    clip.tensor("v.position_embd.weight", shape.n_positions, embd, dtype=np.float32)  # the converter keeps F32
     for i in range(shape.n_layer):
         b = f"v.blk.{i}"
         clip.linear(f"{b}.attn_qkv", 3 * embd, embd)  # Qwen3-VL's fused qkv, kept fused by the converter

@@ -53,4 +53,5 @@ TORCH_QUANTIZATIONS: Final = ("none", "int8")
 VOICE: Final = "Chelsie"  # Qwen2.5-Omni's default speaker
 CLIP_VOICE: Final = "Sarai"  # the reference clip that ships with the integration: a Qwen3-TTS voice's default
 VOICES: Final = (VOICE, CLIP_VOICE)  # each kind of talker's default voice, in order of preference
+VOICE_BATCH: Final = 64  # a Qwen3-TTS talker's prompt tokens per batch (each position's logits come out)
 VOICES_FOLDER: Final = "sarai_omni/voices"  # in HA's config folder: reference clips, one voice each

@@ -9,6 +9,7 @@ hf.estimate_bytes (weights per dtype/quantization, KV, speech, torch runtime). A
 
 from __future__ import annotations
 
+from .. import defaults
 from ..files import ModelFiles
 from ..gguf import GGUFInfo
 from ..spec import FolderModel, LoadVariant, ModelSpec, RemoteModel, Runtime
@@ -16,6 +17,9 @@ from ..spec import FolderModel, LoadVariant, ModelSpec, RemoteModel, Runtime
 MB = 2**20
 # Python + llama_cpp + numpy in the worker before any model (measured ~60 MB), with headroom.
 WORKER_RUNTIME_BYTES = 96 * MB
+# A Qwen3-TTS projector's compute buffers as llama.cpp reserves them (measured at the 0.6B and 1.7B
+# shapes, which share the 12 Hz decoder): code2wav for a 72-frame window, the speaker encoder.
+CODE2WAV_BYTES, SPEAKER_ENCODER_BYTES = 869 * MB, 141 * MB
 KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}  # q8_0: 32 values in 34 bytes
 
 
@@ -41,6 +45,9 @@ def gguf_bytes(info: GGUFInfo, runtime: Runtime, mmproj: GGUFInfo | None = None,
     kv = runtime.n_ctx * info.kv_bytes_per_token(KV_TYPE_BYTES.get(runtime.kv_type, 2.0)) * (1 - gpu)
     # CPU compute buffer: activations of one batch plus the logits row of the vocabulary.
     compute = 4 * runtime.n_batch * embd * 8 + 4 * vocab * 2
+    if info.speaks:  # every position's logits (compute and output buffers), code2wav, the speaker encoder
+        projector_compute = CODE2WAV_BYTES + SPEAKER_ENCODER_BYTES if mmproj else 0
+        compute = 4 * defaults.VOICE_BATCH * (embd * 8 + vocab * 2) + projector_compute
     projector = (0 if gpu else mmproj.tensor_bytes) + 64 * MB if mmproj else 0
     return int(weights + kv + compute + projector + WORKER_RUNTIME_BYTES)
 

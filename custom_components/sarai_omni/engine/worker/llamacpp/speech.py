@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ... import defaults
 from ...errors import InvalidInput, LoadFailed
 from ...voices import QWEN3TTS_LANGUAGES, voice_clips
 from . import adapter
@@ -72,7 +73,8 @@ class Voice:
             raise LoadFailed(f"llama.cpp could not load the voice {msg['model_path']}")
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = int(msg.get("n_ctx") or 4096)
-        cparams.n_batch = cparams.n_ubatch = int(msg.get("n_batch") or 512)
+        # every position's logits come out (embeddings on): a short batch keeps that buffer small
+        cparams.n_batch = cparams.n_ubatch = min(int(msg.get("n_batch") or defaults.VOICE_BATCH), defaults.VOICE_BATCH)
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.embeddings = True  # the talker's hidden state drives the code predictor
         self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
