@@ -3,11 +3,13 @@
 
 Per shape, through the engine (the worker, its protocol, the pool) as HA's TTS entity calls it:
 - `tts_first_audio_ms`: one Assist-length sentence, from the request to its first PCM piece (what a
-  pipeline waits before it can play anything); its floor is the same voice's own prompt time plus
-  the frames of that first piece at this run's per-frame rate, i.e. what the talker must compute.
+  pipeline waits before it can play anything); its floor: the first piece's frames (0.8 s of speech)
+  at this run's per-frame rate (talker, code predictor and code2wav), i.e. what must be computed
+  before there is anything to play.
 - `tts_rtf`: seconds of computing per second of speech over a longer sentence (below 1 keeps up with
   playback); the real-time line is its floor for a stream that never stalls.
-- `tts_rss_mb`: the worker's peak resident memory while speaking (sampled), against the pool's estimate.
+- `tts_rss_mb`: the worker's peak resident memory while speaking (sampled), against the pool's
+  estimate from the files before anything was measured (`tts_estimate_mb`).
 - `all_three_peak_rss_mb`: the seed's fast model (Qwen3-VL-4B shape, Q4_K_M + projector), its quality
   model (Qwen2.5-Omni-7B shape) and the 0.6B voice in one engine under the seed's 12 GB budget, each
   used once: the peak of all workers' sampled RSS, and which were resident together.
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import seed_models  # noqa: E402
 from benchmarks.common import SEED_RAM_LIMIT_MB, RssSampler, engine, machine, save, spec, worker_pids  # noqa: E402
 from custom_components.sarai_omni.engine import ChatRequest, Engine  # noqa: E402
+from custom_components.sarai_omni.engine.worker.llamacpp.speech import FIRST_PIECE  # noqa: E402
 from tests.tiny_tts import SEED_06B, SEED_17B, VoiceShape, write_voice  # noqa: E402
 
 SENTENCE = "The kitchen light is on."  # an Assist reply
@@ -60,17 +63,17 @@ async def measure_voice(shape: VoiceShape, threads: int) -> dict[str, Any]:
     eng = engine(spec("voice", talker, threads, mmproj=str(projector), n_ctx=2048))
     try:
         await eng.prepare()
+        estimate = eng.status("voice").estimate_mb  # before anything was measured
         with RssSampler(lambda: worker_pids(eng)) as rss:
             await eng.load("voice")
             with rss.during("speak"):
                 await speak_timed(eng, "Hello.")  # warm: the first code2wav graph is built once
                 one = await speak_timed(eng, SENTENCE)
                 longer = await speak_timed(eng, LONGER)
-        estimate = eng.status("voice").estimate_mb
     finally:
         await eng.close()
     per_frame_ms = longer["ms"] / (longer["audio_s"] / FRAME_S)
-    first_frames = min(one["audio_s"], 72 * FRAME_S) / FRAME_S  # code2wav's first window, or the sentence
+    first_frames = min(one["audio_s"] / FRAME_S, FIRST_PIECE)  # the first piece, or the sentence
     return {
         "talker_mb": round(talker.stat().st_size / 2**20),
         "projector_mb": round(projector.stat().st_size / 2**20),

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from functools import partial
 import io
+import os
 from pathlib import Path
 import shutil
+import signal
 from typing import Any
 import wave
 
@@ -18,6 +20,7 @@ from homeassistant.components.tts.entity import TTSAudioRequest
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -168,3 +171,34 @@ async def test_the_model_flow_adds_a_voice_and_counts_its_ram(
     await wait_loaded(entry)
     assert entity_of(hass, entry, "tts") is not None
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_voice_killed_mid_sentence_is_a_translated_error_and_the_next_sentence_is_spoken(
+    hass: HomeAssistant, voice_entry: MockConfigEntry
+) -> None:
+    entity = tts_entity(hass, entity_of(hass, voice_entry, "tts"))
+    engine = voice_entry.runtime_data.engine
+    await engine.load("voice")
+    pid = engine.pool.slot("voice").backend.pid  # type: ignore[attr-defined]
+
+    async def reply() -> AsyncGenerator[str]:
+        yield LONG
+
+    response = await entity.internal_async_stream_tts_audio(TTSAudioRequest("en", {}, reply()))
+
+    async def listen_and_kill() -> None:
+        heard = 0
+        async for _ in response.data_gen:
+            heard += 1
+            if heard == 2:  # the header and the first piece are out: the voice dies mid-sentence
+                os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(HomeAssistantError) as failed:
+        await listen_and_kill()
+    assert failed.value.translation_key == "worker_crashed"
+    media_id = tts.generate_media_source_id(
+        hass, "The next sentence.", engine=entity.entity_id, language="en", options={tts.ATTR_PREFERRED_FORMAT: "wav"}
+    )
+    _, data = await tts.async_get_media_source_audio(hass, media_id)
+    assert read_wav(data)[1] > 0  # a new worker spoke it
+    assert engine.pool.slot("voice").backend.pid != pid  # type: ignore[attr-defined]

@@ -45,9 +45,10 @@ def gguf_bytes(info: GGUFInfo, runtime: Runtime, mmproj: GGUFInfo | None = None,
     kv = runtime.n_ctx * info.kv_bytes_per_token(KV_TYPE_BYTES.get(runtime.kv_type, 2.0)) * (1 - gpu)
     # CPU compute buffer: activations of one batch plus the logits row of the vocabulary.
     compute = 4 * runtime.n_batch * embd * 8 + 4 * vocab * 2
-    if info.speaks:  # every position's logits (compute and output buffers), code2wav, the speaker encoder
+    if info.speaks:  # every position's logits (compute and output buffers), code2wav, the speaker encoder,
+        # and the F32 copy of the token embeddings mtmd's audio generation builds its prompts from
         projector_compute = CODE2WAV_BYTES + SPEAKER_ENCODER_BYTES if mmproj else 0
-        compute = 4 * defaults.VOICE_BATCH * (embd * 8 + vocab * 2) + projector_compute
+        compute = 4 * defaults.VOICE_BATCH * (embd * 8 + vocab * 2) + projector_compute + 4 * vocab * embd
     projector = (0 if gpu else mmproj.tensor_bytes) + 64 * MB if mmproj else 0
     return int(weights + kv + compute + projector + WORKER_RUNTIME_BYTES)
 

@@ -11,7 +11,6 @@ media, listening, decoding and speech (a Qwen3-TTS voice, loaded instead of a te
 
 from __future__ import annotations
 
-import base64
 import codecs
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -37,7 +36,7 @@ from .grammar import request_grammar
 from .kvfiles import KVStateFiles
 from .listening import Listening
 from .media import Vision, parked_text_cache, remove_stale_parked
-from .speech import Voice, is_voice
+from .speech import Voice, answer_speak, is_voice
 
 Send = serve.Send
 
@@ -129,23 +128,8 @@ class Runner:
         return {"load_ms": self.load_ms, "n_ctx": self._voice.n_ctx, "voices": list(self._voice.voices)}
 
     def speak(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Say `text`: `audio` events (16-bit PCM, base64) as code2wav makes it, then the figures."""
-        if self._voice is None:
-            raise InvalidInput("the loaded model does not speak (it is not a Qwen3-TTS voice)")
         rid = int(msg.get("id", 0))
-
-        def send(pcm: Any) -> None:
-            data = (pcm.clip(-1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-            self._send({"id": rid, "event": protocol.EV_AUDIO, "pcm": base64.b64encode(data).decode()})
-
-        return self._voice.speak(
-            str(msg.get("text", "")),
-            str(msg.get("language") or "en"),
-            str(msg["voice"]),
-            seed=int(msg.get("seed", 0xC0FFEE)),
-            on_audio=send,
-            cancelled=lambda: self.requests.is_cancelled(rid),
-        )
+        return answer_speak(self._voice, msg, self._send, lambda: self.requests.is_cancelled(rid))
 
     def _load_vision(self, msg: dict[str, Any]) -> None:
         try:

@@ -14,6 +14,7 @@ decoded once per voice and kept.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 import ctypes
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ... import defaults
+from ... import defaults, protocol
 from ...errors import InvalidInput, LoadFailed
 from ...voices import QWEN3TTS_LANGUAGES, voice_clips
 from . import adapter
@@ -37,6 +38,23 @@ WINDOW, FIRST_PIECE, PIECE = 72, 10, 25  # frames: code2wav's window; the stream
 SECONDS_PER_CHAR, SECONDS_MIN = 0.12, 2.0
 
 OnAudio = Callable[[np.ndarray], None]
+
+
+def answer_speak(
+    voice: Voice | None, msg: dict[str, Any], send: Callable[[dict[str, Any]], None], cancelled: Callable[[], bool]
+) -> dict[str, Any]:
+    """A `speak` request: `audio` events (16-bit PCM, base64) as code2wav makes it, then the figures."""
+    if voice is None:
+        raise InvalidInput("the loaded model does not speak (it is not a Qwen3-TTS voice)")
+    rid = int(msg.get("id", 0))
+
+    def audio(pcm: np.ndarray) -> None:
+        data = (pcm.clip(-1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        send({"id": rid, "event": protocol.EV_AUDIO, "pcm": base64.b64encode(data).decode()})
+
+    text, language = str(msg.get("text", "")), str(msg.get("language") or "en")
+    seed = int(msg.get("seed", 0xC0FFEE))
+    return voice.speak(text, language, str(msg["voice"]), seed=seed, on_audio=audio, cancelled=cancelled)
 
 
 def is_voice(architecture: str) -> bool:
