@@ -181,8 +181,10 @@ async def test_a_voice_killed_mid_sentence_is_a_translated_error_and_the_next_se
     await engine.load("voice")
     pid = engine.pool.slot("voice").backend.pid  # type: ignore[attr-defined]
 
-    async def reply() -> AsyncGenerator[str]:
-        yield LONG
+    async def reply() -> AsyncGenerator[str]:  # a reply still being written: spoken piece by piece
+        yield f"{LONG} "
+        yield "And more. "
+        yield "The end."
 
     response = await entity.internal_async_stream_tts_audio(TTSAudioRequest("en", {}, reply()))
 
