@@ -179,7 +179,7 @@ async def test_a_voice_killed_mid_sentence_is_a_translated_error_and_the_next_se
     entity = tts_entity(hass, entity_of(hass, voice_entry, "tts"))
     engine = voice_entry.runtime_data.engine
     await engine.load("voice")
-    pid = engine.pool.slot("voice").backend.pid  # type: ignore[attr-defined]
+    pid = engine.pool.slot("voice").backend.pid
 
     async def reply() -> AsyncGenerator[str]:  # a reply still being written: spoken piece by piece
         yield f"{LONG} "
@@ -203,4 +203,4 @@ async def test_a_voice_killed_mid_sentence_is_a_translated_error_and_the_next_se
     )
     _, data = await tts.async_get_media_source_audio(hass, media_id)
     assert read_wav(data)[1] > 0  # a new worker spoke it
-    assert engine.pool.slot("voice").backend.pid != pid  # type: ignore[attr-defined]
+    assert engine.pool.slot("voice").backend.pid != pid
