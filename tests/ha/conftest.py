@@ -213,17 +213,11 @@ async def vision_entry(
 
 
 @pytest.fixture
-async def seed_entry(
-    hass: HomeAssistant,
-    *,
-    entry_data: dict[str, Any],
-    qwen3vl_model: Path,
-    qwen3vl_mmproj: Path,
-    omni_thinker: Path,
-    omni_mmproj: Path,
-) -> MockConfigEntry:
-    """The seeds' pair, tiny: fast a Qwen3-VL (sees), quality a Qwen2.5-Omni (sees and hears)."""
-    data = {
+def seed_form(
+    entry_data: dict[str, Any], qwen3vl_model: Path, qwen3vl_mmproj: Path, omni_thinker: Path, omni_mmproj: Path
+) -> dict[str, Any]:
+    """The setup form of the seeds' pair, tiny: fast a Qwen3-VL (sees), quality a Qwen2.5-Omni (sees and hears)."""
+    return {
         **entry_data,
         CONF_FAST_MODEL: str(qwen3vl_model),
         CONF_FAST_MMPROJ: str(qwen3vl_mmproj),
@@ -231,10 +225,20 @@ async def seed_entry(
         CONF_QUALITY_MMPROJ: str(omni_mmproj),
         CONF_RAM_BUDGET_MB: 4096,
     }
-    entry = make_entry(hass, data)
+
+
+@pytest.fixture
+async def seed_entry(hass: HomeAssistant, seed_form: dict[str, Any]) -> MockConfigEntry:
+    """The seeds' pair, tiny, set up and loaded."""
+    entry = make_entry(hass, seed_form)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_loaded(entry)
     return entry
+
+
+async def forget_spoken_audio(hass: HomeAssistant) -> None:
+    """phcc's config dir outlives the test: HA's TTS file cache there would answer instead of the model."""
+    await hass.async_add_executor_job(partial(shutil.rmtree, hass.config.path("tts"), ignore_errors=True))
 
 
 async def template_lights(hass: HomeAssistant, *keys: str) -> list[str]:

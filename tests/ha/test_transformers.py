@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from functools import partial
 import io
 import os
 from pathlib import Path
-import shutil
 import signal
 import sys
 from typing import Any
@@ -46,7 +44,7 @@ from custom_components.sarai_omni.const import (
 from custom_components.sarai_omni.engine import SPEAK, Speech
 from custom_components.sarai_omni.flow_schemas import options_schema
 
-from .conftest import EN, entity_of, make_entry, role_data, shown_errors, turn, wait_loaded
+from .conftest import EN, entity_of, forget_spoken_audio, make_entry, role_data, shown_errors, turn, wait_loaded
 from .test_audio import pcm_and_seconds, run_voice_pipeline, speech  # noqa: F401  (speech: a fixture)
 from .test_services import call
 
@@ -62,8 +60,7 @@ async def setup_omni(
     hass: HomeAssistant, entry_data: dict[str, Any], tiny_omni: Path, python: str, **agent: Any
 ) -> MockConfigEntry:
     hass.config.allowlist_external_dirs |= {str(tiny_omni.parent)}
-    # phcc's config dir outlives the test: HA's TTS file cache there would answer instead of the model
-    await hass.async_add_executor_job(partial(shutil.rmtree, hass.config.path("tts"), ignore_errors=True))
+    await forget_spoken_audio(hass)
     data = {**entry_data, CONF_QUALITY_MODEL: str(tiny_omni), CONF_RAM_BUDGET_MB: 4096}
     entry = make_entry(hass, data, folders=(QUALITY,), **agent)
     hass.config_entries.async_update_entry(entry, options={CONF_TORCH_PYTHON: python})

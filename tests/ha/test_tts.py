@@ -5,11 +5,9 @@ models; and a whole Assist voice pipeline runs locally: Sarai Omni STT, agent an
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from functools import partial
 import io
 import os
 from pathlib import Path
-import shutil
 import signal
 from typing import Any
 import wave
@@ -25,13 +23,9 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.sarai_omni.const import (
-    CONF_FAST_MMPROJ,
-    CONF_FAST_MODEL,
     CONF_MMPROJ_PATH,
     CONF_MODEL_PATH,
     CONF_N_CTX,
-    CONF_QUALITY_MMPROJ,
-    CONF_QUALITY_MODEL,
     CONF_RAM_BUDGET_MB,
     CONF_ROLE,
     SUBENTRY_MODEL,
@@ -39,7 +33,7 @@ from custom_components.sarai_omni.const import (
 from custom_components.sarai_omni.engine.voices import QWEN3TTS_LANGUAGES
 from custom_components.sarai_omni.settings import role_data
 
-from .conftest import entity_of, make_entry, wait_loaded
+from .conftest import entity_of, forget_spoken_audio, make_entry, wait_loaded
 from .test_audio import pcm_and_seconds, run_voice_pipeline, speech  # noqa: F401  (speech: a fixture)
 from .test_transformers import read_wav, tts_entity
 
@@ -48,28 +42,13 @@ LONG = "This sentence is long enough that its first seconds of speech go out bef
 
 @pytest.fixture
 async def voice_entry(
-    hass: HomeAssistant,
-    *,
-    entry_data: dict[str, Any],
-    qwen3vl_model: Path,
-    qwen3vl_mmproj: Path,
-    omni_thinker: Path,
-    omni_mmproj: Path,
-    voice: tuple[Path, Path],
+    hass: HomeAssistant, seed_form: dict[str, Any], voice: tuple[Path, Path]
 ) -> AsyncGenerator[MockConfigEntry]:
     """The seeds' pair, tiny (fast a Qwen3-VL, quality a Qwen2.5-Omni that hears) and a Qwen3-TTS voice."""
-    # phcc's config dir outlives the test: HA's TTS file cache there would answer instead of the model
-    await hass.async_add_executor_job(partial(shutil.rmtree, hass.config.path("tts"), ignore_errors=True))
-    data = {
-        **entry_data,
-        CONF_FAST_MODEL: str(qwen3vl_model),
-        CONF_FAST_MMPROJ: str(qwen3vl_mmproj),
-        CONF_QUALITY_MODEL: str(omni_thinker),
-        CONF_QUALITY_MMPROJ: str(omni_mmproj),
-        CONF_RAM_BUDGET_MB: 4096,
-    }
+    await forget_spoken_audio(hass)
     talker, projector = voice
-    entry = make_entry(hass, data, roles=(role_data("voice", model=str(talker), mmproj=str(projector), n_ctx=1024),))
+    role = role_data("voice", model=str(talker), mmproj=str(projector), n_ctx=1024)
+    entry = make_entry(hass, seed_form, roles=(role,))
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_loaded(entry)
     yield entry
