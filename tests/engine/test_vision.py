@@ -75,3 +75,44 @@ async def test_image_without_projector_is_a_clear_error(tiny_qwen2: Path, jpeg: 
     finally:
         await engine.close()
     assert after.text == "Hello there, friend."  # the worker survived the bad request
+
+
+async def test_camera_question_evaluates_only_the_image_and_question(
+    tiny_qwen2: Path, tiny_mmproj: Path, jpeg: Path, tmp_path: Path
+) -> None:
+    """After the standing prompt is warm, an image question evaluates the image and the question only
+    and answers as from scratch; the same frame asked about again reuses its encoder output."""
+    from PIL import Image
+
+    other = tmp_path / "other.jpg"
+    Image.new("RGB", (96, 64), (20, 90, 200)).save(other, "JPEG")
+
+    def ask(image: Path) -> ChatRequest:
+        return ChatRequest(messages=image_turn(image), temperature=0, max_tokens=6, ignore_eos=True)
+
+    fresh = vision_engine(tiny_qwen2, tiny_mmproj)
+    try:
+        cold = await fresh.complete(ask(jpeg))
+    finally:
+        await fresh.close()
+    engine = vision_engine(tiny_qwen2, tiny_mmproj)
+    try:
+        standing = await engine.warm("fast", [SYSTEM])
+        warm = await engine.complete(ask(jpeg))
+        again = await engine.complete(ask(jpeg))
+        changed = await engine.complete(ask(other))
+        await engine.warm("fast", [SYSTEM])
+        text = await engine.complete(  # how much of the same turn a text prompt finds cached
+            ChatRequest(messages=[SYSTEM, {"role": "user", "content": "What do you see? "}], max_tokens=1)
+        )
+    finally:
+        await engine.close()
+    assert cold.evaluated_prompt_tokens == cold.prompt_tokens
+    assert warm.prompt_tokens == cold.prompt_tokens
+    assert standing.prompt_tokens > text.cached_tokens > 0
+    assert warm.cached_tokens == text.cached_tokens  # the system prompt was not evaluated again
+    assert warm.evaluated_prompt_tokens == warm.prompt_tokens - warm.cached_tokens
+    assert warm.text == cold.text == again.text
+    assert (warm.stages["images_reused"], again.stages["images_reused"], changed.stages["images_reused"]) == (0, 1, 0)
+    assert warm.stages["encoder_ms"] > 0
+    assert again.stages["encoder_ms"] == 0 < changed.stages["encoder_ms"]

@@ -16,6 +16,7 @@ import pytest
 
 from custom_components.sarai_omni.engine import (
     ChatRequest,
+    ContextTooSmall,
     DoesNotFitBudget,
     Engine,
     EngineConfig,
@@ -131,6 +132,38 @@ async def test_max_tokens_beyond_the_context_stops_at_it(make_engine: EngineFact
     assert result.finish_reason == "length"
     assert 100 < result.completion_tokens < 256
     assert len(result.text) >= result.completion_tokens  # the text is kept
+
+
+async def test_a_standing_prompt_past_the_context_says_how_large_a_context_it_needs(make_engine: EngineFactory) -> None:
+    """What cannot be cut (the system prompt, the last message) is refused with its figures, which
+    cross the worker's pipe; the context they suggest then answers the same turn."""
+    system = {"role": "system", "content": "Exposed entities: " + ", ".join(f"lamp {i}" for i in range(150))}
+    turn = [system, {"role": "user", "content": "Turn on lamp 7."}]
+    with pytest.raises(ContextTooSmall) as refused:
+        await make_engine(n_ctx=512).complete(ChatRequest(turn, grammar=HELLO, max_tokens=64))
+    err = refused.value
+    assert (err.role, err.n_ctx, err.answer) == ("fast", 512, 64)
+    assert err.tokens > 512 - 64
+    assert err.suggested_n_ctx % 1024 == 0
+    assert err.suggested_n_ctx >= err.tokens + err.answer
+    assert err.placeholders()["suggested"] == str(err.suggested_n_ctx)
+    result = await make_engine(n_ctx=err.suggested_n_ctx).complete(ChatRequest(turn, grammar=HELLO, max_tokens=64))
+    assert result.text == "Hello there, friend."
+    assert result.prompt_tokens == err.tokens
+
+
+async def test_the_first_token_time_is_split_by_stage(make_engine: EngineFactory) -> None:
+    """The prefill stage holds the evaluation: a cold turn's is larger than a warm one's, in
+    proportion to what each evaluated; the stages and the host's share come with every result."""
+    engine = make_engine()
+    system = {"role": "system", "content": " ".join(f"entity {i} is in the kitchen." for i in range(120))}
+    cold = await engine.complete(ChatRequest([system, USER[-1]], grammar=HELLO))
+    warm = await engine.complete(ChatRequest([system, {"role": "user", "content": "and now?"}], grammar=HELLO))
+    assert cold.evaluated_prompt_tokens > 20 * warm.evaluated_prompt_tokens
+    assert cold.stages["prefill_ms"] > 5 * warm.stages["prefill_ms"]
+    expected = {"prompt_ms", "prefix_ms", "prefill_ms", "first_token_ms", "held_ms", "wait_ms", "pipe_ms"}
+    assert set(cold.stages) == expected
+    assert set(warm.stages) == expected
 
 
 async def test_long_prompt_with_an_image_says_which_part_is_too_long(

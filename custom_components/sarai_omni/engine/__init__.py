@@ -75,9 +75,9 @@ _API = {
     "total_ram_bytes": (".procmem", None),
 }
 _ERRORS = (
-    "BackendMissing", "Busy", "CapabilityMissing", "DoesNotFitBudget", "EngineError", "InvalidInput",
-    "InvalidModelFile", "LoadFailed", "ModelNotFound", "RemoteAuthFailed", "RemoteError", "RequestTimeout",
-    "TorchMissing", "WorkerCrashed",
+    "BackendMissing", "Busy", "CapabilityMissing", "ContextTooSmall", "DoesNotFitBudget", "EngineError",
+    "InvalidInput", "InvalidModelFile", "LoadFailed", "ModelNotFound", "RemoteAuthFailed", "RemoteError",
+    "RequestTimeout", "TorchMissing", "WorkerCrashed",
 )  # fmt: skip
 _API |= dict.fromkeys(_ERRORS, (".errors", None))
 __all__ = [
@@ -106,6 +106,7 @@ __all__ = [
     "ChatRequest",
     "ChatResult",
     "ChatStream",
+    "ContextTooSmall",
     "DoesNotFitBudget",
     "Engine",
     "EngineConfig",
@@ -180,6 +181,7 @@ if TYPE_CHECKING:
         BackendMissing,
         Busy,
         CapabilityMissing,
+        ContextTooSmall,
         DoesNotFitBudget,
         EngineError,
         InvalidInput,

@@ -30,6 +30,16 @@ N_BATCH: Final = 512
 N_THREADS: Final = 2  # only where no thread count is given at all; HA uses the physical cores
 KV_TYPE: Final = "f16"
 KV_TYPES: Final = ("f16", "q8_0")
+# Speculative decoding by prompt lookup: off by default. Measured (docs/benchmarks.md): it loses on
+# text it cannot draft (0.85 of plain decoding on gemma's bench text, 0.96 on the 4B shape's Assist
+# replies) more than it wins where drafts are accepted (1.10 on gemma's free text); the self-measurement
+# cannot tell soon enough on a busy 2-core CPU. An option switches it on.
+PROMPT_LOOKUP: Final = False
+# The longest side of a camera snapshot an Assist question about a camera sends (px). An Assist question
+# ("is anyone at the door?") needs less than a detailed description (`analyze_image`, up to 1024 px):
+# a Qwen-VL projector makes one token per 28x28 px, so 448 px of a 16:9 frame is 16x9 = 144 image
+# tokens where 672 px was 24x14 = 336; measured in docs/benchmarks.md (*What a person waits for*).
+CAMERA_IMAGE_SIZE: Final = 448
 
 # Pool.
 RAM_BUDGET_MB: Final = 7680  # the seed's 7.5 GB for both models

@@ -11,6 +11,14 @@ class EngineError(Exception):
     #: Translation key the HA layer uses for this error (exceptions.<key>.message).
     key = "engine_error"
 
+    def detail(self) -> dict[str, int]:
+        """Figures the translated message shows beside the text (they cross the worker's pipe)."""
+        return {}
+
+    def placeholders(self) -> dict[str, str]:
+        """What the translated message may show: the text, and the figures."""
+        return {"error": str(self)} | {k: str(v) for k, v in self.detail().items()}
+
 
 class InvalidModelFile(EngineError):
     """The file is not a readable GGUF model."""
@@ -110,6 +118,33 @@ class InvalidInput(EngineError):
     """The request itself is unusable (empty prompt, bad option)."""
 
     key = "invalid_input"
+
+
+class ContextTooSmall(InvalidInput):
+    """What cannot be cut from a prompt (instructions, tools, exposed entities, the last message)
+    does not fit the model's context: only a larger n_ctx or a shorter standing prompt helps."""
+
+    key = "context_too_small"
+
+    def __init__(self, message: str = "", *, tokens: int = 0, n_ctx: int = 0, answer: int = 0) -> None:
+        self.tokens, self.n_ctx, self.answer = tokens, n_ctx, answer
+        self.role = ""  # set by the engine: the role whose context it is
+        super().__init__(
+            message
+            or f"the prompt's instructions, tools and last message take {tokens} tokens; the model's context "
+            f"holds {n_ctx}, {answer} of them kept for the answer"
+        )
+
+    @property
+    def suggested_n_ctx(self) -> int:
+        """The smallest context that holds the prompt and its answer, rounded up to 1024."""
+        return -(-(self.tokens + self.answer) // 1024) * 1024
+
+    def detail(self) -> dict[str, int]:
+        return {"tokens": self.tokens, "n_ctx": self.n_ctx, "answer": self.answer, "suggested": self.suggested_n_ctx}
+
+    def placeholders(self) -> dict[str, str]:
+        return super().placeholders() | {"role": self.role}
 
 
 class CapabilityMissing(EngineError):

@@ -64,7 +64,7 @@ class Runtime:
     n_batch: int = defaults.N_BATCH
     kv_type: str = defaults.KV_TYPE
     n_gpu_layers: int = 0
-    prompt_lookup: bool = True  # speculative decoding by prompt lookup, where it measurably pays
+    prompt_lookup: bool = defaults.PROMPT_LOOKUP  # speculative decoding by prompt lookup (an option)
     kv_cache_dir: str | None = None  # where standing-prompt KV states are saved (None: not saved)
     voices_dir: str | None = None  # reference clips a Qwen3-TTS voice speaks in (beside the shipped one)
 

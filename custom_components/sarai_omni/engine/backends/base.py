@@ -121,6 +121,7 @@ class Generated:
     dropped_messages: int = 0  # oldest turns left out because the history outgrew n_ctx
     audio_seconds: float = 0.0  # of the clips the prompt carried
     audio_tokens: int = 0  # what those clips took of the prompt
+    stages: dict[str, float] = field(default_factory=dict)  # the worker's time to first token, per stage (ms)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Generated:

@@ -259,8 +259,16 @@ class WorkerClient:
 
     @staticmethod
     def _error(event: dict[str, Any]) -> errors.EngineError:
-        kind = str(event.get("kind"))
-        return _ERRORS.get(kind, errors.EngineError)(event.get("message", kind))
+        kind, message = str(event.get("kind")), str(event.get("message", event.get("kind")))
+        if kind == errors.ContextTooSmall.__name__:  # its figures travel beside the text
+            detail = event.get("detail") or {}
+            return errors.ContextTooSmall(
+                message,
+                tokens=int(detail.get("tokens", 0)),
+                n_ctx=int(detail.get("n_ctx", 0)),
+                answer=int(detail.get("answer", 0)),
+            )
+        return _ERRORS.get(kind, errors.EngineError)(message)
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within `grace_s` seconds."""

@@ -79,7 +79,8 @@ def answer(runner: Runner, msg: dict[str, Any], send: Send) -> None:
     try:
         send({"id": rid, "event": protocol.EV_RESULT, "data": runner.handle(msg)})
     except EngineError as err:
-        send({"id": rid, "event": protocol.EV_ERROR, "kind": type(err).__name__, "message": str(err)})
+        event = {"id": rid, "event": protocol.EV_ERROR, "kind": type(err).__name__, "message": str(err)}
+        send(event | ({"detail": detail} if (detail := err.detail()) else {}))
     except Exception as err:  # noqa: BLE001  (the client must always get an answer)
         send({"id": rid, "event": protocol.EV_ERROR, "kind": "EngineError", "message": repr(err)})
 

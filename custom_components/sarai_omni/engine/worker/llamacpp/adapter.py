@@ -81,6 +81,11 @@ def keep_prefix(llm: Any, n_tokens: int) -> bool:
     return bool(llm._ctx.kv_cache_seq_rm(-1, n_tokens, -1))
 
 
+def n_embd_inp(llm: Any) -> int:
+    """The width of the model's input embeddings (what a projector's output rows are)."""
+    return int(import_llama_cpp().llama_model_n_embd_inp(llm.model))
+
+
 def clear_kv(llm: Any) -> None:
     llm._ctx.kv_cache_clear()
 

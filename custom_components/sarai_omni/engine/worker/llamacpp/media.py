@@ -6,16 +6,23 @@ rate); a projector with an audio encoder (Qwen2.5-Omni's) hears. With this proje
 frames (25 tokens per second); an unpatched llama.cpp pads every clip to 30 s windows (750 tokens).
 Which one this library does is measured once per projector (`hearing`).
 
-A multimodal prompt is evaluated from position 0 (images are not prefix-cached). The text path's
-KV cache is parked in a file around it and restored after, so a camera request does not cost the
-next conversation turn its cached system prompt and history.
+A multimodal prompt's text before its first image or clip is prefix-cached like a text prompt: a
+camera question after the standing prompt (instructions, tools, entities) evaluates only the image
+and the question. A prompt that shares little with the context (another system prompt) is evaluated
+from position 0 instead, with the text path's KV cache parked in a file around it and restored after,
+so an analysis does not cost the next conversation turn its cached system prompt and history. An
+image whose pixels were encoded before (a follow-up question about an unchanged frame) reuses the
+encoder's output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 import contextlib
 import ctypes
+from dataclasses import dataclass
+import hashlib
 import os
 from pathlib import Path
 import tempfile
@@ -34,6 +41,18 @@ WINDOW_TOKENS_PER_S = 25  # Qwen2.5-Omni in transformers: 2 s windows of 50 toke
 # What the context's token record holds where mtmd evaluated (media embeddings, its own text): no
 # token, so neither a cached-prefix match nor a prompt-lookup draft is ever read from stale ids.
 NOT_A_TOKEN = -1
+ENCODED_BYTES = 64 * 2**20  # encoder outputs kept for follow-up questions (a 1024 px frame: ~11 MB)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """What a multimodal prompt took: its tokens, those evaluated now, and where the time went."""
+
+    prompt_tokens: int
+    evaluated_tokens: int
+    encoder_ms: float
+    prefill_ms: float
+    images_reused: int
 
 
 class Vision:
@@ -57,6 +76,7 @@ class Vision:
         self.audio_tokens = 0  # of the last evaluate's clips
         self.hearing: str | None = None  # FAITHFUL or PADDED, for a projector that hears
         self.audio_markers: tuple[list[int], list[int]] = ([], [])  # the text mtmd puts around a clip
+        self._outputs: OrderedDict[bytes, np.ndarray[Any, Any]] = OrderedDict()  # encoder outputs by pixels
         if self.has_audio:
             self._probe_audio()
 
@@ -114,25 +134,88 @@ class Vision:
             self.mtmd.mtmd_free(self.ctx)
             self.ctx = None
 
-    def evaluate(self, llm: Any, text: str, images: list[bytes], n_batch: int) -> int:
-        """Evaluate `text` (one marker per image or clip) with the media into a cleared context.
+    def head_tokens(self, llm: Any, text: str) -> list[int]:
+        """The tokens of `text` before its first media marker (what a text prefix cache can hold)."""
+        return list(llm.tokenize(text.partition(self.marker)[0].encode(), add_bos=True, special=True))
 
-        Returns the number of prompt tokens; logits of the last one are ready for sampling.
+    def evaluate(
+        self, llm: Any, text: str, images: list[bytes], n_batch: int, keep: Callable[[list[int]], int] | None = None
+    ) -> Evaluated:
+        """Evaluate `text` (one marker per image or clip) with the media.
+
+        `keep(head)` keeps the context's cached prefix of the text before the first marker and says
+        how long it is; without it the context is cleared first. Logits of the last token are ready
+        for sampling.
         """
-        mtmd = self.mtmd
+        head = self.head_tokens(llm, text)
         with self._bitmaps(images) as bitmaps, self.chunks() as chunks:
-            self.tokenize(chunks, text, bitmaps)
-            self.audio_tokens = self.count_audio_tokens(self.chunk_list(chunks))
-            if (needed := mtmd.mtmd_helper_get_n_tokens(chunks)) > llm.n_ctx():
+            self.tokenize(chunks, self.marker + text.partition(self.marker)[2], bitmaps, add_special=False)
+            parts = self.chunk_list(chunks)
+            self.audio_tokens = self.count_audio_tokens(parts)
+            if (needed := len(head) + int(self.mtmd.mtmd_helper_get_n_tokens(chunks))) > llm.n_ctx():
                 raise InvalidInput(_too_long(llm, text, len(images), needed))
-            llm.reset()
-            adapter.clear_kv(llm)
-            n_past = ctypes.c_int32(0)
-            if mtmd.mtmd_helper_eval_chunks(self.ctx, llm.ctx, chunks, 0, 0, n_batch, True, ctypes.byref(n_past)):
+            if keep is None:
+                llm.reset()
+                adapter.clear_kv(llm)
+            cached = keep(head) if keep is not None else 0
+            started = time.perf_counter()
+            llm.eval(head[cached:])
+            adapter.keep_prefix(llm, int(llm.n_tokens))  # nothing stale after the head
+            encoder_s, reused = self._evaluate_parts(llm, parts, n_batch)
+        prefill_ms = (time.perf_counter() - started - encoder_s) * 1000
+        # tokens; with M-RoPE an image takes fewer positions (n_tokens) than tokens
+        return Evaluated(needed, needed - cached, encoder_s * 1000, prefill_ms, reused)
+
+    def _evaluate_parts(self, llm: Any, parts: list[Any], n_batch: int) -> tuple[float, int]:
+        """Evaluate the chunks after the head; images through the encoder-output cache. Returns the
+        encoder's seconds and how many images reused an earlier encoding."""
+        mtmd, start = self.mtmd, int(llm.n_tokens)
+        n_past, encoder_s, reused = ctypes.c_int32(start), 0.0, 0
+        for i, chunk in enumerate(parts):
+            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                embd, seconds = self._encoded(llm, chunk)
+                encoder_s, reused = encoder_s + seconds, reused + (seconds == 0.0)
+                failed = mtmd.mtmd_helper_decode_image_chunk(
+                    self.ctx,
+                    llm.ctx,
+                    chunk,
+                    embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                    n_past.value,
+                    0,
+                    n_batch,
+                    ctypes.byref(n_past),
+                    mtmd.mtmd_helper_post_decode_callback(),
+                    None,
+                )  # fmt: skip (no callback: a NULL function pointer)
+            else:
+                last = i == len(parts) - 1
+                failed = mtmd.mtmd_helper_eval_chunk_single(
+                    self.ctx, llm.ctx, chunk, n_past.value, 0, n_batch, last, ctypes.byref(n_past)
+                )
+            if failed:
                 raise InvalidInput("llama.cpp failed to evaluate the images")
-            llm.n_tokens = n_past.value
-            llm.input_ids[: n_past.value] = NOT_A_TOKEN
-            return int(needed)  # tokens; with M-RoPE an image takes fewer positions (n_past) than tokens
+        llm.input_ids[start : n_past.value] = NOT_A_TOKEN
+        llm.n_tokens = n_past.value
+        return encoder_s, reused
+
+    def _encoded(self, llm: Any, chunk: Any) -> tuple[np.ndarray[Any, Any], float]:
+        """The encoder's output for an image chunk: kept from before for the same pixels (its id is
+        their hash), else encoded now. Returns it and the encoder's seconds (0 when reused)."""
+        key = self.mtmd.mtmd_input_chunk_get_id(chunk) or b""
+        if key and (embd := self._outputs.get(key)) is not None:
+            self._outputs.move_to_end(key)
+            return embd, 0.0
+        started = time.perf_counter()
+        if self.mtmd.mtmd_encode_chunk(self.ctx, chunk):
+            raise InvalidInput("llama.cpp failed to encode an image")
+        size = int(self.mtmd.mtmd_input_chunk_get_n_tokens(chunk)) * int(adapter.n_embd_inp(llm))
+        embd = np.ctypeslib.as_array(self.mtmd.mtmd_get_output_embd(self.ctx), shape=(size,)).copy()
+        seconds = time.perf_counter() - started
+        if key:
+            self._outputs[key] = embd
+            while sum(e.nbytes for e in self._outputs.values()) > ENCODED_BYTES:
+                self._outputs.popitem(last=False)
+        return embd, seconds
 
     @contextlib.contextmanager
     def _bitmaps(self, media: list[bytes]) -> Iterator[list[Any]]:
@@ -150,10 +233,18 @@ class Vision:
                     raise InvalidInput(f"{what} could not be decoded")
                 made.append(bitmap)
                 self._check_modality(bitmap)
+                if not audio:  # the image's identity is its pixels: a follow-up reuses their encoding
+                    self.mtmd.mtmd_bitmap_set_id(bitmap, self._pixels_id(bitmap))
             yield made
         finally:
             for bitmap in made:
                 self.mtmd.mtmd_bitmap_free(bitmap)
+
+    def _pixels_id(self, bitmap: Any) -> bytes:
+        mtmd = self.mtmd
+        pixels = ctypes.string_at(mtmd.mtmd_bitmap_get_data(bitmap), mtmd.mtmd_bitmap_get_n_bytes(bitmap))
+        size = f"{mtmd.mtmd_bitmap_get_nx(bitmap)}x{mtmd.mtmd_bitmap_get_ny(bitmap)}".encode()
+        return hashlib.sha256(size + pixels).hexdigest().encode()
 
     def _check_modality(self, bitmap: Any) -> None:
         """An image needs a projector that sees (a clip's was checked before decoding: mtmd decodes

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from ... import defaults, protocol
-from ...errors import InvalidInput, LoadFailed
+from ...errors import ContextTooSmall, InvalidInput, LoadFailed
 from ...gguf import read_gguf
 from ...prompts import Message, StopMatcher, drop_oldest_turn, has_media, media_parts, render_prompt
 from ...protocol import variant
@@ -105,7 +105,7 @@ class Runner:
         self._kv = KVStateFiles(msg)
         remove_stale_parked(self._kv.dir)
         self._load_msg = msg
-        self._drafter = Drafter(enabled=bool(msg.get("prompt_lookup", True)))
+        self._drafter = Drafter(enabled=bool(msg.get("prompt_lookup", defaults.PROMPT_LOOKUP)))
         self._vision_error = None
         self._vision_ready = threading.Event()
         if msg.get("mmproj_path"):  # read while text is already answered (a 7B's is 2.6 GB)
@@ -190,7 +190,11 @@ class Runner:
         if has_media(msg["messages"]):
             return self._generate_media(msg, started)
         messages, tokens, stops, fmt = self._prompt(msg, int(msg.get("max_tokens", defaults.MAX_TOKENS)))
+        rendered = time.perf_counter()
         cached = self._reuse_prefix(tokens)
+        kept = time.perf_counter()
+        self._llm.eval(tokens[cached:])
+        prefilled = time.perf_counter()
         stats = {
             "prompt_tokens": len(tokens),
             "cached_tokens": cached,
@@ -198,16 +202,32 @@ class Runner:
             "dropped_messages": len(msg["messages"]) - len(messages),
             "prompt_format": fmt,
         }
-        return self._stream(msg, tokens[cached:], stops, started) | stats
+        result = self._stream(msg, [], stops, started)
+        ms = {"prompt_ms": rendered - started, "prefix_ms": kept - rendered, "prefill_ms": prefilled - kept}
+        return result | stats | {"stages": _stages({k: v * 1000 for k, v in ms.items()}, result)}
 
     def _generate_media(self, msg: dict[str, Any], started: float) -> dict[str, Any]:
+        """The text before the first image reuses the cached prefix; whatever of the context that
+        text does not hold (another conversation) is parked around the request and put back."""
         llm, vision = self._llm, self._media_projector()
         rendered, paths = self._render_media(msg["messages"], msg.get("tools"))
         images = [_read_media(p) for p in paths]
-        with parked_text_cache(llm, self._kv.dir if self._kv else None):
-            n_prompt = vision.evaluate(llm, rendered.text, images, self._n_batch)
+        prepared = time.perf_counter()
+        shared = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), vision.head_tokens(llm, rendered.text))
+        park = (
+            parked_text_cache(llm, self._kv.dir if self._kv else None)
+            if shared < llm.n_tokens
+            else contextlib.nullcontext()
+        )
+        with park:
+            done = vision.evaluate(llm, rendered.text, images, self._n_batch, self._reuse_prefix)
             result = self._stream(msg, [], rendered.stops, started)
-        return result | _media_stats(n_prompt, n_prompt, vision.audio_seconds, vision.audio_tokens, rendered.format)
+        stats = _media_stats(
+            done.prompt_tokens, done.evaluated_tokens, vision.audio_seconds, vision.audio_tokens, rendered.format
+        )
+        ms = {"prompt_ms": (prepared - started) * 1000, "encoder_ms": done.encoder_ms, "prefill_ms": done.prefill_ms}
+        stages = _stages(ms, result) | {"images_reused": done.images_reused}
+        return result | stats | {"stages": stages}
 
     def listen(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Take the next piece of a spoken clip (its session starts with the first one)."""
@@ -256,7 +276,7 @@ class Runner:
             raise InvalidInput("the prompt fills the model's context (n_ctx): nothing is left for the answer")
         matcher = StopMatcher([*stops, *msg.get("stop", [])])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        n_out, first_at, last_at, reason = 0, 0.0, 0.0, "length"
+        n_out, first_at, last_at, sent_at, reason = 0, 0.0, 0.0, 0.0, "length"
         for token in self._sample(new_tokens, msg, request_grammar(msg)):
             now = time.perf_counter()
             first_at = first_at or now
@@ -267,6 +287,7 @@ class Runner:
             text = matcher.feed(decoder.decode(llm.detokenize([token], special=False)))
             if text:
                 self._send({"id": rid, "event": protocol.EV_TOKEN, "text": text})
+                sent_at = sent_at or time.perf_counter()
             if matcher.stopped:
                 reason = "stop"
                 break
@@ -285,6 +306,7 @@ class Runner:
             "completion_tokens": n_out,
             "ttft_ms": ((first_at or time.perf_counter()) - started) * 1000,
             "tokens_per_second": (n_out - 1) / decode_s if n_out > 1 and decode_s > 0 else 0.0,
+            "first_sent_ms": ((sent_at or time.perf_counter()) - started) * 1000,
         }
 
     def warm(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -392,7 +414,7 @@ class Runner:
                 messages, dropped = drop_oldest_turn(messages), dropped + 1
             except InvalidInput:
                 if len(tokens) > room:
-                    raise
+                    raise ContextTooSmall(tokens=len(tokens), n_ctx=llm.n_ctx(), answer=llm.n_ctx() - room) from None
                 limit = room  # the lower mark cannot be reached, but it fits
                 continue
             limit = int(room * DROP_TO)
@@ -432,6 +454,15 @@ def _drop(messages: list[Message], count: int) -> list[Message]:
         except InvalidInput:
             break
     return messages
+
+
+def _stages(ms: dict[str, float], result: dict[str, Any]) -> dict[str, float]:
+    """Where the worker's time to the first token went (ms): the stages given, then the first token's
+    own (the sampler and the first sample), and how long its text was held back after it (a possible
+    stop string or tag, a character not complete yet) before the first text went out."""
+    ttft, sent = result["ttft_ms"], result["first_sent_ms"]
+    first = {"first_token_ms": ttft - sum(ms.values()), "held_ms": max(sent - ttft, 0.0)}
+    return {key: round(value, 1) for key, value in (ms | first).items()}
 
 
 def _media_stats(n_prompt: int, evaluated: int, seconds: float, tokens: int, prompt_format: str) -> dict[str, Any]:
