@@ -16,14 +16,21 @@ from pathlib import Path
 import re
 
 from homeassistant.components import conversation
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import area_registry as ar, device_registry as dr, entity_registry as er
 
+from .const import CONF_CAMERA_IMAGE_SIZE
 from .engine import normalize
+from .settings import tunable
 from .vision import camera_frame, temp_dir
 
 CAMERA_CUES = re.compile(r"\b(?:camaras?|cameras?|cams?|webcams?)\b")
-SNAPSHOT_WIDTH = 672  # what a Qwen-VL projector takes as 24x24 patches of 28 px: ~576 image tokens
+
+
+def snapshot_size(entry: ConfigEntry) -> int:
+    """The longest side of an Assist question's snapshot (px): the option, else the measured default."""
+    return int(tunable(entry.options, CONF_CAMERA_IMAGE_SIZE))
 
 
 def _words(text: str, *, keep_cues: bool = False) -> str:
@@ -62,7 +69,7 @@ def mentioned_cameras(hass: HomeAssistant, text: str) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def snapshots_attached(
-    hass: HomeAssistant, chat_log: conversation.ChatLog, cameras: Iterable[str]
+    hass: HomeAssistant, chat_log: conversation.ChatLog, cameras: Iterable[str], size: int
 ) -> AsyncIterator[None]:
     """The cameras' current snapshots attached to the turn's user message while the turn runs.
 
@@ -77,7 +84,7 @@ async def snapshots_attached(
     original = chat_log.content[index]
     assert isinstance(original, conversation.UserContent)
     async with temp_dir(hass, "sarai_camera_") as folder:
-        attachments = [await _snapshot(hass, entity_id, Path(folder)) for entity_id in cameras]
+        attachments = [await _snapshot(hass, entity_id, Path(folder), size) for entity_id in cameras]
         chat_log.content[index] = dataclasses.replace(
             original, attachments=[*(original.attachments or []), *attachments]
         )
@@ -87,8 +94,8 @@ async def snapshots_attached(
             chat_log.content[index] = original
 
 
-async def _snapshot(hass: HomeAssistant, entity_id: str, folder: Path) -> conversation.Attachment:
-    frame = await camera_frame(hass, entity_id, SNAPSHOT_WIDTH)
+async def _snapshot(hass: HomeAssistant, entity_id: str, folder: Path, size: int) -> conversation.Attachment:
+    frame = await camera_frame(hass, entity_id, size)
     path = folder / f"{entity_id}.jpg"
     await hass.async_add_executor_job(path.write_bytes, frame.jpeg)
     source = f"media-source://camera/{entity_id}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+import contextlib
 import logging
 from typing import Literal
 
@@ -15,11 +18,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.translation import async_get_translations
 
-from .cameras import mentioned_cameras, snapshots_attached
-from .const import CONF_MODEL_PREFERENCE, CONF_PROMPT, DOMAIN, SUBENTRY_CONVERSATION
-from .engine import EngineError, Message
+from .cameras import mentioned_cameras, snapshot_size, snapshots_attached
+from .const import CONF_MODEL_PREFERENCE, CONF_PROMPT, DOMAIN, ISSUE_CONTEXT, SUBENTRY_CONVERSATION
+from .engine import ContextTooSmall, EngineError, Message
 from .entity import MAX_TOOL_ITERATIONS, SaraiEntity, ToolDef, chat_messages, tool_definitions
 from .history import about_the_past
+from .issues import clear, raise_issue
 from .models import SaraiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
@@ -137,13 +141,16 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
         # the turn asks about these cameras now: it sees them (about earlier, the timeline answers)
         cameras = [] if about_the_past(self.entry, user_input.text) else mentioned_cameras(self.hass, user_input.text)
         try:
-            async with snapshots_attached(self.hass, chat_log, cameras):
+            async with self._looking(chat_log, cameras, user_input.text):
                 finished = await self._async_handle_chat_log(chat_log, cameras=tuple(cameras))
+        except ContextTooSmall as err:
+            return self._error_result(language, chat_log, await self._too_small(language, err))
         except EngineError as err:
             _LOGGER.error("Sarai Omni could not answer: %s", err)
             return self._error_result(language, chat_log, await self._message(language, err.key, str(err)))
         except HomeAssistantError as err:  # a camera named in the turn gave no snapshot
             return self._error_result(language, chat_log, str(err))
+        clear(self.hass, ISSUE_CONTEXT)  # the prompt fits (again)
         if not finished:
             text = await self._message(language, "tool_loop_limit", str(MAX_TOOL_ITERATIONS))
             chat_log.async_add_assistant_content_without_tools(
@@ -151,11 +158,40 @@ class SaraiConversationEntity(conversation.ConversationEntity, SaraiEntity):
             )
         return conversation.async_get_result_from_chat_log(user_input, chat_log)
 
-    async def _message(self, language: str, key: str, detail: str) -> str:
+    @contextlib.asynccontextmanager
+    async def _looking(self, chat_log: conversation.ChatLog, cameras: list[str], text: str) -> AsyncIterator[None]:
+        """The cameras' snapshots attached to the turn; meanwhile the model that will look at them
+        is loaded and its standing prompt warmed (from its context or disk), so only the image and
+        the question are evaluated."""
+        engine, warming = self.entry.runtime_data.engine, None
+        role = engine.route(text, frozenset({"image"})).role if cameras else None
+        if role is not None and role != self._standing_role() and engine.warms(role):
+            system, tools = chat_messages(chat_log)[0], tool_definitions(chat_log)
+            warming = asyncio.create_task(engine.warm(role, [system], tools), name=f"{DOMAIN} warm {role}")
+        try:
+            async with snapshots_attached(self.hass, chat_log, cameras, snapshot_size(self.entry)):
+                if warming is not None:
+                    with contextlib.suppress(EngineError):  # the turn itself says what went wrong
+                        await warming
+                yield
+        finally:
+            if warming is not None and not warming.done():
+                warming.cancel()
+
+    async def _message(self, language: str, key: str, detail: str, **placeholders: str) -> str:
         """This integration's translated exception message for `key`, in `language`."""
         strings = await async_get_translations(self.hass, language, "exceptions", [DOMAIN])
         template = strings.get(f"component.{DOMAIN}.exceptions.{key}.message") or detail
-        return template.replace("{error}", detail).replace("{max}", detail)
+        for name, value in {"error": detail, "max": detail, **placeholders}.items():
+            template = template.replace(f"{{{name}}}", value)
+        return template
+
+    async def _too_small(self, language: str, err: ContextTooSmall) -> str:
+        """Say why the turn cannot be answered and what to change, here and as a repair."""
+        figures = err.placeholders() | {"role": err.role or self._standing_role()}
+        _LOGGER.warning("Sarai Omni could not answer: %s", err)
+        raise_issue(self.hass, ISSUE_CONTEXT, None, **figures)
+        return await self._message(language, err.key, str(err), **figures)
 
     def _error_result(
         self, language: str, chat_log: conversation.ChatLog, message: str

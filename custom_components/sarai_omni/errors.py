@@ -13,7 +13,7 @@ from .engine import EngineError
 def ha_error(err: EngineError) -> HomeAssistantError:
     """The translated error a person reads (each engine error carries its translation key)."""
     return HomeAssistantError(
-        translation_domain=DOMAIN, translation_key=err.key, translation_placeholders={"error": str(err)}
+        translation_domain=DOMAIN, translation_key=err.key, translation_placeholders=err.placeholders()
     )
 
 

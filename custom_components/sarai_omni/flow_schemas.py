@@ -23,6 +23,7 @@ from .catalog import SEEDS
 from .const import (
     CONF_API_KEY,
     CONF_AUDIO,
+    CONF_CAMERA_IMAGE_SIZE,
     CONF_DOWNLOAD,
     CONF_FAST_MMPROJ,
     CONF_FAST_MODEL,
@@ -200,6 +201,7 @@ def options_schema(*, torch: bool = False) -> probatio.Schema:
             probatio.Required(CONF_KV_TYPE, default=d[CONF_KV_TYPE]): kv_type_selector(),
             probatio.Required(CONF_N_GPU_LAYERS, default=d[CONF_N_GPU_LAYERS]): number(0, 999),
             probatio.Required(CONF_PROMPT_LOOKUP, default=d[CONF_PROMPT_LOOKUP]): BooleanSelector(),
+            probatio.Required(CONF_CAMERA_IMAGE_SIZE, default=d[CONF_CAMERA_IMAGE_SIZE]): number(224, 1024, 28, "px"),
             probatio.Required(CONF_IDLE_UNLOAD_S, default=d[CONF_IDLE_UNLOAD_S]): number(0, 86400, 10, "s"),
             probatio.Required(CONF_REQUEST_TIMEOUT_S, default=d[CONF_REQUEST_TIMEOUT_S]): number(10, 3600, 10, "s"),
             probatio.Required(CONF_ROUTER_SHORT_CHARS, default=d[CONF_ROUTER_SHORT_CHARS]): number(10, 4000),

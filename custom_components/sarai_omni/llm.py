@@ -20,7 +20,7 @@ from homeassistant.util import dt as dt_util
 from homeassistant.util.json import JsonValueType
 import probatio
 
-from .cameras import SNAPSHOT_WIDTH, camera_by_name
+from .cameras import camera_by_name, snapshot_size
 from .const import DOMAIN
 from .history import async_events, place_of
 from .services import describe, loaded_entry
@@ -65,9 +65,10 @@ class LookAtCamera(llm.Tool):
         if entity_id is None:
             names: list[JsonValueType] = [s.name for e in allowed if (s := hass.states.get(e))]
             return llm.ToolResult(data={"error": "unknown_camera", "cameras": names}, error=True)
-        frame = await camera_frame(hass, entity_id, SNAPSHOT_WIDTH)
+        entry = loaded_entry(hass)
+        frame = await camera_frame(hass, entity_id, snapshot_size(entry))
         question = str(tool_input.tool_args.get("question") or DEFAULT_QUESTION)
-        decision, result = await describe(hass, loaded_entry(hass), [frame], prompt=question, cameras=(entity_id,))
+        decision, result = await describe(hass, entry, [frame], prompt=question, cameras=(entity_id,))
         return llm.ToolResult(data={"camera": entity_id, "answer": result.text.strip(), "model": decision.role})
 
 

@@ -186,8 +186,10 @@ class GardenCamera(Camera):
     def __init__(self, jpeg: bytes) -> None:
         super().__init__()
         self.jpeg, self.working = jpeg, True
+        self.widths: list[int | None] = []  # the sizes it was asked for
 
     async def async_camera_image(self, width: int | None = None, height: int | None = None) -> bytes | None:
+        self.widths.append(width)
         return self.jpeg if self.working else None
 
 

@@ -16,8 +16,8 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, setup_test_component_platform
 
 from custom_components.sarai_omni.cameras import mentioned_cameras
-from custom_components.sarai_omni.const import CONF_FAST_MMPROJ, CONF_N_CTX
-from custom_components.sarai_omni.engine import ChatRequest
+from custom_components.sarai_omni.const import CONF_CAMERA_IMAGE_SIZE, CONF_FAST_MMPROJ, CONF_N_CTX
+from custom_components.sarai_omni.engine import ChatRequest, defaults
 from custom_components.sarai_omni.llm import LOOK_AT_CAMERA
 
 from .conftest import EN, GardenCamera, agent_id, make_entry, wait_loaded
@@ -101,10 +101,25 @@ async def test_a_camera_question_reaches_the_quality_model_with_the_snapshot(
     assert attrs["images"] == 1
     assert attrs["cameras"] == ["camera.garden"]
     assert attrs["prompt_tokens"] > 0
+    # The quality model's standing prompt was warmed while the snapshot was taken: only the question
+    # and the image were evaluated, at the size Assist questions take.
+    assert 0 < attrs["cached_tokens"] == attrs["prompt_tokens"] - attrs["evaluated_prompt_tokens"]
+    assert entry.runtime_data.engine.status("quality").standing_prompt is not None
+    assert cameras["camera.garden"].widths == [defaults.CAMERA_IMAGE_SIZE]
     assert "image attached" in attrs["route_reason"]
     # The next turn does not send the old snapshot again (its file is gone).
     _, seen = await _ask(hass, entry, "thanks!", language)
     assert all(not _images(r) for r in seen)
+
+
+async def test_the_snapshot_size_is_an_option(
+    hass: HomeAssistant, vision_entry: MockConfigEntry, cameras: dict[str, GardenCamera]
+) -> None:
+    hass.config_entries.async_update_entry(vision_entry, options={**vision_entry.options, CONF_CAMERA_IMAGE_SIZE: 224})
+    await hass.async_block_till_done()
+    await wait_loaded(vision_entry)
+    await _ask(hass, vision_entry, "what do you see on the garden camera?", "en")
+    assert cameras["camera.garden"].widths == [224]
 
 
 async def test_two_cameras_named_both_attached_none_named_nothing(
