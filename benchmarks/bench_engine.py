@@ -2,7 +2,8 @@
 
 Measures on the same GGUF, threads and load parameters:
 - decode tok/s of raw llama-cpp-python in this process vs through the engine (worker process +
-  JSON-lines streaming, timed where the tokens arrive, on the event loop);
+  JSON-lines streaming, timed where the tokens arrive, on the event loop) with the default options,
+  and through an engine with `prompt_lookup` on (the option's other value), all three alternated;
 - time to first token for a ~1,500-token system prompt: cold (full prompt), warm (prefix cached in
   the worker's context) and restored (KV state loaded from disk by a fresh worker);
 - decode tok/s through the engine of each load variant: plain (no weight repacking, the variant the
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from custom_components.sarai_omni.engine import ChatRequest, Engine, EngineConfig, WorkerCrashed  # noqa: E402
 from custom_components.sarai_omni.engine.errors import describe_exit  # noqa: E402
 from custom_components.sarai_omni.engine.prompts import Message, render_prompt  # noqa: E402
+from custom_components.sarai_omni.engine.spec import Runtime  # noqa: E402
 from custom_components.sarai_omni.engine.worker.llamacpp.runner import _new_llama  # noqa: E402
 from tests.specs import gguf_spec  # noqa: E402
 
@@ -116,9 +118,12 @@ async def ttft(engine: Engine, messages: list[Message]) -> dict[str, float]:
     }
 
 
-def make_engine(model: Path, threads: int, kv_dir: str | None = None, *, repack: bool = False) -> Engine:
+def make_engine(
+    model: Path, threads: int, kv_dir: str | None = None, *, repack: bool = False, **runtime: Any
+) -> Engine:
+    """The model as HA runs it: every runtime option at its default unless given."""
     spec = gguf_spec(
-        "fast", str(model), n_ctx=N_CTX, n_threads=threads, pinned=True, kv_cache_dir=kv_dir, repack=repack
+        "fast", str(model), n_ctx=N_CTX, n_threads=threads, pinned=True, kv_cache_dir=kv_dir, repack=repack, **runtime
     )
     return Engine(EngineConfig(models=(spec,), ram_budget_mb=16384))
 
@@ -169,13 +174,17 @@ async def prompt_cache(model: Path, threads: int, repeat: int) -> dict[str, list
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    engine = make_engine(args.model, args.threads)
+    engine = make_engine(args.model, args.threads)  # the defaults
+    lookup = make_engine(args.model, args.threads, prompt_lookup=True)
     await engine.start()
-    raw, eng = [], []
-    for _ in range(args.repeat):  # alternate so drift hits both sides alike
+    await lookup.start()
+    raw, eng, eng_lookup = [], [], []
+    for _ in range(args.repeat):  # alternate so drift hits all sides alike
         raw += raw_decode(args.model, args.threads, args.tokens, 1)
         eng.append(await engine_decode(engine, args.tokens))
+        eng_lookup.append(await engine_decode(lookup, args.tokens))
     await engine.close()
+    await lookup.close()
     cache = await prompt_cache(args.model, args.threads, args.repeat)
     variants = await load_variants(args.model, args.threads, args.tokens, args.repeat)
 
@@ -190,6 +199,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "repeat": args.repeat,
         "raw_tps_runs": raw,
         "engine_tps_runs": eng,
+        "engine_prompt_lookup_tps_runs": eng_lookup,
+        "prompt_lookup_default": Runtime().prompt_lookup,
         "prompt_cache_runs": cache,
         "prompt_tokens": int(med(cache["cold"], "prompt")),
         "ttft_cold_ms": cold,
@@ -203,6 +214,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "ttft_restored_over_cold": round(restored / cold, 4),
             "raw_tps": round(statistics.median(raw), 2),
             "engine_tps": round(statistics.median(eng), 2),
+            "prompt_lookup_ratio": round(statistics.median(eng_lookup) / statistics.median(raw), 3),
+            "prompt_lookup_tps": round(statistics.median(eng_lookup), 2),
             "plain_tps": variants["plain"]["decode_tps"],
             "repack_tps": variants["repack"]["decode_tps"],
             "repack_unusable": variants["repack"].get("unusable"),
@@ -219,7 +232,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     s = result["summary"]
     left.bar(
-        ["raw llama-cpp-python", "engine (worker + stream)"], [s["raw_tps"], s["engine_tps"]], color=["#888", "#1f77b4"]
+        ["raw llama-cpp-python", "engine (defaults)", "engine, prompt lookup"],
+        [s["raw_tps"], s["engine_tps"], s["prompt_lookup_tps"]],
+        color=["#888", "#1f77b4", "#9467bd"],
     )
     left.set_ylabel("decode tokens/s (median)")
     left.set_title(f"Decode, {result['threads']} threads: ratio {s['decode_ratio']:.2f}")
