@@ -481,9 +481,12 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     waits.legend()
     points = [p for p in summary["home"] if "cold_ttft_ms" in p]
     counts = [f"{p['entities']}\n({p['standing_tokens']} tok, n_ctx {p['n_ctx']})" for p in points]
-    home.bar(counts, [p["cold_ttft_ms"] / 1000 for p in points], label="cold TTFT", color="#d62728")
-    home.bar(counts, [p["warm_ttft_ms"] / 1000 for p in points], label="warm TTFT", color="#2ca02c")
-    home.set_ylabel("seconds")
+    at = range(len(points))
+    home.bar([i - 0.2 for i in at], [p["cold_ttft_ms"] / 1000 for p in points], 0.4, label="cold", color="#d62728")
+    home.bar([i + 0.2 for i in at], [p["warm_ttft_ms"] / 1000 for p in points], 0.4, label="warm", color="#2ca02c")
+    home.set_xticks(list(at), counts)
+    home.set_yscale("log")
+    home.set_ylabel("time to first token, seconds (log)")
     home.set_title("Assist as the home grows (4B shape; exposed entities)")
     home.legend()
     fig.tight_layout()
