@@ -279,11 +279,6 @@ async def home_point(model: Path, threads: int, entities: int, n_ctx: int, kv_di
 WARM_TURNS = ("Is the garage switch on?", "Switch off the bedroom lamp", "Which lights are on?")
 
 
-def newest_state(kv_dir: str) -> str:
-    """The KV state file saved last in `kv_dir` (the standing prompt just warmed)."""
-    return str(max(Path(kv_dir).glob("state-*.kv"), key=lambda p: p.stat().st_mtime))
-
-
 async def home_curve(model: Path, threads: int, found: dict[str, Any], save: Callable[[], None]) -> None:
     """The points not measured yet (a resumed run keeps the others), each saved as it is measured."""
     points, kv_dir = found.setdefault("home", []), found["kv_dir"]
@@ -294,13 +289,12 @@ async def home_curve(model: Path, threads: int, found: dict[str, Any], save: Cal
         if "refused" in point:  # what the answer says to do, done: the context it suggests
             points.append(point)
             point = await home_point(model, threads, count, int(point["suggested"]), kv_dir)
-        point["state"] = newest_state(kv_dir)
         points.append(point)
         print(f"home {count}: {str(point)[:300]}", file=sys.stderr, flush=True)
         save()
 
 
-async def camera(eng: Engine, system: dict[str, Any], tools: list[dict[str, Any]], kv_dir: str) -> dict[str, Any]:
+async def camera(eng: Engine, system: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
     """Today's camera question and the new one on the 7B, side by side."""
     question = "What do you see on the garden camera?"
     with tempfile.TemporaryDirectory() as folder:
@@ -320,10 +314,9 @@ async def camera(eng: Engine, system: dict[str, Any], tools: list[dict[str, Any]
         await eng.load("quality")
         before = await first_text(eng, ask(BEFORE_SIZE))  # nothing of the standing prompt cached
         warmed = await eng.warm("quality", [system], tools)
-        state = newest_state(kv_dir)  # saved by that warm
         after = {str(side): await first_text(eng, ask(side)) for side in SIZES}
         follow_up = await first_text(eng, ask(defaults.CAMERA_IMAGE_SIZE))  # the same frame again
-    return {"before": before, "warm_source": warmed.source, "after": after, "follow_up": follow_up, "state": state}
+    return {"before": before, "warm_source": warmed.source, "after": after, "follow_up": follow_up}
 
 
 async def voice_round_trip(eng: Engine, system: dict[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
@@ -364,7 +357,7 @@ async def measure(threads: int, found: dict[str, Any], save: Callable[[], None])
     try:
         found["assist_warm"] = (await eng.warm("fast", [system], tools)).source  # from disk: the curve saved it
         found["assist"] = [await first_text(eng, turn(system, tools, t, "fast", max_tokens=2)) for t in WARM_TURNS]
-        found["camera"] = await camera(eng, system, tools, kv_dir)
+        found["camera"] = await camera(eng, system, tools)
         await speak_timed(eng, "Hello.")  # the voice loaded, its first code2wav graph built
         found["voice"] = await voice_round_trip(eng, system, tools)
         found["resident"] = sorted(r for r, s in eng.snapshot().models.items() if s.state == "loaded")

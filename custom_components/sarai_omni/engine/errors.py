@@ -19,6 +19,11 @@ class EngineError(Exception):
         """What the translated message may show: the text, and the figures."""
         return {"error": str(self)} | {k: str(v) for k, v in self.detail().items()}
 
+    @classmethod
+    def from_detail(cls, message: str, detail: dict[str, int]) -> EngineError:
+        """The error again on the host's side of the pipe, from its text and `detail()`."""
+        return cls(message)
+
 
 class InvalidModelFile(EngineError):
     """The file is not a readable GGUF model."""
@@ -145,6 +150,11 @@ class ContextTooSmall(InvalidInput):
 
     def placeholders(self) -> dict[str, str]:
         return super().placeholders() | {"role": self.role}
+
+    @classmethod
+    def from_detail(cls, message: str, detail: dict[str, int]) -> EngineError:
+        figures = {k: int(detail.get(k, 0)) for k in ("tokens", "n_ctx", "answer")}
+        return cls(message, **figures)
 
 
 class CapabilityMissing(EngineError):

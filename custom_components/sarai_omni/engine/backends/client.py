@@ -30,6 +30,7 @@ _ERRORS: dict[str, type[errors.EngineError]] = {
     cls.__name__: cls
     for cls in (
         errors.InvalidInput,
+        errors.ContextTooSmall,
         errors.LoadFailed,
         errors.BackendMissing,
         errors.TorchMissing,
@@ -260,15 +261,7 @@ class WorkerClient:
     @staticmethod
     def _error(event: dict[str, Any]) -> errors.EngineError:
         kind, message = str(event.get("kind")), str(event.get("message", event.get("kind")))
-        if kind == errors.ContextTooSmall.__name__:  # its figures travel beside the text
-            detail = event.get("detail") or {}
-            return errors.ContextTooSmall(
-                message,
-                tokens=int(detail.get("tokens", 0)),
-                n_ctx=int(detail.get("n_ctx", 0)),
-                answer=int(detail.get("answer", 0)),
-            )
-        return _ERRORS.get(kind, errors.EngineError)(message)
+        return _ERRORS.get(kind, errors.EngineError).from_detail(message, event.get("detail") or {})
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within `grace_s` seconds."""

@@ -139,25 +139,27 @@ class Vision:
         return list(llm.tokenize(text.partition(self.marker)[0].encode(), add_bos=True, special=True))
 
     def evaluate(
-        self, llm: Any, text: str, images: list[bytes], n_batch: int, keep: Callable[[list[int]], int] | None = None
+        self,
+        llm: Any,
+        text: str,
+        images: list[bytes],
+        n_batch: int,
+        *,
+        head: list[int],
+        keep: Callable[[list[int]], int],
     ) -> Evaluated:
         """Evaluate `text` (one marker per image or clip) with the media.
 
-        `keep(head)` keeps the context's cached prefix of the text before the first marker and says
-        how long it is; without it the context is cleared first. Logits of the last token are ready
-        for sampling.
+        `head` is `head_tokens(llm, text)`; `keep(head)` keeps the context's cached prefix of it and
+        says how long that is. Logits of the last token are ready for sampling.
         """
-        head = self.head_tokens(llm, text)
         with self._bitmaps(images) as bitmaps, self.chunks() as chunks:
             self.tokenize(chunks, self.marker + text.partition(self.marker)[2], bitmaps, add_special=False)
             parts = self.chunk_list(chunks)
             self.audio_tokens = self.count_audio_tokens(parts)
             if (needed := len(head) + int(self.mtmd.mtmd_helper_get_n_tokens(chunks))) > llm.n_ctx():
                 raise InvalidInput(_too_long(llm, text, len(images), needed))
-            if keep is None:
-                llm.reset()
-                adapter.clear_kv(llm)
-            cached = keep(head) if keep is not None else 0
+            cached = keep(head)
             started = time.perf_counter()
             llm.eval(head[cached:])
             adapter.keep_prefix(llm, int(llm.n_tokens))  # nothing stale after the head

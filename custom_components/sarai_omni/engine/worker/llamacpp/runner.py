@@ -213,14 +213,15 @@ class Runner:
         rendered, paths = self._render_media(msg["messages"], msg.get("tools"))
         images = [_read_media(p) for p in paths]
         prepared = time.perf_counter()
-        shared = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), vision.head_tokens(llm, rendered.text))
+        head = vision.head_tokens(llm, rendered.text)
+        shared = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), head)
         park = (
             parked_text_cache(llm, self._kv.dir if self._kv else None)
             if shared < llm.n_tokens
             else contextlib.nullcontext()
         )
         with park:
-            done = vision.evaluate(llm, rendered.text, images, self._n_batch, self._reuse_prefix)
+            done = vision.evaluate(llm, rendered.text, images, self._n_batch, head=head, keep=self._reuse_prefix)
             result = self._stream(msg, [], rendered.stops, started)
         stats = _media_stats(
             done.prompt_tokens, done.evaluated_tokens, vision.audio_seconds, vision.audio_tokens, rendered.format
@@ -466,8 +467,8 @@ def _stages(ms: dict[str, float], result: dict[str, Any]) -> dict[str, float]:
 
 
 def _media_stats(n_prompt: int, evaluated: int, seconds: float, tokens: int, prompt_format: str) -> dict[str, Any]:
-    """What a prompt through mtmd cost (no cached prefix of the text path: the rest was evaluated
-    while the speech was spoken, by `listen`)."""
+    """What a prompt through mtmd cost: `evaluated` of its `n_prompt` tokens now (the rest came from
+    the cached prefix, or was evaluated while the speech was spoken, by `listen`)."""
     return {
         "prompt_tokens": n_prompt,
         "cached_tokens": n_prompt - evaluated,
